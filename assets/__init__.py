@@ -1,0 +1,1 @@
+"""Thin Dagster wrappers: each asset body calls into plain Python (hakobu.sync, hakobu.grants)."""

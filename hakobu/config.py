@@ -1,0 +1,509 @@
+"""Tenant and cluster configuration: parsed once at the edge into frozen, typed models.
+
+Every error names the file and line and says what to do; all errors of a load are collected and
+raised together (`ConfigErrors`), so a user fixes a broken config in one pass.
+
+Layout of a config directory (HAKOBU_CONFIG_DIR, default: the repository root):
+
+    tenants/clusters.yaml     source clusters
+    tenants/<tenant>.yaml     one file per tenant
+    tenants/warehouse.yaml    the internal analytics warehouse (optional)
+    permissions.csv           dataset grants
+"""
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hakobu.errors import ConfigError, ConfigErrors
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CLUSTERS_FILE = "clusters.yaml"
+WAREHOUSE_FILE = "warehouse.yaml"
+DATASETS_FILE = "datasets.yaml"
+RESERVED_FILES = {CLUSTERS_FILE, WAREHOUSE_FILE, DATASETS_FILE}
+
+_IDENT = r"^[A-Za-z_][A-Za-z0-9_$]*$"
+_TENANT_ID = r"^[a-z][a-z0-9_]{0,62}$"
+_BQ_DATASET = r"^[A-Za-z0-9_]{1,1024}$"
+_BQ_PROJECT = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$"
+Identifier = Annotated[str, Field(pattern=_IDENT, max_length=64)]
+
+
+def config_dir() -> Path:
+    """The directory holding tenants/ and permissions.csv (HAKOBU_CONFIG_DIR or the repo root)."""
+    value = os.environ.get("HAKOBU_CONFIG_DIR")
+    return Path(value).resolve() if value else REPO_ROOT
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Asia/Tokyo") from exc
+    return value
+
+
+class ReadBudget(_Model):
+    """How hard hakobu may read a source cluster (see resources/pressure.py)."""
+
+    pages_per_second: int | None = Field(default=None, gt=0)
+    max_connections: int = Field(default=2, ge=1, le=64)
+    window: str | None = Field(default=None, pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
+
+
+class Cluster(_Model):
+    name: str
+    host: str
+    port: int = Field(default=3306, ge=1, le=65535)
+    user: str
+    password_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    timezone: str = "UTC"
+    zero_dates: Literal["to_null", "fail"] = "to_null"
+    read_budget: ReadBudget = ReadBudget()
+    lag_seconds: int = Field(default=5, ge=0)
+
+    _zone = field_validator("timezone")(_check_zone)
+
+    def password(self) -> "Secret":
+        """The password, read from the environment at the moment it is needed."""
+        if self.password_env is None:
+            return Secret("")
+        if self.password_env not in os.environ:
+            raise ConfigError(
+                f"cluster {self.name!r}: environment variable {self.password_env} is not set",
+                hint=f"export {self.password_env}=... (the password of MySQL user {self.user!r})")
+        return Secret(os.environ[self.password_env])
+
+
+class Secret:
+    """A secret whose str() and repr() never show the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('****')"
+
+    __str__ = __repr__
+
+
+class Source(_Model):
+    """Where a tenant's rows live: its own schema, or shared tables with a discriminator column."""
+
+    schema_: Identifier = Field(alias="schema")
+    tenant_column: Identifier | None = None
+    tenant_value: int | str | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "Source":
+        if (self.tenant_column is None) != (self.tenant_value is None):
+            raise ValueError("shared tables need both tenant_column and tenant_value "
+                             "(schema-per-tenant needs neither)")
+        return self
+
+    @property
+    def shared(self) -> bool:
+        return self.tenant_column is not None
+
+
+class Destination(_Model):
+    project: str = Field(pattern=_BQ_PROJECT)
+    dataset: str = Field(pattern=_BQ_DATASET)
+    location: str = "US"
+
+
+class Schedule(_Model):
+    cron: str
+    timezone: str = "UTC"
+
+    _zone = field_validator("timezone")(_check_zone)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value) or len(value.split()) != 5:
+            raise ValueError(f"{value!r} is not a 5-field cron expression (e.g. '0 2 * * *')")
+        return value
+
+
+class Table(_Model):
+    name: Identifier
+    primary_key: list[Identifier] | None = None
+    cursor: Identifier | None = None
+    exclude: list[Identifier] = []
+    chunk_rows: int = Field(default=50_000, ge=100, le=1_000_000)
+    without_primary_key: Literal["refuse", "replace"] = "refuse"
+    zero_dates: Literal["to_null", "fail"] | None = None
+    export_sensitive: list[Identifier] = []
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Table":
+        overlap = set(self.exclude) & set(self.primary_key or [])
+        if overlap:
+            raise ValueError(f"primary key column(s) {sorted(overlap)} cannot be excluded")
+        if self.cursor and self.cursor in self.exclude:
+            raise ValueError(f"cursor column {self.cursor!r} cannot be excluded")
+        return self
+
+
+class Tenant(_Model):
+    tenant: str = Field(pattern=_TENANT_ID)
+    cluster: str
+    source: Source
+    destination: Destination
+    schedule: Schedule
+    deliver_by: time
+    tables: list[Table] = Field(min_length=1)
+    file: str = ""
+
+    @field_validator("deliver_by", mode="before")
+    @classmethod
+    def _deliver_by(cls, value: Any) -> Any:
+        if isinstance(value, int):  # YAML 1.1 reads 06:30 as a sexagesimal int
+            value = f"{value // 60:02d}:{value % 60:02d}"
+        if isinstance(value, str) and not re.fullmatch(r"\d{2}:\d{2}", value):
+            raise ValueError("use HH:MM in the schedule's time zone, e.g. '06:00'")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_tables(self) -> "Tenant":
+        names = [t.name for t in self.tables]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"table(s) listed twice: {dupes}")
+        return self
+
+    def table(self, name: str) -> Table:
+        for t in self.tables:
+            if t.name == name:
+                return t
+        raise ConfigError(f"unknown table {name!r}", tenant=self.tenant,
+                          hint=f"tables of this tenant: {', '.join(t.name for t in self.tables)}")
+
+
+class ExtraDataset(_Model):
+    project: str = Field(pattern=_BQ_PROJECT)
+    dataset: str = Field(pattern=_BQ_DATASET)
+    location: str = "US"
+
+
+class Warehouse(_Model):
+    """The internal analytics warehouse: all tenants' tables in one dataset."""
+
+    project: str = Field(pattern=_BQ_PROJECT)
+    dataset: str = Field(pattern=_BQ_DATASET)
+    location: str = "US"
+    enabled: bool = True
+    hash_key_env: str = Field(default="HAKOBU_WAREHOUSE_HASH_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$")
+    drop_columns: list[Identifier] = []
+    hash_columns: list[Identifier] = []
+
+
+@dataclass(frozen=True)
+class ManagedDataset:
+    """A BigQuery dataset whose grants permissions.csv manages."""
+
+    project: str
+    dataset: str
+    location: str
+    kind: Literal["customer", "warehouse", "extra"]
+    tenant: str | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.project}.{self.dataset}"
+
+
+@dataclass(frozen=True)
+class Config:
+    root: Path
+    clusters: dict[str, Cluster]
+    tenants: dict[str, Tenant]
+    warehouse: Warehouse | None = None
+    extra_datasets: tuple[ExtraDataset, ...] = ()
+
+    @property
+    def permissions_file(self) -> Path:
+        return self.root / "permissions.csv"
+
+    def managed_datasets(self) -> dict[str, ManagedDataset]:
+        """Every dataset permissions.csv may name, keyed by 'project.dataset'."""
+        out: dict[str, ManagedDataset] = {}
+        for t in self.tenants.values():
+            d = t.destination
+            out[f"{d.project}.{d.dataset}"] = ManagedDataset(d.project, d.dataset, d.location,
+                                                             "customer", t.tenant)
+        if self.warehouse is not None:
+            w = self.warehouse
+            out[f"{w.project}.{w.dataset}"] = ManagedDataset(w.project, w.dataset, w.location,
+                                                             "warehouse")
+        for e in self.extra_datasets:
+            out.setdefault(f"{e.project}.{e.dataset}",
+                           ManagedDataset(e.project, e.dataset, e.location, "extra"))
+        return out
+
+    def tenant(self, tenant_id: str) -> Tenant:
+        try:
+            return self.tenants[tenant_id]
+        except KeyError:
+            raise ConfigError(f"unknown tenant {tenant_id!r}",
+                              hint=f"tenants in {self.root / 'tenants'}: "
+                                   f"{', '.join(sorted(self.tenants)) or '(none)'}") from None
+
+    def cluster_of(self, tenant: Tenant) -> Cluster:
+        return self.clusters[tenant.cluster]
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML with line numbers
+
+
+def _read_yaml(path: Path, errors: list[ConfigError]) -> tuple[Any, dict[tuple, int]] | None:
+    """Parse a YAML file; return its data and a map from key path to 1-based line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        errors.append(ConfigError(f"{path}:{line}: malformed YAML: {exc.problem or exc}",
+                                  hint="fix the syntax at that line"))
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        errors.append(ConfigError(f"{path}: cannot read: {exc}"))
+        return None
+    lines: dict[tuple, int] = {}
+    if node is not None:
+        _index_lines(node, (), lines)
+    return data, lines
+
+
+def _index_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> None:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = path + (key.value,)
+            lines[child] = key.start_mark.line + 1
+            _index_lines(value, child, lines)
+            lines[child] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index_lines(item, path + (i,), lines)
+
+
+def _line_of(lines: dict[tuple, int], loc: tuple) -> int:
+    loc = tuple("schema" if p == "schema_" else p for p in loc)
+    while loc not in lines and loc:
+        loc = loc[:-1]
+    return lines.get(loc, 1)
+
+
+def _validation_errors(path: Path, exc: ValidationError, lines: dict[tuple, int],
+                       prefix: tuple = ()) -> list[ConfigError]:
+    out = []
+    for err in exc.errors():
+        loc = prefix + tuple(err["loc"])
+        field = ".".join(str(p) for p in loc if p != "__root__") or "(file)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key; check the spelling against the tenant-file reference in README.md"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        out.append(ConfigError(f"{path}:{_line_of(lines, loc)}: {field}: {msg}"))
+    return out
+
+
+_ENV_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(value: Any, where: str, errors: list[ConfigError]) -> Any:
+    """Expand ${VAR} and ${VAR:-default} in cluster endpoints (not secrets: see password_env)."""
+    if isinstance(value, dict):
+        return {k: _interpolate(v, where, errors) for k, v in value.items()}
+    if not isinstance(value, str):
+        return value
+
+    def repl(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ and os.environ[name] != "":
+            return os.environ[name]
+        if default is not None:
+            return default
+        errors.append(ConfigError(f"{where}: environment variable {name} is not set",
+                                  hint=f"export {name}=... or write ${{{name}:-default}}"))
+        return ""
+
+    return _ENV_REF.sub(repl, value)
+
+
+def _load_clusters(path: Path, errors: list[ConfigError]) -> dict[str, Cluster]:
+    if not path.exists():
+        errors.append(ConfigError(f"{path}: missing",
+                                  hint="create it with a 'clusters:' mapping (see README.md)"))
+        return {}
+    parsed = _read_yaml(path, errors)
+    if parsed is None:
+        return {}
+    data, lines = parsed
+    if not isinstance(data, dict) or not isinstance(data.get("clusters"), dict):
+        errors.append(ConfigError(f"{path}:1: expected a top-level 'clusters:' mapping"))
+        return {}
+    extra = set(data) - {"clusters"}
+    for key in sorted(extra):
+        errors.append(ConfigError(f"{path}:{_line_of(lines, (key,))}: {key}: unknown key"))
+    clusters = {}
+    for name, body in data["clusters"].items():
+        loc = ("clusters", name)
+        if not isinstance(body, dict):
+            errors.append(ConfigError(f"{path}:{_line_of(lines, loc)}: clusters.{name}: "
+                                      "expected a mapping"))
+            continue
+        if "password" in body:
+            errors.append(ConfigError(
+                f"{path}:{_line_of(lines, loc + ('password',))}: clusters.{name}.password: "
+                "passwords never go in files", hint="use password_env: NAME_OF_ENV_VARIABLE"))
+            continue
+        body = _interpolate(body, f"{path}:{_line_of(lines, loc)}", errors)
+        try:
+            clusters[name] = Cluster(name=name, **body)
+        except ValidationError as exc:
+            errors.extend(_validation_errors(path, exc, lines, loc))
+    return clusters
+
+
+def load_tenant_file(path: Path, clusters: dict[str, Cluster],
+                     errors: list[ConfigError]) -> Tenant | None:
+    parsed = _read_yaml(path, errors)
+    if parsed is None:
+        return None
+    data, lines = parsed
+    if not isinstance(data, dict):
+        errors.append(ConfigError(f"{path}:1: expected a mapping with tenant, cluster, source, "
+                                  "destination, schedule, deliver_by and tables"))
+        return None
+    try:
+        tenant = Tenant(**data, file=str(path))
+    except ValidationError as exc:
+        errors.extend(_validation_errors(path, exc, lines))
+        return None
+    if tenant.cluster not in clusters:
+        errors.append(ConfigError(
+            f"{path}:{_line_of(lines, ('cluster',))}: cluster: unknown cluster {tenant.cluster!r}",
+            hint=f"declare it in tenants/{CLUSTERS_FILE} (known: {', '.join(sorted(clusters))})"))
+        return None
+    if path.stem != tenant.tenant:
+        errors.append(ConfigError(
+            f"{path}:{_line_of(lines, ('tenant',))}: tenant: id {tenant.tenant!r} differs from "
+            f"the file name", hint=f"rename the file to {tenant.tenant}.yaml"))
+        return None
+    return tenant
+
+
+def load_config(root: Path | None = None) -> Config:
+    """Load and validate every file under root/tenants; raise ConfigErrors listing all problems."""
+    root = Path(root) if root else config_dir()
+    tdir = root / "tenants"
+    errors: list[ConfigError] = []
+    if not tdir.is_dir():
+        raise ConfigErrors([ConfigError(f"{tdir}: no tenants directory",
+                                        hint="set HAKOBU_CONFIG_DIR to a directory with tenants/")])
+    clusters = _load_clusters(tdir / CLUSTERS_FILE, errors)
+    tenants: dict[str, Tenant] = {}
+    datasets: dict[tuple[str, str], str] = {}
+    for path in sorted(tdir.glob("*.y*ml")):
+        if path.name in RESERVED_FILES or path.suffix not in {".yaml", ".yml"}:
+            continue
+        tenant = load_tenant_file(path, clusters, errors)
+        if tenant is None:
+            continue
+        if tenant.tenant in tenants:
+            errors.append(ConfigError(f"{path}:1: tenant {tenant.tenant!r} is also defined in "
+                                      f"{tenants[tenant.tenant].file}"))
+            continue
+        key = (tenant.destination.project, tenant.destination.dataset)
+        if key in datasets:
+            errors.append(ConfigError(
+                f"{path}: destination {key[0]}.{key[1]} is already the dataset of tenant "
+                f"{datasets[key]!r}", hint="every tenant needs its own customer dataset"))
+            continue
+        datasets[key] = tenant.tenant
+        tenants[tenant.tenant] = tenant
+    _check_shared_sources(tenants, errors)
+    warehouse = _load_single(tdir / WAREHOUSE_FILE, "warehouse", Warehouse, errors)
+    extras = _load_list(tdir / DATASETS_FILE, "datasets", ExtraDataset, errors)
+    if errors:
+        raise ConfigErrors(errors)
+    return Config(root=root, clusters=clusters, tenants=tenants, warehouse=warehouse,
+                  extra_datasets=tuple(extras))
+
+
+def _load_single(path: Path, key: str, model: type[_Model], errors: list[ConfigError]):
+    """An optional file holding one `key:` mapping."""
+    if not path.exists():
+        return None
+    parsed = _read_yaml(path, errors)
+    if parsed is None:
+        return None
+    data, lines = parsed
+    if not isinstance(data, dict) or set(data) != {key} or not isinstance(data[key], dict):
+        errors.append(ConfigError(f"{path}:1: expected exactly one top-level '{key}:' mapping"))
+        return None
+    try:
+        return model(**data[key])
+    except ValidationError as exc:
+        errors.extend(_validation_errors(path, exc, lines, (key,)))
+        return None
+
+
+def _load_list(path: Path, key: str, model: type[_Model], errors: list[ConfigError]) -> list:
+    """An optional file holding one `key:` list of mappings."""
+    if not path.exists():
+        return []
+    parsed = _read_yaml(path, errors)
+    if parsed is None:
+        return []
+    data, lines = parsed
+    if not isinstance(data, dict) or set(data) != {key} or not isinstance(data[key], list):
+        errors.append(ConfigError(f"{path}:1: expected exactly one top-level '{key}:' list"))
+        return []
+    out = []
+    for i, item in enumerate(data[key]):
+        try:
+            out.append(model(**item) if isinstance(item, dict) else model.model_validate(item))
+        except ValidationError as exc:
+            errors.extend(_validation_errors(path, exc, lines, (key, i)))
+    return out
+
+
+def _check_shared_sources(tenants: dict[str, Tenant], errors: list[ConfigError]) -> None:
+    """Two tenants reading the same schema must be told apart by a discriminator value."""
+    seen: dict[tuple, str] = {}
+    for t in tenants.values():
+        key = (t.cluster, t.source.schema_, t.source.tenant_column, str(t.source.tenant_value))
+        if key in seen:
+            errors.append(ConfigError(
+                f"{t.file}: source: tenants {seen[key]!r} and {t.tenant!r} read the same rows",
+                hint="give each tenant its own schema, or its own tenant_value"))
+        seen[key] = t.tenant

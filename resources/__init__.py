@@ -1,0 +1,1 @@
+"""IO edges only: the MySQL source, the BigQuery destination, read-pressure probes."""

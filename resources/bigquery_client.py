@@ -1,0 +1,46 @@
+"""Builds the google-cloud-bigquery client from configuration alone.
+
+HAKOBU_BIGQUERY_ENDPOINT set (e.g. an emulator at http://127.0.0.1:9050): that endpoint, anonymous
+credentials. Unset: real BigQuery with application-default credentials (GOOGLE_APPLICATION_CREDENTIALS
+or the metadata server). Nothing else in the pipeline knows which of the two it talks to.
+"""
+
+import os
+from dataclasses import dataclass
+
+from google.api_core.retry import Retry
+from google.cloud import bigquery
+
+from hakobu.errors import is_transient
+
+
+@dataclass(frozen=True)
+class BigQuerySettings:
+    endpoint: str | None = None
+    retry_deadline_s: float = 600.0
+    default_project: str | None = None
+
+    @classmethod
+    def from_env(cls) -> "BigQuerySettings":
+        return cls(
+            endpoint=os.environ.get("HAKOBU_BIGQUERY_ENDPOINT") or None,
+            retry_deadline_s=float(os.environ.get("HAKOBU_BIGQUERY_RETRY_DEADLINE", "600")),
+            default_project=os.environ.get("HAKOBU_BIGQUERY_PROJECT") or None,
+        )
+
+    def retry(self) -> Retry:
+        """A retry for API calls, capped so a bad request cannot spin for minutes."""
+        return Retry(predicate=is_transient, initial=0.5, maximum=10.0,
+                     timeout=self.retry_deadline_s)
+
+
+def make_client(settings: BigQuerySettings, project: str | None = None) -> bigquery.Client:
+    project = project or settings.default_project
+    if settings.endpoint:
+        from google.api_core.client_options import ClientOptions
+        from google.auth.credentials import AnonymousCredentials
+
+        return bigquery.Client(project=project or "local",
+                               credentials=AnonymousCredentials(),
+                               client_options=ClientOptions(api_endpoint=settings.endpoint))
+    return bigquery.Client(project=project)

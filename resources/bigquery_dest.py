@@ -1,0 +1,361 @@
+"""The BigQuery destination: datasets, tables, staged loads merged on the primary key, watermarks.
+
+Loads are idempotent: Arrow batches are written to a Parquet file, loaded into a fresh staging
+table (created by DDL, so parameterised NUMERIC/BIGNUMERIC and JSON-as-STRING hold exactly), and
+MERGEd into the target on the primary key — a rerun of the same rows updates them, never doubles
+them. The watermark lives in `_hakobu_state` inside the tenant's own dataset, so runs of different
+tenants never touch the same state, and it moves only after the MERGE that covers it succeeded,
+by compare-and-set on a version number.
+
+Nothing here imports the source: it receives Arrow data and column specs.
+"""
+
+import contextlib
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from google.api_core import exceptions as gexc
+from google.cloud import bigquery
+
+from hakobu.errors import DestinationUnavailable, HakobuError, LoadError, SchemaError, is_transient
+from hakobu.sqlquote import quote_bq
+from hakobu.types import ColumnSpec
+from resources.bigquery_client import BigQuerySettings, make_client
+
+STATE_TABLE = "_hakobu_state"
+STAGING_PREFIX = "_hakobu_stg_"
+SHADOW_PREFIX = "_hakobu_shadow_"
+SYNCED_AT = "_hakobu_synced_at"
+SEQ = "_hakobu_seq"
+CLUSTERABLE = {"INT64", "STRING", "NUMERIC", "BIGNUMERIC", "DATE", "DATETIME", "TIMESTAMP", "BOOL"}
+_ALIASES = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL", "BIGNUMERIC": "NUMERIC",
+            "BIGDECIMAL": "NUMERIC", "DECIMAL": "NUMERIC"}
+
+
+def base_type(bq_type: str) -> str:
+    """INTEGER/INT64, BOOLEAN/BOOL, NUMERIC(p,s)/BIGNUMERIC → one comparable name.
+
+    (The emulator reports BIGNUMERIC as NUMERIC; parameters are not compared.)
+    """
+    name = bq_type.split("(")[0].strip().upper()
+    return _ALIASES.get(name, name)
+
+
+@dataclass(frozen=True)
+class Watermark:
+    key: tuple | None           # (cursor, *pk) of the last row delivered, source terms
+    version: int
+    rows_total: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps({"key": None if self.key is None else [_enc(v) for v in self.key],
+                           "rows_total": self.rows_total})
+
+    @classmethod
+    def from_json(cls, text: str, version: int) -> "Watermark":
+        data = json.loads(text)
+        key = data.get("key")
+        return cls(None if key is None else tuple(_dec(v) for v in key), version,
+                   int(data.get("rows_total", 0)))
+
+    def display(self) -> str:
+        return "-" if self.key is None else str(self.key[0] if len(self.key) else "")
+
+
+def _enc(v):
+    import base64
+    from decimal import Decimal
+
+    if isinstance(v, dt.datetime):
+        return {"t": "datetime", "v": v.isoformat()}
+    if isinstance(v, dt.date):
+        return {"t": "date", "v": v.isoformat()}
+    if isinstance(v, Decimal):
+        return {"t": "decimal", "v": str(v)}
+    if isinstance(v, (bytes, bytearray)):
+        return {"t": "bytes", "v": base64.b64encode(bytes(v)).decode()}
+    return v
+
+
+def _dec(v):
+    import base64
+    from decimal import Decimal
+
+    if isinstance(v, dict):
+        t, s = v["t"], v["v"]
+        return {"datetime": dt.datetime.fromisoformat, "date": dt.date.fromisoformat,
+                "decimal": Decimal, "bytes": base64.b64decode}[t](s)
+    return v
+
+
+@dataclass
+class MergeStats:
+    rows_staged: int = 0
+    bytes_staged: int = 0
+    dml_rows: int = 0
+
+
+class BigQueryDestination:
+    """One BigQuery dataset (a customer's, or the internal warehouse)."""
+
+    def __init__(self, settings: BigQuerySettings, project: str, dataset: str, location: str,
+                 work_dir: Path, client: bigquery.Client | None = None):
+        self.settings = settings
+        self.project, self.dataset, self.location = project, dataset, location
+        self.client = client or make_client(settings, project)
+        self.work_dir = Path(work_dir)
+        self.retry = settings.retry()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def ref(self, table: str) -> str:
+        return quote_bq(self.project, self.dataset, table)
+
+    @contextlib.contextmanager
+    def _errors(self, what: str, table: str | None = None):
+        try:
+            yield
+        except HakobuError:
+            raise
+        except Exception as exc:
+            cls = DestinationUnavailable if is_transient(exc) else LoadError
+            raise cls(f"BigQuery {what} in {self.project}.{self.dataset} failed: "
+                      f"{type(exc).__name__}: {_short(exc)}", table=table) from exc
+
+    def sql(self, query: str, params: Iterable = (), table: str | None = None) -> bigquery.QueryJob:
+        with self._errors("query", table):
+            job = self.client.query(
+                query, job_config=bigquery.QueryJobConfig(query_parameters=list(params)),
+                location=self.location, retry=self.retry, job_retry=None)
+            job.result(retry=self.retry)
+            return job
+
+    def rows(self, query: str, params: Iterable = ()) -> list[dict]:
+        return [dict(r) for r in self.sql(query, params).result()]
+
+    # -- datasets and tables --------------------------------------------------------------
+
+    def ensure_dataset(self, labels: dict | None = None) -> bool:
+        """Create the dataset if missing; True when it was created now."""
+        with self._errors("creating dataset"):
+            try:
+                self.client.get_dataset(f"{self.project}.{self.dataset}", retry=self.retry)
+                return False
+            except gexc.NotFound:
+                ds = bigquery.Dataset(f"{self.project}.{self.dataset}")
+                ds.location = self.location
+                ds.labels = labels or {}
+                self.client.create_dataset(ds, exists_ok=True, retry=self.retry)
+                return True
+
+    def table_schema(self, table: str) -> dict[str, str] | None:
+        with self._errors("reading table", table):
+            try:
+                t = self.client.get_table(f"{self.project}.{self.dataset}.{table}",
+                                          retry=self.retry)
+            except gexc.NotFound:
+                return None
+        return {f.name.lower(): f.field_type for f in t.schema}
+
+    def ensure_table(self, table: str, specs: list[ColumnSpec], primary_key: list[str],
+                     extra: list[tuple[str, str]] = (), cluster_first: list[str] = ()) -> list[str]:
+        """Create the target table, or evolve it: new source columns are added (NULL for rows
+        delivered before), dropped ones stay and stop receiving values, and an incompatible
+        type change stops this table with a SchemaError. Returns the columns added."""
+        columns = [(s.name, s.bq_type) for s in specs] + list(extra) + [(SYNCED_AT, "TIMESTAMP")]
+        existing = self.table_schema(table)
+        if existing is None:
+            types = dict(columns)
+            clustering = [c for c in [*cluster_first, *primary_key]
+                          if base_type(types[c]) in CLUSTERABLE][:4]
+            ddl = (f"CREATE TABLE IF NOT EXISTS {self.ref(table)} ("
+                   + ", ".join(f"`{n}` {t}" for n, t in columns) + ")"
+                   + (f" CLUSTER BY {', '.join(f'`{c}`' for c in clustering)}"
+                      if clustering else ""))
+            self.sql(ddl, table=table)
+            return []
+        added, wrong = [], []
+        for name, bq_type in columns:
+            have = existing.get(name.lower())
+            if have is None:
+                added.append((name, bq_type))
+            elif base_type(have) != base_type(bq_type):
+                wrong.append(f"{name}: BigQuery has {have}, source now gives {bq_type}")
+        if wrong:
+            raise SchemaError("incompatible column type change: " + "; ".join(wrong),
+                              table=table,
+                              hint="reload the table into a new schema with "
+                                   "`hakobu backfill TENANT --tables TABLE` (the old data stays "
+                                   "until the new table is complete)")
+        for name, bq_type in added:
+            self.sql(f"ALTER TABLE {self.ref(table)} ADD COLUMN IF NOT EXISTS `{name}` {bq_type}",
+                     table=table)
+        return [n for n, _ in added]
+
+    # -- staging and merge ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def staging_file(self, table: str, schema: pa.Schema) -> Iterator["StagingFile"]:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        path = self.work_dir / f"{self.dataset}.{table}.{uuid.uuid4().hex[:8]}.parquet"
+        sf = StagingFile(path, schema)
+        try:
+            yield sf
+        finally:
+            sf.close()
+            path.unlink(missing_ok=True)
+
+    def merge(self, table: str, files: list[Path], specs: list[ColumnSpec],
+              primary_key: list[str], *, extra: list[tuple[str, str]] = (),
+              delete_scope: str | None = None, run_id: str = "") -> MergeStats:
+        """Load staging files into a fresh staging table and MERGE it into `table` on the key.
+
+        Rows with the same key inside the staging data (read twice because they changed during
+        the run) collapse to the last one read. With delete_scope (an SQL condition on T, or
+        "TRUE"), target rows in that scope that are missing from the staging data are deleted:
+        used when the staging data is the complete set for that scope.
+        """
+        stats = MergeStats()
+        stg = f"{STAGING_PREFIX}{table}_{run_id or uuid.uuid4().hex[:8]}"
+        cols = [(s.name, s.staging_bq_type) for s in specs] + list(extra) + [(SEQ, "INT64")]
+        self.sql(f"DROP TABLE IF EXISTS {self.ref(stg)}", table=table)
+        self.sql(f"CREATE TABLE {self.ref(stg)} (" + ", ".join(f"`{n}` {t}" for n, t in cols)
+                 + ") OPTIONS(expiration_timestamp=TIMESTAMP_ADD(CURRENT_TIMESTAMP(), "
+                   "INTERVAL 2 DAY))", table=table)
+        try:
+            for f in files:
+                with self._errors("load job", table), open(f, "rb") as fh:
+                    job = self.client.load_table_from_file(
+                        fh, f"{self.project}.{self.dataset}.{stg}",
+                        job_config=bigquery.LoadJobConfig(
+                            source_format=bigquery.SourceFormat.PARQUET,
+                            write_disposition=bigquery.WriteDisposition.WRITE_APPEND),
+                        location=self.location)
+                    job.result(retry=self.retry)
+                    stats.rows_staged += job.output_rows or 0
+                stats.bytes_staged += f.stat().st_size
+            job = self.sql(self._merge_sql(table, stg, specs, primary_key, extra, delete_scope),
+                           table=table)
+            stats.dml_rows = job.num_dml_affected_rows or 0
+        finally:
+            with contextlib.suppress(HakobuError):
+                self.sql(f"DROP TABLE IF EXISTS {self.ref(stg)}", table=table)
+        return stats
+
+    def _merge_sql(self, table: str, stg: str, specs: list[ColumnSpec], pk: list[str],
+                   extra: list[tuple[str, str]], delete_scope: str | None) -> str:
+        names = [s.name for s in specs] + [n for n, _ in extra]
+        json_cols = {s.name for s in specs if s.bq_type == "JSON"}
+
+        def val(n: str) -> str:
+            return f"PARSE_JSON(S.`{n}`)" if n in json_cols else f"S.`{n}`"
+
+        src_cols = ", ".join(f"`{n}`" for n in names)
+        part = ", ".join(f"`{k}`" for k in pk)
+        using = (f"(SELECT {src_cols} FROM (SELECT {src_cols}, ROW_NUMBER() OVER "
+                 f"(PARTITION BY {part} ORDER BY `{SEQ}` DESC) AS _hakobu_rn "
+                 f"FROM {self.ref(stg)}) WHERE _hakobu_rn = 1)")
+        on = " AND ".join(f"T.`{k}` = S.`{k}`" for k in pk)
+        sets = ", ".join([f"`{n}` = {val(n)}" for n in names if n not in pk]
+                         + [f"`{SYNCED_AT}` = CURRENT_TIMESTAMP()"])
+        ins_cols = ", ".join([f"`{n}`" for n in names] + [f"`{SYNCED_AT}`"])
+        ins_vals = ", ".join([val(n) for n in names] + ["CURRENT_TIMESTAMP()"])
+        sql = (f"MERGE {self.ref(table)} T USING {using} S ON {on} "
+               f"WHEN MATCHED THEN UPDATE SET {sets} "
+               f"WHEN NOT MATCHED THEN INSERT ({ins_cols}) VALUES ({ins_vals})")
+        if delete_scope:
+            sql += f" WHEN NOT MATCHED BY SOURCE AND ({delete_scope}) THEN DELETE"
+        return sql
+
+    def drop_stale_staging(self) -> list[str]:
+        """Staging tables left by a crashed run of this tenant (runs of one tenant never overlap)."""
+        with self._errors("listing tables"):
+            try:
+                tables = list(self.client.list_tables(f"{self.project}.{self.dataset}",
+                                                      retry=self.retry))
+            except gexc.NotFound:
+                return []
+        stale = [t.table_id for t in tables if t.table_id.startswith(STAGING_PREFIX)]
+        for name in stale:
+            self.sql(f"DROP TABLE IF EXISTS {self.ref(name)}")
+        return stale
+
+    # -- watermarks -----------------------------------------------------------------------
+
+    def ensure_state_table(self) -> None:
+        self.sql(f"CREATE TABLE IF NOT EXISTS {self.ref(STATE_TABLE)} (table_name STRING, "
+                 "watermark STRING, version INT64, updated_at TIMESTAMP, run_id STRING)")
+
+    def read_watermark(self, table: str) -> Watermark | None:
+        rows = self.rows(f"SELECT watermark, version FROM {self.ref(STATE_TABLE)} "
+                         "WHERE table_name = @t", [bigquery.ScalarQueryParameter("t", "STRING",
+                                                                                 table)])
+        if not rows:
+            return None
+        return Watermark.from_json(rows[0]["watermark"], int(rows[0]["version"]))
+
+    def write_watermark(self, table: str, wm: Watermark, previous: Watermark | None,
+                        run_id: str) -> Watermark:
+        """Compare-and-set: succeeds only if nobody moved the watermark since `previous`."""
+        p = [bigquery.ScalarQueryParameter("t", "STRING", table),
+             bigquery.ScalarQueryParameter("w", "STRING", wm.to_json()),
+             bigquery.ScalarQueryParameter("r", "STRING", run_id)]
+        if previous is None:
+            job = self.sql(f"INSERT INTO {self.ref(STATE_TABLE)} (table_name, watermark, version, "
+                           "updated_at, run_id) SELECT @t, @w, 1, CURRENT_TIMESTAMP(), @r "
+                           f"FROM (SELECT 1) WHERE NOT EXISTS (SELECT 1 FROM "
+                           f"{self.ref(STATE_TABLE)} WHERE table_name = @t)", p, table=table)
+            version = 1
+        else:
+            p.append(bigquery.ScalarQueryParameter("v", "INT64", previous.version))
+            job = self.sql(f"UPDATE {self.ref(STATE_TABLE)} SET watermark = @w, "
+                           "version = version + 1, updated_at = CURRENT_TIMESTAMP(), run_id = @r "
+                           "WHERE table_name = @t AND version = @v", p, table=table)
+            version = previous.version + 1
+        if (job.num_dml_affected_rows or 0) != 1:
+            raise LoadError("the watermark was moved by another run meanwhile",
+                            table=table, hint="only one run per tenant may load at a time; "
+                                              "rerun — the data already merged is kept")
+        return Watermark(wm.key, version, wm.rows_total)
+
+    def clear_watermark(self, table: str) -> None:
+        self.sql(f"DELETE FROM {self.ref(STATE_TABLE)} WHERE table_name = @t",
+                 [bigquery.ScalarQueryParameter("t", "STRING", table)], table=table)
+
+    def count(self, table: str) -> int:
+        return int(self.rows(f"SELECT COUNT(*) AS n FROM {self.ref(table)}")[0]["n"])
+
+
+class StagingFile:
+    """A Parquet file that batches are appended to; records the extraction order per row."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.path = path
+        self.schema = schema.append(pa.field(SEQ, pa.int64()))
+        self._writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def write(self, batch: pa.Table) -> None:
+        seq = pa.array(range(self.rows, self.rows + batch.num_rows), type=pa.int64())
+        table = batch.append_column(SEQ, seq)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, table.schema, compression="snappy")
+        self._writer.write_table(table)
+        self.rows += batch.num_rows
+
+    def close(self) -> Path | None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        return self.path if self.rows else None
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) < 400 else text[:400] + "…"

@@ -1,0 +1,356 @@
+"""The MySQL source: reflection and control queries (SQLAlchemy + pymysql), bulk chunk reads.
+
+Reads are short, bounded keyset queries whose results stream to the client — never a server-side
+cursor (no temp table on the server), never OFFSET. Two readers execute the same SQL text:
+- "connectorx" (default): Rust, decodes straight into Arrow (~12x pymysql here, DESIGN.md §4);
+- "pymysql": pure Python, identical results (a test proves it), a fallback for odd servers.
+Every session runs with time_zone '+00:00' so TIMESTAMP values arrive as UTC.
+"""
+
+import contextlib
+import datetime as dt
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+from hakobu.config import Cluster, Table, Tenant
+from hakobu.errors import SchemaError, SourceError, SourceUnavailable, TypeContractError
+from hakobu.plan import MIN_DATETIME, TablePlan
+from hakobu.types import ZERO_FLAG_PREFIX, ColumnInfo, column_spec, conform, python_column
+
+SESSION_INIT = "SET time_zone = '+00:00'"
+READERS = ("connectorx", "pymysql")
+
+
+@dataclass(frozen=True)
+class Reflected:
+    columns: list[ColumnInfo]
+    primary_key: list[str]
+    indexes: dict[str, list[str]]      # index name → columns in order
+
+
+class MySQLSource:
+    """One source cluster. Thread-safe: the engine pools connections; readers open their own."""
+
+    def __init__(self, cluster: Cluster, *, reader: str | None = None,
+                 datetime_as: str = "datetime"):
+        self.cluster = cluster
+        self.reader = reader or os.environ.get("HAKOBU_READER", "connectorx")
+        if self.reader not in READERS:
+            raise SourceError(f"unknown reader {self.reader!r}", hint=f"use one of {READERS}")
+        self.datetime_as = datetime_as
+        self._password = cluster.password()
+        self._engine: sa.Engine | None = None
+
+    # -- connections ----------------------------------------------------------------------
+
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            url = URL.create("mysql+pymysql", username=self.cluster.user,
+                             password=self._password.reveal() or None,
+                             host=self.cluster.host, port=self.cluster.port,
+                             query={"charset": "utf8mb4"})
+            self._engine = sa.create_engine(
+                url, pool_pre_ping=True, pool_size=self.cluster.read_budget.max_connections,
+                max_overflow=2, hide_parameters=True,
+                connect_args={"init_command": SESSION_INIT, "connect_timeout": 10,
+                              "read_timeout": 600, "write_timeout": 600})
+        return self._engine
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def _cx_url(self) -> str:
+        pw = quote(self._password.reveal(), safe="")
+        auth = quote(self.cluster.user, safe="") + (f":{pw}" if pw else "")
+        return f"mysql://{auth}@{self.cluster.host}:{self.cluster.port}"
+
+    def _redact(self, text: str) -> str:
+        secret = self._password.reveal()
+        if secret:
+            text = text.replace(secret, "****").replace(quote(secret, safe=""), "****")
+        return text
+
+    @contextlib.contextmanager
+    def _errors(self, what: str, tenant: str | None = None, table: str | None = None):
+        """Turn driver errors into hakobu errors, transient or terminal, with secrets removed."""
+        from hakobu.errors import HakobuError, is_transient
+
+        try:
+            yield
+        except HakobuError:
+            raise
+        except Exception as exc:
+            msg = self._redact(f"{type(exc).__name__}: {exc}")
+            cls = SourceUnavailable if is_transient(exc) else SourceError
+            where = f"{self.cluster.host}:{self.cluster.port} (cluster {self.cluster.name!r})"
+            raise cls(f"{what} on {where} failed: {msg}", tenant=tenant, table=table,
+                      hint="check that the server is reachable and the user may read"
+                      if cls is SourceUnavailable else None) from exc
+
+    def ping(self) -> None:
+        with self._errors("connecting"), self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def query(self, sql: str, params: dict | None = None) -> list[sa.Row]:
+        with self._errors("query"), self.engine.connect() as conn:
+            return list(conn.execute(sa.text(sql), params or {}))
+
+    # -- reflection -----------------------------------------------------------------------
+
+    def reflect(self, schema: str, table: str) -> Reflected | None:
+        with self._errors("reflecting", table=f"{schema}.{table}"), self.engine.connect() as c:
+            cols = c.execute(sa.text(
+                "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, "
+                "NUMERIC_SCALE, DATETIME_PRECISION FROM information_schema.COLUMNS "
+                "WHERE TABLE_SCHEMA = :s AND TABLE_NAME = :t ORDER BY ORDINAL_POSITION"),
+                {"s": schema, "t": table}).all()
+            if not cols:
+                return None
+            json_cols = self._json_columns(c, schema, table, [r[0] for r in cols])
+            stats = c.execute(sa.text(
+                "SELECT INDEX_NAME, COLUMN_NAME, NON_UNIQUE FROM information_schema.STATISTICS "
+                "WHERE TABLE_SCHEMA = :s AND TABLE_NAME = :t ORDER BY INDEX_NAME, SEQ_IN_INDEX"),
+                {"s": schema, "t": table}).all()
+        indexes: dict[str, list[str]] = {}
+        for name, col, _ in stats:
+            indexes.setdefault(name, []).append(col)
+        columns = [ColumnInfo(name=r[0], data_type=r[1].lower(), column_type=r[2],
+                              nullable=r[3] == "YES", precision=r[4], scale=r[5],
+                              datetime_precision=r[6],
+                              is_json=r[1].lower() == "json" or r[0] in json_cols)
+                   for r in cols]
+        return Reflected(columns, indexes.get("PRIMARY", []), indexes)
+
+    @staticmethod
+    def _json_columns(conn, schema: str, table: str, names: list[str]) -> set[str]:
+        """MariaDB stores JSON as LONGTEXT with a json_valid() check; find those columns."""
+        try:
+            clauses = [r[0] for r in conn.execute(sa.text(
+                "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+                "WHERE CONSTRAINT_SCHEMA = :s AND TABLE_NAME = :t"),
+                {"s": schema, "t": table}).all()]
+        except sa.exc.DBAPIError:
+            return set()
+        out = set()
+        for name in names:
+            needle = f"json_valid(`{name}`)".lower()
+            if any(needle in (cl or "").lower() for cl in clauses):
+                out.add(name)
+        return out
+
+    def plan_table(self, tenant: Tenant, table: Table) -> TablePlan:
+        """Reflect the table and check it against the tenant file; every problem is a SchemaError
+        naming tenant and table and what to do. Nothing is read or written yet."""
+        schema = tenant.source.schema_
+        t, name = tenant.tenant, table.name
+        refl = self.reflect(schema, name)
+        if refl is None:
+            raise SchemaError(f"table {schema}.{name} does not exist on cluster "
+                              f"{self.cluster.name!r}", tenant=t, table=name,
+                              hint=f"fix or remove the table in {tenant.file}")
+        by_name = {c.name.lower(): c for c in refl.columns}
+
+        def need(col: str, role: str) -> str:
+            if col.lower() not in by_name:
+                raise SchemaError(f"{role} column {col!r} does not exist in {schema}.{name}",
+                                  tenant=t, table=name,
+                                  hint=f"columns are: {', '.join(c.name for c in refl.columns)}; "
+                                       f"fix {tenant.file}")
+            return by_name[col.lower()].name
+
+        excluded = {need(c, "excluded").lower() for c in table.exclude}
+        cursor = need(table.cursor, "cursor") if table.cursor else None
+        tcol = need(tenant.source.tenant_column, "tenant") if tenant.source.shared else None
+        pk = [need(c, "primary key") for c in table.primary_key] if table.primary_key \
+            else list(refl.primary_key)
+        full_replace = False
+        if not pk:
+            if table.without_primary_key != "replace":
+                raise SchemaError(
+                    f"{schema}.{name} has no primary key, so rows cannot be merged idempotently",
+                    tenant=t, table=name,
+                    hint="add a primary key in MySQL, declare a unique column set with "
+                         "primary_key: [...], or set without_primary_key: replace "
+                         "(the table is then reloaded in full and swapped in atomically)")
+            full_replace = True
+        if cursor and not full_replace:
+            self._require_index(refl, [tcol] if tcol else [], cursor, tenant, table)
+        cluster = self.cluster
+        specs = []
+        for col in refl.columns:
+            if col.name.lower() in excluded:
+                continue
+            try:
+                specs.append(column_spec(col, datetime_as=self.datetime_as,
+                                         source_timezone=cluster.timezone))
+            except TypeContractError as exc:
+                exc.tenant, exc.table = t, name
+                raise SchemaError(str(exc)) from exc
+        return TablePlan(tenant=t, schema=schema, table=name, specs=tuple(specs),
+                         primary_key=tuple(pk), cursor=None if full_replace else cursor,
+                         chunk_rows=table.chunk_rows, tenant_column=tcol,
+                         tenant_value=tenant.source.tenant_value,
+                         zero_dates=table.zero_dates or cluster.zero_dates,
+                         full_replace=full_replace)
+
+    @staticmethod
+    def _require_index(refl: Reflected, prefix: list[str], cursor: str, tenant: Tenant,
+                       table: Table) -> None:
+        """Keyset chunks on (cursor, pk) are only cheap with an index starting with
+        (tenant column,) cursor; without it every chunk is a full scan and sort."""
+        want = [c.lower() for c in prefix + [cursor]]
+        for cols in refl.indexes.values():
+            if [c.lower() for c in cols[:len(want)]] == want:
+                return
+        cols = ", ".join(prefix + [cursor])
+        raise SchemaError(f"no index starts with ({cols}); every chunk would scan the table",
+                          tenant=tenant.tenant, table=table.name,
+                          hint=f"CREATE INDEX ... ON {tenant.source.schema_}.{table.name} ({cols})")
+
+    # -- bounds ---------------------------------------------------------------------------
+
+    def upper_bound(self, plan: TablePlan) -> tuple[Any, dict]:
+        """Exclusive upper cursor bound for this run, from the source's own clock.
+
+        Every row with cursor < bound is committed: the bound is at most `now - lag` and at
+        most the start of the oldest open read-write transaction (its rows, stamped by the
+        server at or after its start, cannot be below it). Returns (bound, facts for metadata).
+        """
+        if plan.cursor is None:
+            return None, {}
+        spec = plan.spec(plan.cursor)
+        if not plan.cursor_is_temporal:
+            row = self.query(f"SELECT MAX({_q(plan.cursor)}) FROM {_q(plan.schema)}.{_q(plan.table)}"
+                             + (f" WHERE {_q(plan.tenant_column)} = :tv" if plan.tenant_column
+                                else ""), {"tv": plan.tenant_value})[0]
+            top = row[0]
+            return (None if top is None else top + 1), {"upper_basis": "max+1"}
+        now_s, trx_s, basis = self._clock()
+        bound_s = now_s - self.cluster.lag_seconds
+        facts = {"source_now_utc": _utc(now_s).isoformat(), "lag_seconds": self.cluster.lag_seconds}
+        if trx_s is not None and trx_s < bound_s:
+            bound_s = trx_s
+            facts["held_by_open_transaction_since"] = _utc(trx_s).isoformat()
+        facts["upper_basis"] = basis
+        instant = _utc(bound_s)
+        if spec.info.data_type == "timestamp":
+            bound = instant.replace(tzinfo=None)                     # UTC session
+        else:
+            bound = instant.astimezone(ZoneInfo(self.cluster.timezone)).replace(tzinfo=None)
+            if spec.info.data_type == "date":
+                bound = bound.date()
+        facts["upper_bound"] = str(bound)
+        return max(bound, MIN_DATETIME) if isinstance(bound, dt.datetime) else bound, facts
+
+    def _clock(self) -> tuple[float, float | None, str]:
+        now_s = float(self.query("SELECT UNIX_TIMESTAMP(NOW(6))")[0][0])
+        try:
+            trx = self.query("SELECT UNIX_TIMESTAMP(MIN(trx_started)) FROM "
+                             "information_schema.INNODB_TRX WHERE trx_autocommit_non_locking = 0 "
+                             "AND trx_mysql_thread_id <> CONNECTION_ID()")[0][0]
+            return now_s, (float(trx) if trx is not None else None), "lag+open-transactions"
+        except SourceError:
+            return now_s, None, "lag-only (no PROCESS privilege to see open transactions)"
+
+    # -- reading --------------------------------------------------------------------------
+
+    def read_chunk(self, plan: TablePlan, sql: str) -> pa.Table:
+        """Run one bounded chunk query; return it conformed to the table's Arrow schema."""
+        with self._errors("reading", tenant=plan.tenant, table=plan.table):
+            raw = self._read_cx(sql) if self.reader == "connectorx" else self._read_py(plan, sql)
+        out = conform(raw, list(plan.specs))
+        if plan.zero_flag_columns:
+            self._fail_on_zero_dates(plan, raw, out)
+        return out
+
+    def _read_cx(self, sql: str) -> pa.Table:
+        import connectorx as cx
+
+        try:
+            return cx.read_sql(self._cx_url(), sql, return_type="arrow",
+                               pre_execution_query=[SESSION_INIT])
+        except BaseException as exc:  # a Rust panic is a BaseException (pyo3 PanicException)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+                raise
+            text = self._redact(str(exc))
+            if "Connection refused" in text or "timed out" in text or "connection" in text.lower():
+                raise SourceUnavailable(f"connectorx: {text}") from None
+            raise SourceError(f"connectorx: {text}") from None
+
+    def _read_py(self, plan: TablePlan, sql: str) -> pa.Table:
+        conn = self.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            cur.execute(sql)
+            rows = cur.fetchall()
+            names = [d[0] for d in cur.description]
+            cur.close()
+        finally:
+            conn.close()
+        cols = list(zip(*rows)) if rows else [[] for _ in names]
+        arrays, fields = [], []
+        specs = {s.name: s for s in plan.specs}
+        for name, values in zip(names, cols):
+            if name in specs:
+                arrays.append(python_column(list(values), specs[name]))
+            else:
+                arrays.append(pa.array(list(values), type=pa.int64()))
+            fields.append(name)
+        return pa.Table.from_arrays(arrays, names=fields)
+
+    @staticmethod
+    def _fail_on_zero_dates(plan: TablePlan, raw: pa.Table, out: pa.Table) -> None:
+        for i, spec in plan.zero_flag_columns:
+            flags = raw.column(ZERO_FLAG_PREFIX + str(i)).to_pylist()
+            if any(flags):
+                row = flags.index(next(f for f in flags if f))
+                key = {k: out.column(k)[row].as_py() for k in plan.primary_key}
+                raise TypeContractError(
+                    f"column {spec.name!r} holds a zero date ('0000-00-00' or a zero month/day) "
+                    f"in the row with key {key}", tenant=plan.tenant, table=plan.table,
+                    hint="fix the row in MySQL, or set zero_dates: to_null for this table or cluster "
+                         "to deliver such values as NULL")
+
+
+def _q(name: str) -> str:
+    from hakobu.sqlquote import quote_ident
+
+    return quote_ident(name)
+
+
+def _utc(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc)
+
+
+def iter_chunks(source: MySQLSource, plan: TablePlan, pass_: str, after: tuple | None,
+                upper: Any, on_chunk=None, gate=None) -> Iterator[tuple[pa.Table, tuple]]:
+    """Yield (chunk, key after it) until a chunk comes back short. Each read holds a slot of
+    the cluster's governor (gate), released before the chunk is handed on."""
+    from hakobu.plan import chunk_sql, last_key
+
+    while True:
+        sql = chunk_sql(plan, pass_, after, upper)
+        t0 = time.monotonic()
+        slot = gate.slot(plan.tenant, plan.table) if gate is not None else contextlib.nullcontext()
+        with slot:
+            batch = source.read_chunk(plan, sql)
+        if on_chunk is not None:
+            on_chunk(batch.num_rows, time.monotonic() - t0)
+        if batch.num_rows == 0:
+            return
+        after = last_key(plan, batch, pass_)
+        yield batch, after
+        if batch.num_rows < plan.chunk_rows:
+            return

@@ -1,0 +1,56 @@
+"""Session fixtures: the real MariaDB and the BigQuery emulator, started and stopped here.
+
+Tests create and drop their own schemas and datasets (use `unique_name`), so they run in any order.
+"""
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from hakobu.localenv.emulator import start_emulator
+from hakobu.localenv.mariadb import ensure_mysql
+
+REPO = Path(__file__).resolve().parent.parent
+STATE = Path(os.environ.get("HAKOBU_TEST_STATE", REPO / ".local" / "test"))
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def mysql_server():
+    server = ensure_mysql(STATE / "mariadb")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def bq_emulator(tmp_path_factory):
+    emu = start_emulator(tmp_path_factory.mktemp("bqemu"))
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture(scope="session")
+def bq_settings(bq_emulator):
+    from resources.bigquery_client import BigQuerySettings
+
+    return BigQuerySettings(endpoint=bq_emulator.url, retry_deadline_s=10.0)
+
+
+@pytest.fixture(scope="session")
+def bq_client(bq_settings):
+    from resources.bigquery_client import make_client
+
+    return make_client(bq_settings, project="hakobu-test")
+
+
+@pytest.fixture
+def bq_env(bq_settings, monkeypatch):
+    """Point code that reads the environment (CLI, Dagster resources) at the emulator."""
+    monkeypatch.setenv("HAKOBU_BIGQUERY_ENDPOINT", bq_settings.endpoint)
+    monkeypatch.setenv("HAKOBU_BIGQUERY_RETRY_DEADLINE", str(bq_settings.retry_deadline_s))
+    return bq_settings
