@@ -47,6 +47,16 @@ def base_type(bq_type: str) -> str:
     return _ALIASES.get(name, name)
 
 
+def compatible(have: str, want: str) -> bool:
+    """Whether a target column of type `have` can take values of type `want`.
+
+    JSON and STRING count as the same: the emulator reports JSON columns as STRING, and a real
+    STRING column that receives PARSE_JSON() values fails loudly at the MERGE instead.
+    """
+    a, b = base_type(have), base_type(want)
+    return a == b or {a, b} == {"STRING", "JSON"}
+
+
 @dataclass(frozen=True)
 class Watermark:
     key: tuple | None           # (cursor, *pk) of the last row delivered, source terms
@@ -185,7 +195,7 @@ class BigQueryDestination:
             have = existing.get(name.lower())
             if have is None:
                 added.append((name, bq_type))
-            elif base_type(have) != base_type(bq_type):
+            elif not compatible(have, bq_type):
                 wrong.append(f"{name}: BigQuery has {have}, source now gives {bq_type}")
         if wrong:
             raise SchemaError("incompatible column type change: " + "; ".join(wrong),

@@ -1,0 +1,33 @@
+# hakobu — the two commands: `make demo` (set-up + the main job on the embedded default) and
+# `make test` (the whole suite against the real MariaDB and the BigQuery emulator).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup dev bench validate clean
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/hakobu demo
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+validate: $(STAMP)
+	$(BIN)/hakobu validate
+
+dev: $(STAMP)
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.local/dagster_home} bash scripts/dev.sh
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf .local

@@ -1,0 +1,190 @@
+"""The `hakobu` command.
+
+Every command reads tenants/ and permissions.csv from HAKOBU_CONFIG_DIR (default: the repository
+root) and talks to BigQuery as configured by HAKOBU_BIGQUERY_ENDPOINT (unset: real BigQuery with
+application-default credentials). Loads run as Dagster materializations in the instance at
+DAGSTER_HOME (default: .local/dagster_home in the repository), so they show in `dagster dev`.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from hakobu.config import REPO_ROOT, Config, load_config
+from hakobu.errors import ConfigError, HakobuError
+
+EXIT_OK, EXIT_FAIL, EXIT_PENDING = 0, 1, 2
+
+
+def ensure_dagster_home() -> Path:
+    """DAGSTER_HOME, defaulting to a persistent project-local instance with telemetry off."""
+    home = Path(os.environ.get("DAGSTER_HOME") or REPO_ROOT / ".local" / "dagster_home")
+    home.mkdir(parents=True, exist_ok=True)
+    cfg = home / "dagster.yaml"
+    if not cfg.exists():
+        cfg.write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
+                       "concurrency:\n  pools:\n    default_limit: 4\n")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+# -- validate -----------------------------------------------------------------------------------
+
+def cmd_validate(args) -> int:
+    config = load_config()
+    problems: list[str] = []
+    try:
+        from hakobu.grants.csvfile import load_rows
+
+        load_rows(config)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    tables = sum(len(t.tables) for t in config.tenants.values())
+    if not args.offline:
+        problems += check_sources(config)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return EXIT_FAIL
+    where = "files only" if args.offline else "files and sources"
+    print(f"OK: {len(config.tenants)} tenants, {tables} tables, {len(config.clusters)} clusters "
+          f"({where}) in {config.root}")
+    return EXIT_OK
+
+
+def check_sources(config: Config) -> list[str]:
+    """Reflect every declared table on its cluster: unknown tables/columns, missing keys and
+    indexes, types hakobu cannot deliver. Nothing is read or written."""
+    from hakobu.sync import source_for
+
+    out = []
+    for tenant in config.tenants.values():
+        try:
+            source = source_for(config, tenant)
+            source.ping()
+        except HakobuError as exc:
+            out.append(f"{tenant.file}: tenant {tenant.tenant}: {exc}")
+            continue
+        for table in tenant.tables:
+            try:
+                source.plan_table(tenant, table)
+            except HakobuError as exc:
+                out.append(f"{tenant.file}: {exc}")
+    return out
+
+
+# -- load ---------------------------------------------------------------------------------------
+
+def run_load(config: Config, tenant_id: str, tables: list[str] | None = None, *,
+             quiet: bool = True) -> tuple[bool, list[dict], str | None]:
+    """Materialize one tenant's customer tables through the Dagster `nightly` job.
+
+    Returns (success, per-table metadata dicts, error text)."""
+    import dagster as dg
+
+    from assets.customer import customer_key
+    from pipelines.build import NIGHTLY, build_definitions, run_tags
+
+    tenant = config.tenant(tenant_id)
+    names = tables or [t.name for t in tenant.tables]
+    for n in names:
+        tenant.table(n)
+    ensure_dagster_home()
+    defs = build_definitions(config)
+    job = defs.resolve_job_def(NIGHTLY)
+    run_config = {"loggers": {"console": {"config": {"log_level": "WARNING" if quiet
+                                                                    else "INFO"}}}}
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            instance=instance, partition_key=tenant_id, raise_on_error=False,
+            asset_selection=[customer_key(n) for n in names], run_config=run_config,
+            tags=run_tags(config, tenant_id))
+        rows = []
+        for ev in result.get_asset_materialization_events():
+            mat = ev.event_specific_data.materialization
+            md = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+            rows.append({"table": mat.asset_key.path[-1], **md})
+        error = None
+        if not result.success:
+            failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+            error = "; ".join(
+                (e.event_specific_data.error.message.strip().splitlines() or ["failed"])[-1]
+                if e.event_specific_data and e.event_specific_data.error else "failed"
+                for e in failures) or "run failed"
+        return result.success, rows, error
+
+
+def cmd_load(args) -> int:
+    config = load_config()
+    tables = [t.strip() for t in args.tables.split(",")] if args.tables else None
+    ok, rows, error = run_load(config, args.tenant, tables, quiet=not args.verbose)
+    print(f"{'table':<16}{'rows read':>10}{'merged':>9}{'seconds':>9}  watermark")
+    for r in sorted(rows, key=lambda r: r["table"]):
+        print(f"{r['table']:<16}{r['rows_read']:>10}{r['rows_merged']:>9}"
+              f"{float(r['duration_s']):>9.2f}  {r['watermark']}")
+    if not ok:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+# -- demo ---------------------------------------------------------------------------------------
+
+def cmd_demo(args) -> int:
+    from hakobu.demo import run_demo
+
+    return run_demo(keep_running=args.keep_running)
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hakobu",
+        description="Deliver each tenant's MySQL tables into its customer's BigQuery dataset. "
+                    "Config: HAKOBU_CONFIG_DIR (tenants/, permissions.csv; default: the repo). "
+                    "BigQuery: HAKOBU_BIGQUERY_ENDPOINT (an emulator URL) or, unset, real "
+                    "BigQuery with application-default credentials.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    v = sub.add_parser("validate", help="check every tenant file, the cluster file and "
+                                        "permissions.csv; then each table on its source")
+    v.add_argument("--offline", action="store_true",
+                   help="check the files only, do not connect to the sources")
+    v.set_defaults(func=cmd_validate)
+
+    ld = sub.add_parser("load", help="deliver one tenant now (the same Dagster materialization "
+                                     "the nightly schedule runs)")
+    ld.add_argument("tenant", help="tenant id (the name of its file in tenants/)")
+    ld.add_argument("--tables", help="comma-separated table names (default: all of the tenant's)")
+    ld.add_argument("-v", "--verbose", action="store_true", help="show Dagster's log lines")
+    ld.set_defaults(func=cmd_load)
+
+    d = sub.add_parser("demo", help="start a local MariaDB (if none) and the BigQuery emulator, "
+                                    "create demo tenants, load them twice, print the result")
+    d.add_argument("--keep-running", action="store_true",
+                   help="leave the emulator (and a private MariaDB) running afterwards")
+    d.set_defaults(func=cmd_demo)
+
+    try:
+        from hakobu.grants.cli import register as register_grants
+    except ImportError:
+        pass
+    else:
+        register_grants(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HakobuError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""`hakobu demo`: the embedded default end to end.
+
+A MySQL-compatible server (127.0.0.1:3306 if reachable, else a private MariaDB), the BigQuery
+emulator, the demo tenants in tenants/; two nightly runs through Dagster with changes in between;
+a summary read back from BigQuery. Leaves nothing running unless --keep-running.
+"""
+
+import os
+import sys
+import time
+
+from hakobu.config import REPO_ROOT, load_config
+from hakobu.localenv.demo_data import DEMO_SCHEMAS, create_demo_data, mutate_demo_data
+from hakobu.localenv.emulator import start_emulator
+from hakobu.localenv.mariadb import ensure_mysql
+
+LOCAL = REPO_ROOT / ".local"
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def run_demo(keep_running: bool = False) -> int:
+    from google.api_core.exceptions import NotFound
+
+    from hakobu.cli import ensure_dagster_home, run_load
+    from hakobu.reconcile import diff_table
+    from hakobu.sync import destination_for, source_for
+    from resources.bigquery_client import BigQuerySettings
+
+    t_start = time.monotonic()
+    server = ensure_mysql(LOCAL / "mariadb")
+    say(f"MySQL: {server.host}:{server.port} ({'private MariaDB' if server.private else 'shared'})")
+    # the demo's clusters.yaml reads ${HAKOBU_MYSQL_HOST/PORT/USER}; endpoints only, no secrets
+    os.environ.update(HAKOBU_MYSQL_HOST=server.host, HAKOBU_MYSQL_PORT=str(server.port),
+                      HAKOBU_MYSQL_USER=server.user)
+    emu = start_emulator(LOCAL / "bqemulator")
+    os.environ["HAKOBU_BIGQUERY_ENDPOINT"] = emu.url
+    os.environ.setdefault("HAKOBU_BIGQUERY_RETRY_DEADLINE", "30")
+    home = ensure_dagster_home()
+    say(f"BigQuery emulator: {emu.url}   Dagster instance: {home}")
+    try:
+        config = load_config()
+        settings = BigQuerySettings.from_env()
+        written = create_demo_data(server.host, server.port, server.user)
+        say(f"Demo source data: {sum(written.values())} rows in {len(DEMO_SCHEMAS)} schemas")
+        for tenant in config.tenants.values():  # a fresh destination, so reruns start clean
+            dest = destination_for(tenant, settings)
+            try:
+                dest.client.delete_dataset(f"{dest.project}.{dest.dataset}",
+                                           delete_contents=True, retry=dest.retry)
+            except NotFound:
+                pass
+
+        def run_all(title: str) -> dict[tuple, dict]:
+            say(f"\n== {title}: the nightly job, one Dagster run per tenant ==")
+            out = {}
+            for tid in sorted(config.tenants):
+                t0 = time.monotonic()
+                ok, rows, error = run_load(config, tid)
+                if not ok:
+                    raise SystemExit(f"demo: tenant {tid} failed: {error}")
+                for r in rows:
+                    out[(tid, r["table"])] = r
+                say(f"  {tid}: {sum(int(r['rows_read']) for r in rows)} rows read in "
+                    f"{time.monotonic() - t0:.1f}s")
+            return out
+
+        def summary(reads: dict[tuple, dict], changed: dict | None) -> bool:
+            head = (f"{'tenant':<7}{'table':<14}{'read':>7}"
+                    + (f"{'changed':>9}" if changed is not None else "")
+                    + f"{'source':>8}{'bigquery':>10}  {'watermark':<28}content")
+            say(head)
+            all_equal = True
+            for tid in sorted(config.tenants):
+                tenant = config.tenant(tid)
+                source = source_for(config, tenant)
+                dest = destination_for(tenant, settings)
+                for table in tenant.tables:
+                    plan = source.plan_table(tenant, table)
+                    d = diff_table(source, dest, plan)
+                    all_equal &= d.equal
+                    wm = dest.read_watermark(table.name)
+                    r = reads[(tid, table.name)]
+                    line = f"{tid:<7}{table.name:<14}{int(r['rows_read']):>7}"
+                    if changed is not None:
+                        key = f"{tenant.source.schema_}.{table.name}"
+                        n = changed.get((tid, key), 0)
+                        line += f"{n if table.cursor else '(full)':>9}"
+                    line += (f"{d.source_rows:>8}{d.dest_rows:>10}  "
+                             f"{(wm.display() if wm else '(no cursor)'):<28}"
+                             f"{'equal' if d.equal else d.summary()}")
+                    say(line)
+            return all_equal
+
+        first = run_all("Run 1 (initial load)")
+        say("")
+        ok1 = summary(first, None)
+
+        changed_raw = mutate_demo_data(server.host, server.port, server.user)
+        changed = _changed_per_tenant(config, changed_raw, server)
+        say(f"\nChanged in the sources: {sum(changed.values())} rows (updates and inserts)")
+        lag = max(c.lag_seconds for c in config.clusters.values())
+        time.sleep(lag + 1)   # rows newer than now-lag wait for the next run, by design
+        second = run_all("Run 2 (incremental)")
+        say("")
+        ok2 = summary(second, changed)
+        read2 = sum(int(r["rows_read"]) for (t, tb), r in second.items()
+                    if config.tenant(t).table(tb).cursor)
+        total = sum(int(r["rows_read"]) for (t, tb), r in first.items()
+                    if config.tenant(t).table(tb).cursor)
+        only_changed = all(int(second[(t, tb.name)]["rows_read"]) ==
+                           changed.get((t, f"{config.tenant(t).source.schema_}.{tb.name}"), 0)
+                           for t in config.tenants for tb in config.tenant(t).tables if tb.cursor)
+        say(f"\nRun 2 read {read2} rows of tables with a cursor (run 1: {total}); "
+            f"only changed rows read: {'yes' if only_changed else 'NO'}; "
+            f"BigQuery equals source: {'yes' if ok1 and ok2 else 'NO'}")
+        say(f"Demo finished in {time.monotonic() - t_start:.0f}s. "
+            f"See the runs: DAGSTER_HOME={home} .venv/bin/dagster dev -w workspace.yaml")
+        return 0 if ok1 and ok2 and only_changed else 1
+    finally:
+        if keep_running:
+            say(f"Left running: emulator pid {emu.pid}"
+                + (f", MariaDB pid {server.pid}" if server.private else ""))
+        else:
+            emu.stop()
+            server.stop()
+        sys.stdout.flush()
+
+
+def _changed_per_tenant(config, changed_raw: dict, server) -> dict:
+    """mutate_demo_data counts per schema.table; split shared schemas by tenant."""
+    from hakobu.localenv.demo_data import connect
+    from hakobu.sqlquote import quote_ident
+
+    out = {}
+    for tenant in config.tenants.values():
+        schema = tenant.source.schema_
+        for table in tenant.tables:
+            key = f"{schema}.{table.name}"
+            if key not in changed_raw:
+                continue
+            if not tenant.source.shared:
+                out[(tenant.tenant, key)] = changed_raw[key]
+                continue
+            # shared tables: count this tenant's rows touched by the mutation (updated today)
+            conn = connect(server.host, server.port, server.user)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(f"SELECT COUNT(*) FROM {quote_ident(schema)}."
+                                f"{quote_ident(table.name)} WHERE "
+                                f"{quote_ident(tenant.source.tenant_column)} = %s AND "
+                                f"updated_at > '2026-11-15'", (tenant.source.tenant_value,))
+                    out[(tenant.tenant, key)] = cur.fetchone()[0]
+            finally:
+                conn.close()
+    return out
