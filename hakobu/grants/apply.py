@@ -14,7 +14,8 @@ from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
 from hakobu.errors import ConfigError, GrantConflict, GrantError, HakobuError
-from hakobu.grants.csvfile import Grant, GrantRow, load_rows, read_rows, write_rows
+from hakobu.grants.csvfile import (Grant, GrantRow, load_rows, normalise_member, read_rows,
+                                   write_rows)
 from hakobu.grants.plan import DatasetPlan, DriftPolicy, plan_dataset, render_plan
 
 MAX_ATTEMPTS = 3
@@ -151,7 +152,8 @@ def plan_one(client: bigquery.Client, dataset_id: str, desired: Iterable[Grant],
     """Read one dataset and plan it (no write)."""
     live = _read(client, dataset_id, _settings(settings).retry())
     return plan_dataset(dataset_id, desired, None if live is None else live.access_entries,
-                        None if live is None else live.labels, policy, revoke)
+                        None if live is None else live.labels, policy, revoke,
+                        own_identity(client))
 
 
 def plan_grants(config, *, settings=None, client_for: ClientFor | None = None,
@@ -190,6 +192,7 @@ def apply_dataset_grants(client: bigquery.Client, config, dataset_id: str, *,
     rows = load_rows(config) if rows is None else rows
     retry = _settings(settings).retry()
     desired = {r.grant for r in rows if r.grant.dataset == dataset_id}
+    protect = own_identity(client)
     last: Exception | None = None
     adopted: tuple[Change, ...] = ()  # written to the CSV by an earlier attempt
     for attempt in range(1, max_attempts + 1):
@@ -197,7 +200,8 @@ def apply_dataset_grants(client: bigquery.Client, config, dataset_id: str, *,
         if live is None:
             return DatasetResult(dataset_id, "missing", attempts=attempt, changes=adopted,
                                  plan=plan_dataset(dataset_id, desired, None))
-        plan = plan_dataset(dataset_id, desired, live.access_entries, live.labels, policy, revoke)
+        plan = plan_dataset(dataset_id, desired, live.access_entries, live.labels, policy, revoke,
+                            protect)
         if not plan.needs_write:
             return DatasetResult(dataset_id, "applied" if adopted else "unchanged", plan,
                                  adopted, attempt)
@@ -222,6 +226,19 @@ def apply_dataset_grants(client: bigquery.Client, config, dataset_id: str, *,
         f"{dataset_id}: the dataset changed between read and write {max_attempts} times; "
         "nothing was overwritten", hint="someone is editing its access right now; run "
                                         "`hakobu grants apply` again") from last
+
+
+def own_identity(client: bigquery.Client) -> frozenset[str]:
+    """The member hakobu acts as, when the credentials say (service accounts do; anonymous
+    emulator credentials and some user credentials do not)."""
+    email = getattr(getattr(client, "_credentials", None), "service_account_email", None)
+    if not isinstance(email, str) or "@" not in email:
+        return frozenset()
+    kind = "serviceAccount" if email.lower().endswith(".gserviceaccount.com") else "user"
+    try:
+        return frozenset({normalise_member(f"{kind}:{email}")})
+    except ValueError:
+        return frozenset()
 
 
 def _adopt(config, grants: Iterable[Grant]) -> None:

@@ -184,11 +184,13 @@ class DatasetPlan:
 
 def plan_dataset(dataset: str, desired: Iterable[Grant], live: Sequence[AccessEntry] | None,
                  labels: Mapping[str, str] | None = None, policy: DriftPolicy = "report",
-                 revoke: Iterable[str] = ()) -> DatasetPlan:
+                 revoke: Iterable[str] = (), protect: Iterable[str] = ()) -> DatasetPlan:
     """Diff the grants wanted on `dataset` against its live entries (None: it does not exist).
 
     `revoke` names members whose drift grants go even under the report policy (an explicit
-    `hakobu revoke` of a console-added grant).
+    `hakobu revoke` of a console-added grant). `protect` names members whose grants are never
+    removed: the identity hakobu runs as, which real BigQuery makes OWNER of a dataset it
+    creates; revoking it would lock hakobu out.
     """
     if policy not in DRIFT_POLICIES:
         raise ValueError(f"unknown drift policy {policy!r}")
@@ -196,13 +198,16 @@ def plan_dataset(dataset: str, desired: Iterable[Grant], live: Sequence[AccessEn
     if live is None:
         return DatasetPlan(dataset, False, policy, add=tuple(sorted(wanted)))
     applied = read_state(labels)
-    revoke = set(revoke)
+    revoke, protect = set(revoke), set(protect)
     found: dict[Grant, list[AccessEntry]] = {}
     unmanaged = []
     for entry in live:
         grant = grant_of(dataset, entry)
         if grant is None:
             unmanaged.append(describe_entry(entry))
+        elif grant.member in protect and grant not in wanted:
+            unmanaged.append(f"{grant.role} {grant.member} (the identity hakobu runs as; "
+                             "never revoked)")
         else:
             found.setdefault(grant, []).append(entry)
     add = sorted(wanted - found.keys())

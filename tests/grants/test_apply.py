@@ -215,3 +215,17 @@ def test_new_dataset_gets_its_grants_right_after_creation(grants_env):
     result = apply_dataset_grants(env.client, env.config(), env.missing, settings=env.settings)
     assert result.status == "applied"
     assert env.member_entries(env.missing) == {("READER", "domain", "example.com")}
+
+
+def test_own_identity_comes_from_service_account_credentials():
+    from types import SimpleNamespace
+
+    from hakobu.grants.apply import own_identity
+
+    def client(email):
+        return SimpleNamespace(_credentials=SimpleNamespace(service_account_email=email))
+
+    assert own_identity(client("Hakobu@ops.iam.gserviceaccount.com")) == {
+        "serviceAccount:hakobu@ops.iam.gserviceaccount.com"}
+    assert own_identity(client("default")) == frozenset()  # GCE credentials before refresh
+    assert own_identity(SimpleNamespace(_credentials=object())) == frozenset()

@@ -99,6 +99,21 @@ def test_explicit_revoke_removes_that_members_drift_only():
     assert plan.reverted == (a,) and plan.drift == (a, b)
 
 
+def test_real_bigquery_defaults_never_lock_hakobu_out():
+    """Real BigQuery gives a new dataset project-role groups and makes its creator OWNER."""
+    me = "serviceAccount:hakobu@ops.iam.gserviceaccount.com"
+    defaults = [AccessEntry("WRITER", "specialGroup", "projectWriters"), OWNERS,
+                AccessEntry("READER", "specialGroup", "projectReaders"),
+                AccessEntry("OWNER", "userByEmail", "hakobu@ops.iam.gserviceaccount.com")]
+    plan = plan_dataset(DS, [], defaults, {}, policy="revert", protect={me})
+    assert plan.drift == () and not plan.needs_write and list(plan.entries) == defaults
+    assert f"OWNER {me} (the identity hakobu runs as; never revoked)" in plan.unmanaged
+    # once hakobu applied it, dropping the row from the CSV does not revoke it either
+    mine = g("OWNER", me)
+    plan = plan_dataset(DS, [], defaults, applied(mine), protect={me})
+    assert plan.remove == () and list(plan.entries) == defaults
+
+
 def test_role_change_is_an_add_and_a_remove():
     reader, writer = g("READER", "user:a@example.com"), g("WRITER", "user:a@example.com")
     plan = plan_dataset(DS, [writer], [entry_for(reader)], applied(reader))
