@@ -385,7 +385,10 @@ def _load_clusters(path: Path, errors: list[ConfigError]) -> dict[str, Cluster]:
                 f"{path}:{_line_of(lines, loc + ('password',))}: clusters.{name}.password: "
                 "passwords never go in files", hint="use password_env: NAME_OF_ENV_VARIABLE"))
             continue
+        before = len(errors)
         body = _interpolate(body, f"{path}:{_line_of(lines, loc)}", errors)
+        if len(errors) > before:
+            continue
         try:
             clusters[name] = Cluster(name=name, **body)
         except ValidationError as exc:

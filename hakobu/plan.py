@@ -20,7 +20,7 @@ from hakobu.types import ColumnSpec, zero_flag_select
 MIN_DATETIME = dt.datetime(1000, 1, 1)
 TEMPORAL = {"date", "datetime", "timestamp"}
 
-Pass = Literal["main", "nulls", "full"]
+Pass = Literal["main", "nulls", "zeros", "full"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class TablePlan:
     tenant_value: Any = None
     zero_dates: Literal["to_null", "fail"] = "to_null"
     full_replace: bool = False
+    cursor_index: str | None = None     # the index starting with ([tenant column,] cursor)
     spec_by_name: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
@@ -62,9 +63,18 @@ class TablePlan:
         return [(i, s) for i, s in enumerate(self.specs) if s.zero_guarded]
 
 
+SRC = "_src"  # table alias: WHERE and ORDER BY name columns, never the SELECT's aliases
+
+
+def col_ref(name: str) -> str:
+    """A column of the source table, qualified so it can never resolve to a SELECT alias
+    (ORDER BY `c` would sort by the zero-date guard expression aliased `c`: a filesort)."""
+    return f"{SRC}.{quote_ident(name)}"
+
+
 def keyset_after(columns: tuple[str, ...], values: tuple) -> str:
     """`a > x OR (a = x AND (b > y OR (b = y AND c > z)))`: strictly after (x, y, z)."""
-    col = quote_ident(columns[0])
+    col = col_ref(columns[0])
     lit = mysql_literal(values[0])
     if len(columns) == 1:
         return f"{col} > {lit}"
@@ -76,17 +86,24 @@ def chunk_sql(plan: TablePlan, pass_: Pass, after: tuple | None, upper: Any = No
     """The SELECT for the next chunk of a pass.
 
     main:  rows with a cursor, (cursor, pk) > after, cursor < upper (exclusive), ordered by key.
-    nulls: rows whose cursor is NULL or a zero date, pk > after (re-read every run).
+    nulls: rows whose cursor is NULL, pk > after (re-read every run; within NULL the cursor
+           index is ordered by pk, so no sort).
+    zeros: rows whose temporal cursor is a zero date, pk > after (re-read every run; the
+           cursor index selects only them, they are sorted by pk — they should be rare).
     full:  every row, pk > after (tables without a cursor).
+
+    The access path is pinned with FORCE INDEX: on an initial load the range covers the whole
+    table and the optimizer may otherwise choose a full scan + filesort of every row per chunk,
+    which is what fills the source's temp space.
     """
     selects = [s.select_sql for s in plan.specs]
     selects += [zero_flag_select(s, i) for i, s in plan.zero_flag_columns]
     where = []
     if plan.tenant_column is not None:
-        where.append(f"{quote_ident(plan.tenant_column)} = {mysql_literal(plan.tenant_value)}")
+        where.append(f"{col_ref(plan.tenant_column)} = {mysql_literal(plan.tenant_value)}")
     keys = plan.key_columns(pass_)
     if pass_ == "main":
-        c = quote_ident(plan.cursor)
+        c = col_ref(plan.cursor)
         if plan.cursor_is_temporal:
             where.append(f"{c} >= {mysql_literal(MIN_DATETIME)}")
         else:
@@ -94,18 +111,25 @@ def chunk_sql(plan: TablePlan, pass_: Pass, after: tuple | None, upper: Any = No
         if upper is not None:
             where.append(f"{c} < {mysql_literal(upper)}")
     elif pass_ == "nulls":
-        c = quote_ident(plan.cursor)
-        if plan.cursor_is_temporal:
-            where.append(f"({c} IS NULL OR {c} < {mysql_literal(MIN_DATETIME)})")
-        else:
-            where.append(f"{c} IS NULL")
+        where.append(f"{col_ref(plan.cursor)} IS NULL")
+    elif pass_ == "zeros":
+        where.append(f"{col_ref(plan.cursor)} < {mysql_literal(MIN_DATETIME)}")
     if after is not None:
         where.append(f"({keyset_after(keys, after)})")
     sql = (f"SELECT {', '.join(selects)} FROM {quote_ident(plan.schema)}.{quote_ident(plan.table)}"
+           f" AS {SRC}{_force_index(plan, pass_)}"
            + (f" WHERE {' AND '.join(where)}" if where else "")
-           + f" ORDER BY {', '.join(quote_ident(k) + ' ASC' for k in keys)}"
+           + f" ORDER BY {', '.join(col_ref(k) + ' ASC' for k in keys)}"
            + f" LIMIT {int(plan.chunk_rows)}")
     return sql
+
+
+def _force_index(plan: TablePlan, pass_: Pass) -> str:
+    if pass_ == "full":
+        return " FORCE INDEX (PRIMARY)" if not plan.full_replace else ""
+    if plan.cursor_index:
+        return f" FORCE INDEX ({quote_ident(plan.cursor_index)})"
+    return ""
 
 
 def last_key(plan: TablePlan, batch: pa.Table, pass_: Pass) -> tuple:

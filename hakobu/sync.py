@@ -166,8 +166,9 @@ def sync_table(source: MySQLSource, dest: BigQueryDestination, tenant: Tenant, t
         # re-read every run, keyed on the primary key alone, and merged like the others.
         before = res.rows_read
         with dest.staging_file(table_name, schema) as sf:
-            for batch, _ in read("nulls", None, None):
-                sf.write(batch)
+            for pass_ in ("nulls", "zeros") if plan.cursor_is_temporal else ("nulls",):
+                for batch, _ in read(pass_, None, None):
+                    sf.write(batch)
             if sf.rows:
                 merge([sf.close()])
         res.null_cursor_rows = res.rows_read - before

@@ -185,8 +185,9 @@ class MySQLSource:
                          "primary_key: [...], or set without_primary_key: replace "
                          "(the table is then reloaded in full and swapped in atomically)")
             full_replace = True
+        cursor_index = None
         if cursor and not full_replace:
-            self._require_index(refl, [tcol] if tcol else [], cursor, tenant, table)
+            cursor_index = self._require_index(refl, [tcol] if tcol else [], cursor, tenant, table)
         cluster = self.cluster
         specs = []
         for col in refl.columns:
@@ -203,17 +204,17 @@ class MySQLSource:
                          chunk_rows=table.chunk_rows, tenant_column=tcol,
                          tenant_value=tenant.source.tenant_value,
                          zero_dates=table.zero_dates or cluster.zero_dates,
-                         full_replace=full_replace)
+                         full_replace=full_replace, cursor_index=cursor_index)
 
     @staticmethod
     def _require_index(refl: Reflected, prefix: list[str], cursor: str, tenant: Tenant,
-                       table: Table) -> None:
+                       table: Table) -> str:
         """Keyset chunks on (cursor, pk) are only cheap with an index starting with
         (tenant column,) cursor; without it every chunk is a full scan and sort."""
         want = [c.lower() for c in prefix + [cursor]]
-        for cols in refl.indexes.values():
+        for name, cols in sorted(refl.indexes.items()):
             if [c.lower() for c in cols[:len(want)]] == want:
-                return
+                return name
         cols = ", ".join(prefix + [cursor])
         raise SchemaError(f"no index starts with ({cols}); every chunk would scan the table",
                           tenant=tenant.tenant, table=table.name,

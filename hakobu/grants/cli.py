@@ -121,24 +121,27 @@ def _edit_and_apply(args, edit, revoke: frozenset[str] = frozenset()) -> int:
         config = _config(args)
         managed = config.managed_datasets()
         dataset = resolve_dataset(args.dataset, managed)
-        rows = _current_rows(config)
-        rows, csv_lines = edit(rows, dataset, managed)
-        path = config.permissions_file
-        if write_rows(path, rows):
-            print(f"{path}:")
-            print("\n".join(csv_lines))
-        else:
-            print(f"{path}: unchanged")
-        settings = _settings()
+        rows, csv_lines = edit(_current_rows(config), dataset, managed)
+    except (ValueError, HakobuError) as exc:
+        return _fail(exc)  # nothing written
+    path = config.permissions_file
+    if write_rows(path, rows):
+        print(f"{path}:")
+        print("\n".join(csv_lines))
+    else:
+        print(f"{path}: unchanged")
+    try:
         from resources.bigquery_client import make_client
 
+        settings = _settings()
         client = make_client(settings, managed[dataset].project)
         result = apply_dataset_grants(client, config, dataset, rows=rows, settings=settings,
                                       revoke=revoke)
-    except ValueError as exc:
-        return _fail(exc)
     except HakobuError as exc:
-        return _fail(exc)
+        _fail(exc)
+        print(f"{path} is updated; BigQuery is not: run `hakobu grants apply` once the "
+              "error is fixed", file=sys.stderr)
+        return EXIT_ERROR
     print(ApplyReport([result]).render())
     return EXIT_OK
 

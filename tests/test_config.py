@@ -1,0 +1,151 @@
+import textwrap
+
+import pytest
+
+from hakobu.config import load_config
+from hakobu.errors import ConfigError, ConfigErrors
+
+
+class _S:
+    host, port, user = "127.0.0.1", 3306, "root"
+
+
+GOOD = """\
+source:
+  schema: shop_a
+destination:
+  project: hakobu-test
+  dataset: cust_a
+schedule:
+  cron: "0 2 * * *"
+  timezone: Asia/Tokyo
+deliver_by: "06:00"
+tables:
+  - name: orders
+    cursor: updated_at
+"""
+
+
+def write(tmp_path, files: dict[str, str]):
+    from tests.helpers import write_config
+
+    write_config(tmp_path, _S, {})
+    for name, text in files.items():
+        (tmp_path / "tenants" / name).write_text(textwrap.dedent(text))
+    return tmp_path
+
+
+def errors_of(root) -> list[str]:
+    with pytest.raises(ConfigErrors) as exc:
+        load_config(root)
+    return [str(e) for e in exc.value.errors]
+
+
+def test_repo_demo_config_is_valid():
+    config = load_config()
+    assert set(config.tenants) >= {"alpha", "beta", "gamma"}
+    assert config.tenants["gamma"].source.shared
+    assert not config.tenants["alpha"].source.shared
+    assert {config.tenants[t].cluster for t in ("alpha", "gamma")} == {"studio-east",
+                                                                       "studio-west"}
+
+
+def test_good_tenant_loads(tmp_path):
+    root = write(tmp_path, {"a.yaml": "tenant: a\ncluster: main\n" + GOOD})
+    config = load_config(root)
+    t = config.tenant("a")
+    assert t.tables[0].cursor == "updated_at"
+    assert t.deliver_by.hour == 6
+    assert config.managed_datasets()["hakobu-test.cust_a"].tenant == "a"
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    root = write(tmp_path, {"a.yaml": "tenant: a\ncluster: main\nsource: [unclosed\n"})
+    [err] = errors_of(root)
+    assert "a.yaml:" in err and "malformed YAML" in err
+
+
+def test_every_error_reported_at_once_with_lines(tmp_path):
+    bad_key = "tenant: b\ncluster: main\n" + GOOD.replace("    cursor: updated_at",
+                                                           "    cursro: updated_at")
+    unknown_cluster = "tenant: c\ncluster: nowhere\n" + GOOD.replace("cust_a", "cust_c")
+    bad_cron = "tenant: d\ncluster: main\n" + GOOD.replace('"0 2 * * *"', '"every night"') \
+        .replace("cust_a", "cust_d")
+    root = write(tmp_path, {"b.yaml": bad_key, "c.yaml": unknown_cluster, "d.yaml": bad_cron})
+    errs = errors_of(root)
+    assert len(errs) == 3, errs
+    text = "\n".join(errs)
+    assert "b.yaml:14: tables.0.cursro: unknown key" in text
+    assert "c.yaml:2: cluster: unknown cluster 'nowhere'" in text
+    assert "d.yaml:9: schedule.cron:" in text and "cron" in text
+
+
+def test_file_name_must_match_tenant_id(tmp_path):
+    root = write(tmp_path, {"x.yaml": "tenant: a\ncluster: main\n" + GOOD})
+    [err] = errors_of(root)
+    assert "rename the file to a.yaml" in err
+
+
+def test_two_tenants_cannot_share_a_dataset(tmp_path):
+    root = write(tmp_path, {"a.yaml": "tenant: a\ncluster: main\n" + GOOD,
+                            "b.yaml": "tenant: b\ncluster: main\n"
+                                      + GOOD.replace("shop_a", "shop_b")})
+    [err] = errors_of(root)
+    assert "already the dataset of tenant 'a'" in err
+
+
+def test_password_never_in_file(tmp_path):
+    root = write(tmp_path, {})
+    (root / "tenants" / "clusters.yaml").write_text(
+        "clusters:\n  main:\n    host: h\n    user: u\n    password: hunter2\n")
+    [err] = errors_of(root)
+    assert "clusters.yaml:5" in err and "password_env" in err and "hunter2" not in err
+
+
+def test_missing_password_variable_is_named(tmp_path, monkeypatch):
+    root = write(tmp_path, {"a.yaml": "tenant: a\ncluster: main\n" + GOOD})
+    (root / "tenants" / "clusters.yaml").write_text(
+        "clusters:\n  main:\n    host: h\n    user: u\n    password_env: HAKOBU_TEST_PW_XYZ\n")
+    monkeypatch.delenv("HAKOBU_TEST_PW_XYZ", raising=False)
+    cluster = load_config(root).clusters["main"]
+    with pytest.raises(ConfigError, match="HAKOBU_TEST_PW_XYZ is not set"):
+        cluster.password()
+    monkeypatch.setenv("HAKOBU_TEST_PW_XYZ", "s3cret")
+    secret = cluster.password()
+    assert secret.reveal() == "s3cret"
+    assert "s3cret" not in str(secret) and "s3cret" not in repr(secret)
+
+
+def test_endpoint_interpolation(tmp_path, monkeypatch):
+    root = write(tmp_path, {})
+    (root / "tenants" / "clusters.yaml").write_text(
+        "clusters:\n  main:\n    host: ${HAKOBU_T_HOST:-db.local}\n    port: ${HAKOBU_T_PORT}\n"
+        "    user: u\n")
+    monkeypatch.delenv("HAKOBU_T_HOST", raising=False)
+    monkeypatch.delenv("HAKOBU_T_PORT", raising=False)
+    [err] = errors_of(root)
+    assert "HAKOBU_T_PORT is not set" in err
+    monkeypatch.setenv("HAKOBU_T_PORT", "3307")
+    c = load_config(root).clusters["main"]
+    assert (c.host, c.port) == ("db.local", 3307)
+
+
+def test_shared_source_needs_both_column_and_value(tmp_path):
+    body = GOOD.replace("  schema: shop_a\n", "  schema: shop_a\n  tenant_column: tenant_id\n")
+    root = write(tmp_path, {"a.yaml": "tenant: a\ncluster: main\n" + body})
+    [err] = errors_of(root)
+    assert "a.yaml:3: source:" in err and "tenant_value" in err
+
+
+def test_config_dir_from_environment(tmp_path, monkeypatch):
+    root = write(tmp_path, {"a.yaml": "tenant: a\ncluster: main\n" + GOOD})
+    monkeypatch.setenv("HAKOBU_CONFIG_DIR", str(root))
+    assert list(load_config().tenants) == ["a"]
+
+
+def test_unknown_tenant_and_table(tmp_path):
+    config = load_config(write(tmp_path, {"a.yaml": "tenant: a\ncluster: main\n" + GOOD}))
+    with pytest.raises(ConfigError, match="unknown tenant 'zz'.*a"):
+        config.tenant("zz")
+    with pytest.raises(ConfigError, match="unknown table 'nope'.*orders"):
+        config.tenant("a").table("nope")
