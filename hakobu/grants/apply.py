@@ -134,7 +134,7 @@ def _read(client: bigquery.Client, dataset_id: str, retry) -> bigquery.Dataset |
         return client.get_dataset(dataset_id, retry=retry)
     except gexc.NotFound:
         return None
-    except gexc.GoogleAPIError as exc:
+    except (gexc.GoogleAPIError, OSError) as exc:  # OSError: requests' transport errors
         raise GrantError(f"{dataset_id}: cannot read the dataset: {exc}",
                          hint=_api_hint(exc)) from exc
 
@@ -216,7 +216,7 @@ def apply_dataset_grants(client: bigquery.Client, config, dataset_id: str, *,
         except gexc.PreconditionFailed as exc:
             last = exc
             continue
-        except gexc.GoogleAPIError as exc:
+        except (gexc.GoogleAPIError, OSError) as exc:
             raise GrantError(f"{dataset_id}: cannot update the access entries: {exc}",
                              hint=_api_hint(exc)) from exc
         changes = tuple(c for c in changes_of(plan) if c.action != "adopt") + adopted

@@ -121,3 +121,19 @@ def test_register_plugs_into_another_parser():
     assert args.func is cli.cmd_apply and args.drift == "revert"
     args = parser.parse_args(["grant", "p.d", "user:a@example.com", "--role", "OWNER"])
     assert args.func is cli.cmd_grant and args.role == "OWNER"
+
+
+def test_grant_when_bigquery_is_unreachable_keeps_the_csv_and_says_so(grants_env, capsys,
+                                                                     monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    monkeypatch.setenv("HAKOBU_BIGQUERY_ENDPOINT", f"http://127.0.0.1:{dead}")
+    monkeypatch.setenv("HAKOBU_BIGQUERY_RETRY_DEADLINE", "1")
+    code, _, err = run(capsys, "grant", grants_env.customer_a, "user:a@example.com",
+                       "--role", "READER")
+    assert code == 1 and "cannot read the dataset" in err
+    assert "is updated; BigQuery is not: run `hakobu grants apply`" in err
+    assert "user:a@example.com" in grants_env.csv.read_text()
