@@ -77,10 +77,13 @@ def cmd_plan(args) -> int:
         plans, errors = plan_grants(_config(args), settings=_settings(), policy=args.drift)
     except HakobuError as exc:
         return _fail(exc)
-    print(render_plans(plans))
+    if plans:
+        print(render_plans(plans))
     for exc in errors:
         print(f"error: {exc}", file=sys.stderr)
     if errors:
+        print(f"{len(errors)} dataset(s) could not be planned; the plan is incomplete",
+              file=sys.stderr)
         return EXIT_ERROR
     pending = any(p.exists and (p.changes_pending or p.adopted) for p in plans)
     return EXIT_PENDING if pending else EXIT_OK
