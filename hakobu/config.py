@@ -152,7 +152,7 @@ class Table(_Model):
     primary_key: list[Identifier] | None = None
     cursor: Identifier | None = None
     exclude: list[Identifier] = []
-    chunk_rows: int = Field(default=50_000, ge=100, le=1_000_000)
+    chunk_rows: int = Field(default=50_000, ge=1, le=1_000_000)
     without_primary_key: Literal["refuse", "replace"] = "refuse"
     zero_dates: Literal["to_null", "fail"] | None = None
     export_sensitive: list[Identifier] = []

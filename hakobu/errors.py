@@ -93,6 +93,9 @@ def is_transient(exc: BaseException) -> bool:
     if module.startswith("google.api_core"):
         return name in {"ServiceUnavailable", "InternalServerError", "TooManyRequests",
                         "GatewayTimeout", "BadGateway", "RetryError"}
+    if module.startswith(("requests", "urllib3")):
+        return name in {"ConnectionError", "Timeout", "ConnectTimeout", "ReadTimeout",
+                        "ChunkedEncodingError", "ProtocolError", "NewConnectionError"}
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return True
     return False

@@ -178,14 +178,14 @@ def sync_table(source: MySQLSource, dest: BigQueryDestination, tenant: Tenant, t
     return res
 
 
-_sources: dict[tuple, MySQLSource] = {}
+_sources: dict = {}
 _sources_lock = threading.Lock()
 
 
 def source_for(config: Config, tenant: Tenant) -> MySQLSource:
     """One MySQLSource (connection pool) per cluster and process."""
     cluster = config.cluster_of(tenant)
-    key = (cluster.name, cluster.host, cluster.port, cluster.user)
+    key = cluster  # the whole frozen model: same name with another zone or budget is another
     with _sources_lock:
         if key not in _sources:
             _sources[key] = MySQLSource(cluster)
@@ -209,31 +209,48 @@ def sync_tenant(config: Config, tenant_id: str, *, tables: list[str] | None = No
     run_id = run_id or uuid.uuid4().hex[:12]
     source = source_for(config, tenant)
     source.ping()
-    dest = destination_for(tenant, settings)
-    created = dest.ensure_dataset(labels={"managed-by": "hakobu", "tenant": tenant.tenant})
-    if created:
-        _grant_new_dataset(config, dest)
-    dest.ensure_state_table()
-    dest.drop_stale_staging()
-    gov = governor_for(config.cluster_of(tenant))
-    lock = threading.Lock()
-
-    def one(name: str) -> TableResult:
+    # Plan every table first (reflection only): a table that does not fit its declaration is
+    # reported and skipped before anything is written to BigQuery.
+    plans: dict[str, TablePlan] = {}
+    results: dict[str, TableResult] = {}
+    for n in names:
         try:
-            r = sync_table(source, dest, tenant, name, run_id=run_id, governor=gov,
-                           hooks=hooks, state_lock=lock)
+            plans[n] = source.plan_table(tenant, tenant.table(n))
         except HakobuError as exc:
-            log.error("%s/%s failed: %s", tenant.tenant, name, exc)
-            r = TableResult(tenant.tenant, name, ok=False, error=str(exc))
-        if on_result is not None:
-            on_result(r)
-        return r
+            log.error("%s/%s refused: %s", tenant.tenant, n, exc)
+            results[n] = TableResult(tenant.tenant, n, ok=False, error=str(exc))
+            if on_result is not None:
+                on_result(results[n])
+    if plans:
+        dest = destination_for(tenant, settings)
+        created = dest.ensure_dataset(labels={"managed-by": "hakobu", "tenant": tenant.tenant})
+        if created:
+            _grant_new_dataset(config, dest)
+        dest.ensure_state_table()
+        dest.drop_stale_staging()
+        gov = governor_for(config.cluster_of(tenant))
+        lock = threading.Lock()
 
-    workers = max(1, min(len(names), config.cluster_of(tenant).read_budget.max_connections))
-    if workers == 1:
-        return [one(n) for n in names]
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"hakobu-{tenant_id}") as ex:
-        return list(ex.map(one, names))
+        def one(name: str) -> TableResult:
+            try:
+                r = sync_table(source, dest, tenant, name, run_id=run_id, governor=gov,
+                               hooks=hooks, state_lock=lock, plan=plans[name])
+            except HakobuError as exc:
+                log.error("%s/%s failed: %s", tenant.tenant, name, exc)
+                r = TableResult(tenant.tenant, name, ok=False, error=str(exc))
+            if on_result is not None:
+                on_result(r)
+            return r
+
+        workers = max(1, min(len(plans), config.cluster_of(tenant).read_budget.max_connections))
+        if workers == 1:
+            done = [one(n) for n in plans]
+        else:
+            with ThreadPoolExecutor(max_workers=workers,
+                                    thread_name_prefix=f"hakobu-{tenant_id}") as ex:
+                done = list(ex.map(one, plans))
+        results.update({r.table: r for r in done})
+    return [results[n] for n in names]
 
 
 def _grant_new_dataset(config: Config, dest: BigQueryDestination) -> None:

@@ -45,15 +45,16 @@ class ReadGovernor:
             return self._throttled.get((tenant, table), 0.0)
 
 
-_governors: dict[str, ReadGovernor] = {}
+_governors: dict = {}
 _lock = threading.Lock()
 
 
 def governor_for(cluster: Cluster) -> ReadGovernor:
     """One governor per cluster and process, shared by every tenant on that cluster."""
     with _lock:
-        gov = _governors.get(cluster.name)
+        key = (cluster.name, cluster.host, cluster.port, cluster.read_budget)
+        gov = _governors.get(key)
         if gov is None:
             gov = ReadGovernor(cluster.name, cluster.read_budget.max_connections)
-            _governors[cluster.name] = gov
+            _governors[key] = gov
         return gov

@@ -1,0 +1,181 @@
+"""One measured read, in a process of its own: `python -m bench.child '<json job>'`.
+
+Prints one JSON line: rows, seconds (the read only, imports and planning excluded), the process's
+RSS before the read (interpreter + imports) and its peak RSS (VmHWM) after it. A fresh process per
+reader keeps one reader's allocations out of another's peak.
+
+Readers:
+  hakobu      resources.mysql_source.iter_chunks: the extractor the pipeline uses
+  cx_stream   connectorx read_sql(return_type="arrow_stream"), one full-table SELECT, batches consumed
+  pandas      pandas.read_sql through a SQLAlchemy (pymysql) engine
+  pymysql     pymysql unbuffered cursor (SSCursor), fetchmany, rows turned into Arrow per batch
+"""
+
+import datetime as dt
+import json
+import sys
+import time
+from decimal import Decimal
+
+
+def vm(field: str) -> int:
+    """A /proc/self/status field in bytes (VmRSS, VmHWM)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def encode_key(key) -> list | None:
+    if key is None:
+        return None
+    out = []
+    for v in key:
+        if isinstance(v, dt.datetime):
+            out.append({"datetime": v.isoformat()})
+        elif isinstance(v, dt.date):
+            out.append({"date": v.isoformat()})
+        elif isinstance(v, Decimal):
+            out.append({"decimal": str(v)})
+        else:
+            out.append(v)
+    return out
+
+
+def decode_key(key) -> tuple | None:
+    if key is None:
+        return None
+    out = []
+    for v in key:
+        if isinstance(v, dict) and "datetime" in v:
+            out.append(dt.datetime.fromisoformat(v["datetime"]))
+        elif isinstance(v, dict) and "date" in v:
+            out.append(dt.date.fromisoformat(v["date"]))
+        elif isinstance(v, dict) and "decimal" in v:
+            out.append(Decimal(v["decimal"]))
+        else:
+            out.append(v)
+    return tuple(out)
+
+
+def bench_objects(job: dict):
+    """Cluster, tenant and table config for the fixture table, built directly (no YAML)."""
+    from hakobu.config import Cluster, Tenant
+
+    cluster = Cluster(name="bench", host=job["host"], port=job["port"], user=job["user"],
+                      timezone="UTC", lag_seconds=job.get("lag_seconds", 0))
+    table = {"name": job["table"], "cursor": "updated_at",
+             "chunk_rows": job.get("chunk_rows", 50_000)}
+    tenant = Tenant(tenant="bench", cluster="bench", source={"schema": job["schema"]},
+                    destination={"project": "hakobu-bench", "dataset": "bench", "location": "US"},
+                    schedule={"cron": "0 2 * * *"}, deliver_by="06:00", tables=[table])
+    return cluster, tenant
+
+
+def run_hakobu(job: dict) -> dict:
+    from resources.mysql_source import MySQLSource, iter_chunks
+
+    cluster, tenant = bench_objects(job)
+    source = MySQLSource(cluster, reader=job.get("reader"))
+    plan = source.plan_table(tenant, tenant.tables[0])
+    upper, _ = source.upper_bound(plan)
+    after = decode_key(job.get("after"))
+    rss0 = vm("VmRSS")
+    t0 = time.perf_counter()
+    rows = chunks = 0
+    key = after
+    for batch, key in iter_chunks(source, plan, "main", after, upper):
+        rows += batch.num_rows
+        chunks += 1
+        del batch
+    seconds = time.perf_counter() - t0
+    source.dispose()
+    return {"rows": rows, "seconds": seconds, "chunks": chunks, "rss_before": rss0,
+            "last_key": encode_key(key), "upper": str(upper)}
+
+
+def _full_select(job: dict) -> str:
+    return f"SELECT * FROM `{job['schema']}`.`{job['table']}`"
+
+
+def run_cx_stream(job: dict) -> dict:
+    import connectorx as cx
+
+    url = f"mysql://{job['user']}@{job['host']}:{job['port']}"
+    rss0 = vm("VmRSS")
+    t0 = time.perf_counter()
+    reader = cx.read_sql(url, _full_select(job), return_type="arrow_stream",
+                         batch_size=job.get("batch_size", 10_000),
+                         pre_execution_query=["SET time_zone = '+00:00'"])
+    rows = batches = 0
+    for batch in reader:
+        rows += batch.num_rows
+        batches += 1
+        del batch
+    seconds = time.perf_counter() - t0
+    return {"rows": rows, "seconds": seconds, "chunks": batches, "rss_before": rss0}
+
+
+def run_pandas(job: dict) -> dict:
+    import pandas as pd
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"mysql+pymysql://{job['user']}@{job['host']}:{job['port']}"
+                              "/?charset=utf8mb4")
+    rss0 = vm("VmRSS")
+    t0 = time.perf_counter()
+    with engine.connect() as conn:
+        df = pd.read_sql(sa.text(_full_select(job)), conn)
+    seconds = time.perf_counter() - t0
+    rows = len(df)
+    dtypes = {str(k): str(v) for k, v in df.dtypes.items()}
+    del df
+    engine.dispose()
+    return {"rows": rows, "seconds": seconds, "chunks": 1, "rss_before": rss0,
+            "dtypes": dtypes}
+
+
+def run_pymysql(job: dict) -> dict:
+    import pyarrow as pa
+    import pymysql
+    import pymysql.cursors
+
+    conn = pymysql.connect(host=job["host"], port=job["port"], user=job["user"], password="",
+                           charset="utf8mb4", cursorclass=pymysql.cursors.SSCursor,
+                           init_command="SET time_zone = '+00:00'")
+    rss0 = vm("VmRSS")
+    t0 = time.perf_counter()
+    rows = batches = 0
+    with conn.cursor() as cur:
+        cur.execute(_full_select(job))
+        names = [d[0] for d in cur.description]
+        while True:
+            part = cur.fetchmany(job.get("batch_size", 10_000))
+            if not part:
+                break
+            cols = list(zip(*part))
+            batch = pa.Table.from_arrays([pa.array(c) for c in cols], names=names)
+            rows += batch.num_rows
+            batches += 1
+            del batch, part, cols
+    seconds = time.perf_counter() - t0
+    conn.close()
+    return {"rows": rows, "seconds": seconds, "chunks": batches, "rss_before": rss0}
+
+
+READERS = {"hakobu": run_hakobu, "cx_stream": run_cx_stream, "pandas": run_pandas,
+           "pymysql": run_pymysql}
+
+
+def main(argv: list[str]) -> int:
+    job = json.loads(argv[1])
+    result = READERS[job["reader_kind"]](job)
+    result["peak_rss"] = vm("VmHWM")
+    result["reader_kind"] = job["reader_kind"]
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
