@@ -24,7 +24,7 @@ validate: $(STAMP)
 	$(BIN)/hakobu validate
 
 dev: $(STAMP)
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.local/dagster_home} bash scripts/dev.sh
+	bash scripts/dev.sh
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# `make dev`: the Dagster UI on the demo's instance, with the emulator and MySQL the demo uses.
+# `make dev`: the Dagster UI (dagster dev -w workspace.yaml) on the demo's instance, with the
+# demo's MySQL and the BigQuery emulator started for it and stopped after. Extra args go to
+# `dagster dev` (e.g. -p 3001).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export DAGSTER_HOME=${DAGSTER_HOME:-$PWD/.local/dagster_home}
-.venv/bin/python -c 'from hakobu.cli import ensure_dagster_home; ensure_dagster_home()'
-exec .venv/bin/dagster dev -w workspace.yaml "$@"
+exec .venv/bin/python -m hakobu.localenv.dev "$@"

@@ -75,6 +75,7 @@ def _write_config(root: Path, schemas: dict[str, str], datasets: dict[str, str])
                        {"name": "plans"}],
         }
         (tdir / f"{tenant}.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
+    (root / "permissions.csv").write_text("dataset,role,member\n")
 
 
 def _observer(home: Path, db: str):
