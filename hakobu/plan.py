@@ -124,6 +124,17 @@ def chunk_sql(plan: TablePlan, pass_: Pass, after: tuple | None, upper: Any = No
     return sql
 
 
+def replace_sql(plan: TablePlan) -> str:
+    """The single streamed SELECT of a table without a primary key (full atomic replace)."""
+    selects = [s.select_sql for s in plan.specs]
+    selects += [zero_flag_select(s, i) for i, s in plan.zero_flag_columns]
+    where = ""
+    if plan.tenant_column is not None:
+        where = f" WHERE {col_ref(plan.tenant_column)} = {mysql_literal(plan.tenant_value)}"
+    return (f"SELECT {', '.join(selects)} FROM {quote_ident(plan.schema)}."
+            f"{quote_ident(plan.table)} AS {SRC}{where}")
+
+
 def _force_index(plan: TablePlan, pass_: Pass) -> str:
     if pass_ == "full":
         return " FORCE INDEX (PRIMARY)" if not plan.full_replace else ""

@@ -117,7 +117,26 @@ def sync_table(source: MySQLSource, dest: BigQueryDestination, tenant: Tenant, t
         hooks("after_merge", table=table_name)
 
     schema = arrow_schema(specs)
-    if plan.cursor is None:
+    if plan.full_replace:
+        # No key: nothing to merge on. Stream the whole table, swap it in atomically.
+        res.mode = "replace"
+        from hakobu.plan import replace_sql
+
+        with dest.staging_file(table_name, schema) as sf:
+            with gov.slot(tenant.tenant, table_name):
+                for batch in source.stream(plan, replace_sql(plan), plan.chunk_rows):
+                    sf.write(batch)
+                    res.chunks += 1
+                    res.rows_read += batch.num_rows
+                    hooks("after_chunk", table=table_name, rows=res.rows_read)
+            hooks("after_stage", table=table_name)
+            files = [sf.close()] if sf.rows else []
+            hooks("before_merge", table=table_name)
+            stats = dest.replace(table_name, files, specs, run_id=f"{run_id}_r")
+            res.merges, res.rows_merged, res.bytes_staged = 1, stats.dml_rows, stats.bytes_staged
+            hooks("after_merge", table=table_name)
+        res.watermark = "(full replace)"
+    elif plan.cursor is None:
         # No cursor: the whole table every run, merged with deletion of vanished rows.
         res.mode = "full"
         with dest.staging_file(table_name, schema) as sf:
@@ -233,8 +252,10 @@ def sync_tenant(config: Config, tenant_id: str, *, tables: list[str] | None = No
 
         def one(name: str) -> TableResult:
             try:
-                r = sync_table(source, dest, tenant, name, run_id=run_id, governor=gov,
-                               hooks=hooks, state_lock=lock, plan=plans[name])
+                r = with_retries(
+                    lambda: sync_table(source, dest, tenant, name, run_id=run_id, governor=gov,
+                                       hooks=hooks, state_lock=lock, plan=plans[name]),
+                    what=f"{tenant.tenant}/{name}")
             except HakobuError as exc:
                 log.error("%s/%s failed: %s", tenant.tenant, name, exc)
                 r = TableResult(tenant.tenant, name, ok=False, error=str(exc))
@@ -251,6 +272,30 @@ def sync_tenant(config: Config, tenant_id: str, *, tables: list[str] | None = No
                 done = list(ex.map(one, plans))
         results.update({r.table: r for r in done})
     return [results[n] for n in names]
+
+
+RETRIES = int(os.environ.get("HAKOBU_RETRIES", "3"))
+RETRY_BASE_S = float(os.environ.get("HAKOBU_RETRY_BASE_SECONDS", "1"))
+
+
+def with_retries(fn, *, what: str, attempts: int | None = None, base_s: float | None = None):
+    """Run fn; on a transient error wait (base, 4x base, ...) and run it again. Every unit of
+    work is idempotent (MERGE on the key, watermark after it), so a retry resumes where the
+    last committed watermark stands. Terminal errors are raised at once."""
+    from hakobu.errors import is_transient
+
+    attempts = RETRIES if attempts is None else attempts
+    base_s = RETRY_BASE_S if base_s is None else base_s
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except Exception as exc:
+            if attempt == attempts or not is_transient(exc):
+                raise
+            delay = base_s * 4 ** (attempt - 1)
+            log.warning("%s: transient error (attempt %d of %d), retrying in %.0fs: %s",
+                        what, attempt, attempts, delay, exc)
+            time.sleep(delay)
 
 
 def _grant_new_dataset(config: Config, dest: BigQueryDestination) -> None:

@@ -232,24 +232,8 @@ class BigQueryDestination:
         used when the staging data is the complete set for that scope.
         """
         stats = MergeStats()
-        stg = f"{STAGING_PREFIX}{table}_{run_id or uuid.uuid4().hex[:8]}"
-        cols = [(s.name, s.staging_bq_type) for s in specs] + list(extra) + [(SEQ, "INT64")]
-        self.sql(f"DROP TABLE IF EXISTS {self.ref(stg)}", table=table)
-        self.sql(f"CREATE TABLE {self.ref(stg)} (" + ", ".join(f"`{n}` {t}" for n, t in cols)
-                 + ") OPTIONS(expiration_timestamp=TIMESTAMP_ADD(CURRENT_TIMESTAMP(), "
-                   "INTERVAL 2 DAY))", table=table)
+        stg = self._load_staging(table, files, specs, run_id, stats, extra)
         try:
-            for f in files:
-                with self._errors("load job", table), open(f, "rb") as fh:
-                    job = self.client.load_table_from_file(
-                        fh, f"{self.project}.{self.dataset}.{stg}",
-                        job_config=bigquery.LoadJobConfig(
-                            source_format=bigquery.SourceFormat.PARQUET,
-                            write_disposition=bigquery.WriteDisposition.WRITE_APPEND),
-                        location=self.location)
-                    job.result(retry=self.retry)
-                    stats.rows_staged += job.output_rows or 0
-                stats.bytes_staged += f.stat().st_size
             job = self.sql(self._merge_sql(table, stg, specs, primary_key, extra, delete_scope),
                            table=table)
             stats.dml_rows = job.num_dml_affected_rows or 0
@@ -257,6 +241,48 @@ class BigQueryDestination:
             with contextlib.suppress(HakobuError):
                 self.sql(f"DROP TABLE IF EXISTS {self.ref(stg)}", table=table)
         return stats
+
+    def replace(self, table: str, files: list[Path], specs: list[ColumnSpec],
+                run_id: str = "") -> MergeStats:
+        """Swap in the complete new content of `table` in one statement (CREATE OR REPLACE ...
+        AS SELECT): readers see the old table or the new one, never a partial load."""
+        stats = MergeStats()
+        stg = self._load_staging(table, files, specs, run_id, stats)
+        try:
+            json_cols = {s.name for s in specs if s.bq_type == "JSON"}
+            cols = ", ".join(
+                (f"PARSE_JSON(`{s.name}`) AS `{s.name}`" if s.name in json_cols
+                 else f"`{s.name}`")
+                for s in specs)
+            self.sql(f"CREATE OR REPLACE TABLE {self.ref(table)} AS SELECT {cols}, "
+                     f"CURRENT_TIMESTAMP() AS `{SYNCED_AT}` FROM {self.ref(stg)}", table=table)
+            stats.dml_rows = stats.rows_staged
+        finally:
+            with contextlib.suppress(HakobuError):
+                self.sql(f"DROP TABLE IF EXISTS {self.ref(stg)}", table=table)
+        return stats
+
+    def _load_staging(self, table: str, files: list[Path], specs: list[ColumnSpec],
+                      run_id: str, stats: MergeStats, extra: list[tuple[str, str]] = ()) -> str:
+        """A fresh staging table (DDL: exact parameterised types) with the files loaded."""
+        stg = f"{STAGING_PREFIX}{table}_{run_id or uuid.uuid4().hex[:8]}"
+        cols = [(s.name, s.staging_bq_type) for s in specs] + list(extra) + [(SEQ, "INT64")]
+        self.sql(f"DROP TABLE IF EXISTS {self.ref(stg)}", table=table)
+        self.sql(f"CREATE TABLE {self.ref(stg)} (" + ", ".join(f"`{n}` {t}" for n, t in cols)
+                 + ") OPTIONS(expiration_timestamp=TIMESTAMP_ADD(CURRENT_TIMESTAMP(), "
+                   "INTERVAL 2 DAY))", table=table)
+        for f in files:
+            with self._errors("load job", table), open(f, "rb") as fh:
+                job = self.client.load_table_from_file(
+                    fh, f"{self.project}.{self.dataset}.{stg}",
+                    job_config=bigquery.LoadJobConfig(
+                        source_format=bigquery.SourceFormat.PARQUET,
+                        write_disposition=bigquery.WriteDisposition.WRITE_APPEND),
+                    location=self.location)
+                job.result(retry=self.retry)
+                stats.rows_staged += job.output_rows or 0
+            stats.bytes_staged += f.stat().st_size
+        return stg
 
     def _merge_sql(self, table: str, stg: str, specs: list[ColumnSpec], pk: list[str],
                    extra: list[tuple[str, str]], delete_scope: str | None) -> str:

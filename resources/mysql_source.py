@@ -276,6 +276,48 @@ class MySQLSource:
             self._fail_on_zero_dates(plan, raw, out)
         return out
 
+    def stream(self, plan: TablePlan, sql: str, batch_rows: int = 50_000) -> Iterator[pa.Table]:
+        """Stream one query's result in batches, decoded on the client as it arrives (the
+        server sends rows as it produces them; no server-side cursor, no temp table for a
+        plain scan). Used only for tables without a key, which cannot be chunked."""
+        with self._errors("streaming", tenant=plan.tenant, table=plan.table):
+            if self.reader == "connectorx":
+                import connectorx as cx
+
+                try:
+                    reader = cx.read_sql(self._cx_url(), sql, return_type="arrow_stream",
+                                         batch_size=batch_rows,
+                                         pre_execution_query=[SESSION_INIT])
+                except BaseException as exc:
+                    if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+                        raise
+                    text = self._redact(str(exc))
+                    cls = SourceUnavailable if _cx_transient(text) else SourceError
+                    raise cls(f"connectorx: {text}") from None
+                for batch in reader:
+                    raw = pa.Table.from_batches([batch])
+                    out = conform(raw, list(plan.specs))
+                    if plan.zero_flag_columns:
+                        self._fail_on_zero_dates(plan, raw, out)
+                    yield out
+                return
+            import pymysql.cursors
+
+            conn = self.engine.raw_connection()
+            try:
+                cur = conn.cursor(pymysql.cursors.SSCursor)  # unbuffered: client-side streaming
+                cur.execute(sql)
+                names = [d[0] for d in cur.description]
+                while rows := cur.fetchmany(batch_rows):
+                    raw = self._rows_to_table(plan, names, rows)
+                    out = conform(raw, list(plan.specs))
+                    if plan.zero_flag_columns:
+                        self._fail_on_zero_dates(plan, raw, out)
+                    yield out
+                cur.close()
+            finally:
+                conn.close()
+
     def _read_cx(self, sql: str) -> pa.Table:
         import connectorx as cx
 
@@ -286,7 +328,7 @@ class MySQLSource:
             if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
                 raise
             text = self._redact(str(exc))
-            if "Connection refused" in text or "timed out" in text or "connection" in text.lower():
+            if _cx_transient(text):
                 raise SourceUnavailable(f"connectorx: {text}") from None
             raise SourceError(f"connectorx: {text}") from None
 
@@ -300,6 +342,10 @@ class MySQLSource:
             cur.close()
         finally:
             conn.close()
+        return self._rows_to_table(plan, names, rows)
+
+    @staticmethod
+    def _rows_to_table(plan: TablePlan, names: list[str], rows) -> pa.Table:
         cols = list(zip(*rows)) if rows else [[] for _ in names]
         arrays, fields = [], []
         specs = {s.name: s for s in plan.specs}
@@ -323,6 +369,17 @@ class MySQLSource:
                     f"in the row with key {key}", tenant=plan.tenant, table=plan.table,
                     hint="fix the row in MySQL, or set zero_dates: to_null for this table or cluster "
                          "to deliver such values as NULL")
+
+
+# connectorx reports connection loss (server restart, KILL, network) only as text
+_CX_TRANSIENT = ("connection", "io error", "ioerror", "disconnect", "broken pipe", "timed out", "server has gone away",
+                 "lost connection", "killed", "reset by peer", "unexpected eof",
+                 "bytes remaining on stream")
+
+
+def _cx_transient(text: str) -> bool:
+    low = text.lower()
+    return any(marker in low for marker in _CX_TRANSIENT)
 
 
 def _q(name: str) -> str:
