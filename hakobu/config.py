@@ -59,6 +59,7 @@ class ReadBudget(_Model):
     """How hard hakobu may read a source cluster (see resources/pressure.py)."""
 
     pages_per_second: int | None = Field(default=None, gt=0)
+    counter: Literal["physical", "logical"] = "physical"
     max_connections: int = Field(default=2, ge=1, le=64)
     window: str | None = Field(default=None, pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
 

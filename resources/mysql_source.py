@@ -66,6 +66,14 @@ class MySQLSource:
                               "read_timeout": 600, "write_timeout": 600})
         return self._engine
 
+    def raw_connect(self):
+        """A dedicated autocommit connection (not pooled), e.g. to hold a named lock."""
+        import pymysql
+
+        return pymysql.connect(host=self.cluster.host, port=self.cluster.port,
+                               user=self.cluster.user, password=self._password.reveal(),
+                               charset="utf8mb4", autocommit=True, connect_timeout=10)
+
     def dispose(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
