@@ -82,7 +82,8 @@ def keyset_after(columns: tuple[str, ...], values: tuple) -> str:
     return f"{col} > {lit} OR ({col} = {lit} AND ({rest}))"
 
 
-def chunk_sql(plan: TablePlan, pass_: Pass, after: tuple | None, upper: Any = None) -> str:
+def chunk_sql(plan: TablePlan, pass_: Pass, after: tuple | None, upper: Any = None,
+              pk_range: tuple[int, int] | None = None) -> str:
     """The SELECT for the next chunk of a pass.
 
     main:  rows with a cursor, (cursor, pk) > after, cursor < upper (exclusive), ordered by key.
@@ -114,6 +115,9 @@ def chunk_sql(plan: TablePlan, pass_: Pass, after: tuple | None, upper: Any = No
         where.append(f"{col_ref(plan.cursor)} IS NULL")
     elif pass_ == "zeros":
         where.append(f"{col_ref(plan.cursor)} < {mysql_literal(MIN_DATETIME)}")
+    if pk_range is not None:            # one split of a parallel read: lo <= pk < hi
+        pk = col_ref(plan.primary_key[0])
+        where.append(f"{pk} >= {mysql_literal(pk_range[0])} AND {pk} < {mysql_literal(pk_range[1])}")
     if after is not None:
         where.append(f"({keyset_after(keys, after)})")
     sql = (f"SELECT {', '.join(selects)} FROM {quote_ident(plan.schema)}.{quote_ident(plan.table)}"
@@ -141,6 +145,58 @@ def _force_index(plan: TablePlan, pass_: Pass) -> str:
     if plan.cursor_index:
         return f" FORCE INDEX ({quote_ident(plan.cursor_index)})"
     return ""
+
+
+def splittable(plan: TablePlan) -> bool:
+    """Parallel pk-range reads need a single integer primary key."""
+    return (len(plan.primary_key) == 1
+            and plan.spec(plan.primary_key[0]).info.data_type in
+            {"tinyint", "smallint", "mediumint", "int", "integer", "bigint"})
+
+
+def pk_ranges(lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
+    """Split [lo, hi] into up to `parts` half-open ranges [a, b) covering it exactly."""
+    if hi < lo:
+        return []
+    parts = max(1, min(parts, hi - lo + 1))
+    step = -(-(hi - lo + 1) // parts)
+    return [(a, min(a + step, hi + 1)) for a in range(lo, hi + 1, step)]
+
+
+def max_key_below(plan: TablePlan, batch: pa.Table, upper: Any) -> tuple | None:
+    """The largest (cursor, pk) among rows of a pk-ordered read whose cursor is below the run's
+    upper bound: after a complete read of the table, the watermark it may advance to."""
+    import pyarrow.compute as pc
+
+    if batch.num_rows == 0 or plan.cursor is None:
+        return None
+    cur = batch.column(plan.cursor)
+    spec = plan.spec(plan.cursor)
+    if upper is not None:
+        bound = pa.scalar(_to_delivered(spec, upper), type=cur.type)
+        mask = pc.and_(pc.is_valid(cur), pc.less(cur, bound))
+    else:
+        mask = pc.is_valid(cur)
+    sub = batch.filter(mask)
+    if sub.num_rows == 0:
+        return None
+    top = pc.max(sub.column(plan.cursor))
+    at_top = sub.filter(pc.equal(sub.column(plan.cursor), top))
+    idx = pc.sort_indices(at_top, sort_keys=[(k, "descending") for k in plan.primary_key])[0]
+    row = at_top.take([idx.as_py()])
+    return tuple(to_source_value(plan.spec(k), row.column(k)[0].as_py())
+                 for k in (plan.cursor, *plan.primary_key))
+
+
+def _to_delivered(spec: ColumnSpec, value: Any) -> Any:
+    """The run's upper bound (source terms) in the delivered Arrow terms of the cursor."""
+    if isinstance(value, dt.datetime) and spec.arrow_type.tz is not None:
+        if spec.datetime_as_timestamp:
+            from zoneinfo import ZoneInfo
+
+            return value.replace(tzinfo=ZoneInfo(spec.source_timezone))
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value
 
 
 def last_key(plan: TablePlan, batch: pa.Table, pass_: Pass) -> tuple:

@@ -44,6 +44,7 @@ def test_chunk_queries_are_index_driven(sql, schema, mysql_server, shared):
         "zeros": chunk_sql(plan, "zeros", (17,), None),
         "full-first": chunk_sql(plan, "full", None, None),
         "full-next": chunk_sql(plan, "full", (1500,), None),
+        "full-split": chunk_sql(plan, "full", (1200,), None, pk_range=(1000, 2000)),
     }
     for name, q in queries.items():
         assert "OFFSET" not in q.upper()
@@ -53,6 +54,8 @@ def test_chunk_queries_are_index_driven(sql, schema, mysql_server, shared):
             assert "filesort" not in row["extra"].lower(), (name, row, q)
         if name.startswith(("main", "nulls", "zeros")):
             assert row["key"] == "ix_cur", (name, row)
+        else:
+            assert row["key"] == "PRIMARY" and row["type"] == "range", (name, row)
     source.dispose()
     assert Decimal  # keep import used
 

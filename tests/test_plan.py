@@ -1,0 +1,78 @@
+"""Pure planning: SQL shapes, quoting, splits, keys. No database."""
+
+import datetime as dt
+
+import pyarrow as pa
+import pytest
+
+from hakobu.plan import (TablePlan, chunk_sql, keyset_after, max_key_below, pk_ranges,
+                         splittable)
+from hakobu.sqlquote import mysql_literal, quote_bq, quote_ident
+from hakobu.types import ColumnInfo, column_spec
+
+
+def plan(**kw):
+    specs = (column_spec(ColumnInfo("id", "bigint", "bigint(20)", False)),
+             column_spec(ColumnInfo("updated_at", "datetime", "datetime(6)", True)),
+             column_spec(ColumnInfo("we`ird", "varchar", "varchar(10)", True)))
+    base = dict(tenant="t", schema="s`x", table="orders", specs=specs, primary_key=("id",),
+                cursor="updated_at", chunk_rows=100, cursor_index="ix")
+    return TablePlan(**{**base, **kw})
+
+
+def test_identifiers_are_quoted_never_pasted():
+    assert quote_ident("we`ird") == "`we``ird`"
+    q = chunk_sql(plan(), "main", None, None)
+    assert "`s``x`.`orders`" in q and "`we``ird` AS `we``ird`" in q
+    with pytest.raises(ValueError):
+        quote_bq("proj", "data`set")
+
+
+def test_string_literals_cannot_escape():
+    lit = mysql_literal("x' OR '1'='1")
+    assert "'" not in lit.removeprefix("_utf8mb4 X'").removesuffix("'")
+
+
+def test_keyset_form_is_expanded_never_offset_or_row_constructor():
+    q = chunk_sql(plan(), "main", (dt.datetime(2026, 1, 1), 7), dt.datetime(2026, 2, 1))
+    assert "OFFSET" not in q and "(_src.`updated_at`, _src.`id`)" not in q
+    assert "FORCE INDEX (`ix`)" in q and q.endswith("LIMIT 100")
+    assert ("_src.`updated_at` > '2026-01-01 00:00:00.000000' OR (_src.`updated_at` = "
+            "'2026-01-01 00:00:00.000000' AND (_src.`id` > 7))") in q
+    assert "_src.`updated_at` < '2026-02-01 00:00:00.000000'" in q
+    assert keyset_after(("a", "b", "c"), (1, 2, 3)).count(" OR ") == 2
+
+
+def test_full_pass_reads_in_primary_key_order():
+    q = chunk_sql(plan(), "full", (5,), None, pk_range=(0, 100))
+    assert "FORCE INDEX (PRIMARY)" in q and "ORDER BY _src.`id` ASC" in q
+    assert "_src.`id` >= 0 AND _src.`id` < 100" in q
+
+
+def test_shared_table_filters_the_tenant():
+    q = chunk_sql(plan(tenant_column="tenant_id", tenant_value=3), "main", None, None)
+    assert "_src.`tenant_id` = 3" in q
+
+
+@pytest.mark.parametrize("lo,hi,parts", [(1, 10, 3), (5, 5, 4), (1, 1_000_000, 7), (0, 2, 8)])
+def test_pk_ranges_cover_exactly(lo, hi, parts):
+    ranges = pk_ranges(lo, hi, parts)
+    covered = [i for a, b in ranges for i in range(a, b)] if hi - lo < 100 else None
+    assert ranges[0][0] == lo and ranges[-1][1] == hi + 1
+    assert all(a < b for a, b in ranges)
+    assert all(r1[1] == r2[0] for r1, r2 in zip(ranges, ranges[1:]))
+    if covered is not None:
+        assert covered == list(range(lo, hi + 1))
+    assert pk_ranges(5, 4, 3) == []
+
+
+def test_max_key_below_the_upper_bound():
+    p = plan()
+    t = dt.datetime
+    batch = pa.table({"id": [1, 2, 3, 4, 5],
+                      "updated_at": pa.array([t(2026, 1, 3), t(2026, 1, 2), None, t(2026, 1, 3),
+                                              t(2026, 1, 9)], pa.timestamp("us")),
+                      "we`ird": ["a"] * 5})
+    assert max_key_below(p, batch, t(2026, 1, 5)) == (t(2026, 1, 3), 4)
+    assert max_key_below(p, batch, t(2026, 1, 1)) is None
+    assert splittable(p) and not splittable(plan(primary_key=("we`ird",)))
