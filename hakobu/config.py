@@ -35,6 +35,8 @@ _TENANT_ID = r"^[a-z][a-z0-9_]{0,62}$"
 _BQ_DATASET = r"^[A-Za-z0-9_]{1,1024}$"
 _BQ_PROJECT = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$"
 Identifier = Annotated[str, Field(pattern=_IDENT, max_length=64)]
+# a column as MySQL names it: only ever compared with reflected names and quoted, never pasted
+ColumnName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^`\x00]+$")]
 
 
 def config_dir() -> Path:
@@ -150,9 +152,9 @@ class Schedule(_Model):
 
 class Table(_Model):
     name: Identifier
-    primary_key: list[Identifier] | None = None
-    cursor: Identifier | None = None
-    exclude: list[Identifier] = []
+    primary_key: list[ColumnName] | None = None
+    cursor: ColumnName | None = None
+    exclude: list[ColumnName] = []
     chunk_rows: int = Field(default=50_000, ge=1, le=1_000_000)
     without_primary_key: Literal["refuse", "replace"] = "refuse"
     zero_dates: Literal["to_null", "fail"] | None = None

@@ -10,6 +10,7 @@ Every session runs with time_zone '+00:00' so TIMESTAMP values arrive as UTC.
 import contextlib
 import datetime as dt
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from hakobu.plan import MIN_DATETIME, TablePlan
 from hakobu.types import ZERO_FLAG_PREFIX, ColumnInfo, column_spec, conform, python_column
 
 SESSION_INIT = "SET time_zone = '+00:00'"
+_BQ_COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,299}")
 READERS = ("connectorx", "pymysql")
 
 
@@ -201,6 +203,12 @@ class MySQLSource:
         for col in refl.columns:
             if col.name.lower() in excluded:
                 continue
+            if not _BQ_COLUMN.fullmatch(col.name) or col.name.lower().startswith("_hakobu"):
+                raise SchemaError(f"column {col.name!r} of {schema}.{name} cannot be a BigQuery "
+                                  "column name (letters, digits and underscores; not _hakobu*)",
+                                  tenant=t, table=name,
+                                  hint=f"exclude it in {tenant.file} (exclude: [...]) or rename "
+                                       "it in MySQL")
             try:
                 specs.append(column_spec(col, datetime_as=self.datetime_as,
                                          source_timezone=cluster.timezone))
