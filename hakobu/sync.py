@@ -2,12 +2,17 @@
 
 Plain Python; the Dagster assets call `sync_tenant` and turn its results into materializations.
 Order of effects for every unit of work, which is what makes a crash anywhere safe to rerun:
-  1. chunks are read and appended to a local Parquet file (nothing in BigQuery yet);
-  2. the file is loaded into a fresh staging table and MERGEd on the primary key (idempotent);
-  3. only then does the watermark move (compare-and-set).
+  1. chunks are read and appended to local Parquet files (nothing in BigQuery yet);
+  2. each file is loaded into a fresh staging table and MERGEd on the primary key (idempotent);
+  3. only then does that destination's watermark move (compare-and-set).
 A crash before 3 means the next run re-reads rows that are already merged: harmless.
+
+Read once: every chunk read goes to every sink of the table (hakobu.sinks) — the customer's
+dataset and, when tenants/warehouse.yaml enables it, the internal warehouse — each with its own
+staging file, MERGE and watermark. The source is read once per run whatever the number of sinks.
 """
 
+import datetime as dt
 import logging
 import os
 import tempfile
@@ -17,19 +22,22 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from hakobu.config import Config, Tenant
 from hakobu.errors import HakobuError
 from hakobu.plan import TablePlan
-from hakobu.types import arrow_schema
+from hakobu.sinks import Sink, build_sinks, staging
 from resources.bigquery_client import BigQuerySettings
-from resources.bigquery_dest import BigQueryDestination, Watermark
+from resources.bigquery_dest import BigQueryDestination
 from resources.mysql_source import MySQLSource, iter_chunks
 from resources.pressure import ReadGovernor, governor_for
 
 log = logging.getLogger("hakobu.sync")
 MERGE_EVERY_ROWS = int(os.environ.get("HAKOBU_MERGE_EVERY_ROWS", "1000000"))
+CUSTOMER, WAREHOUSE = "customer", "warehouse"
 
 
 @dataclass
@@ -45,20 +53,39 @@ class TableResult:
     null_cursor_rows: int = 0
     merges: int = 0
     watermark: str = "-"
+    watermark_utc: str | None = None
     duration_s: float = 0.0
     throttled_s: float = 0.0
     mode: str = "incremental"
     columns_added: list[str] = field(default_factory=list)
+    withheld: list[str] = field(default_factory=list)
     bound: dict = field(default_factory=dict)
+    customer: bool = True                  # the customer's dataset was fed
+    warehouse: str = "-"                   # "-" not fed, "ok", or "failed"
+    warehouse_error: str | None = None
+    warehouse_rows_merged: int = 0
+    warehouse_watermark: str = "-"
+    extra: dict = field(default_factory=dict)   # backfill and hook metadata
 
     def metadata(self) -> dict:
         return {"rows_read": self.rows_read, "rows_merged": self.rows_merged,
                 "bytes_staged": self.bytes_staged, "chunks": self.chunks,
                 "merges": self.merges, "watermark": self.watermark,
+                "watermark_utc": self.watermark_utc or "-",
                 "duration_s": round(self.duration_s, 3), "throttled_s": round(self.throttled_s, 3),
                 "mode": self.mode, "null_cursor_rows": self.null_cursor_rows,
                 "columns_added": ", ".join(self.columns_added) or "-",
-                **{f"bound_{k}": str(v) for k, v in self.bound.items()}}
+                "withheld_columns": ", ".join(self.withheld) or "-",
+                "warehouse": self.warehouse,
+                **{f"bound_{k}": str(v) for k, v in self.bound.items()},
+                **self.extra}
+
+    def warehouse_metadata(self) -> dict:
+        return {"rows_read": self.rows_read, "rows_merged": self.warehouse_rows_merged,
+                "watermark": self.warehouse_watermark, "watermark_utc": self.watermark_utc or "-",
+                "duration_s": round(self.duration_s, 3), "mode": self.mode,
+                "read_shared_with_customer": self.customer,
+                "withheld_columns": ", ".join(self.withheld) or "-"}
 
 
 class Hooks:
@@ -85,17 +112,59 @@ def destination_for(tenant: Tenant, settings: BigQuerySettings) -> BigQueryDesti
     return BigQueryDestination(settings, d.project, d.dataset, d.location, work_dir())
 
 
-def sync_table(source: MySQLSource, dest: BigQueryDestination, tenant: Tenant, table_name: str,
-               *, run_id: str, governor: ReadGovernor | None = None,
+# -- one table ----------------------------------------------------------------------------------
+
+
+class _Fanout:
+    """Runs an operation on every active sink: a critical sink's error propagates (the table
+    fails), a non-critical one's (the warehouse) is retried if transient, then sets that sink
+    aside and is recorded."""
+
+    def __init__(self, res: TableResult, sinks: list[Sink]):
+        self.res, self.sinks = res, sinks
+
+    @property
+    def active(self) -> list[Sink]:
+        return [s for s in self.sinks if s.active]
+
+    def each(self, what: str, fn: Callable[[Sink], object]) -> None:
+        for s in self.active:
+            if s.critical:
+                fn(s)
+                continue
+            try:
+                with_retries(lambda s=s: fn(s), what=f"{self.res.tenant}/{self.res.table} "
+                                                     f"{s.kind} {what}")
+            except Exception as exc:      # noqa: BLE001 — the warehouse never stops the customer
+                log.error("%s/%s: %s sink failed at %s, set aside for this run: %s",
+                          self.res.tenant, self.res.table, s.kind, what, exc)
+                s.fail(exc)
+
+    def write(self, batch) -> None:
+        self.each("staging", lambda s: s.write(batch))
+
+    @property
+    def staged_rows(self) -> int:
+        return max((s.rows for s in self.active), default=0)
+
+
+def sync_table(source: MySQLSource, dest: BigQueryDestination | None, tenant: Tenant,
+               table_name: str, *, run_id: str, governor: ReadGovernor | None = None,
                hooks: Hooks = NO_HOOKS, state_lock: "threading.Lock | None" = None,
-               plan: TablePlan | None = None) -> TableResult:
+               plan: TablePlan | None = None, warehouse=None) -> TableResult:
+    """Deliver one table into `dest` (the customer's dataset; None: not this run) and, with a
+    hakobu.warehouse.WarehouseTarget, into the warehouse — from one read."""
     t0 = time.monotonic()
-    res = TableResult(tenant.tenant, table_name)
-    plan = plan or source.plan_table(tenant, tenant.table(table_name))
-    specs = list(plan.specs)
-    res.columns_added = dest.ensure_table(table_name, specs, list(plan.primary_key))
+    res = TableResult(tenant.tenant, table_name, customer=dest is not None)
+    table_cfg = tenant.table(table_name)
+    plan, sinks, res.withheld, wh_error = build_sinks(
+        plan or source.plan_table(tenant, table_cfg), table_cfg, dest, warehouse)
+    if wh_error:
+        res.warehouse, res.warehouse_error = "failed", wh_error
+    fan = _Fanout(res, sinks)
     gov = governor or ReadGovernor.unlimited()
     lock = state_lock or threading.Lock()
+    fan.each("preparing the table", lambda s: s.prepare())
 
     def read(pass_: str, after, upper):
         def on_chunk(rows: int, seconds: float) -> None:
@@ -107,95 +176,173 @@ def sync_table(source: MySQLSource, dest: BigQueryDestination, tenant: Tenant, t
                                       gate=gov):
             yield batch, key
 
-    def merge(files, delete_scope=None):
-        hooks("before_merge", table=table_name)
-        stats = dest.merge(table_name, files, specs, list(plan.primary_key),
-                           delete_scope=delete_scope, run_id=f"{run_id}_{res.merges}")
-        res.merges += 1
-        res.rows_merged += stats.dml_rows
-        res.bytes_staged += stats.bytes_staged
-        hooks("after_merge", table=table_name)
+    def flush(*, key=None, watermark: bool, delete_scope: str | None = None,
+              always: bool = False) -> None:
+        """Merge every active sink's staged rows; then move its watermark to `key`."""
+        def one(s: Sink) -> None:
+            rows = s.rows
+            if not rows and not always:
+                return
+            hooks("after_stage", table=table_name, sink=s.kind)
+            files = s.take()
+            hooks("before_merge", table=table_name, sink=s.kind)
+            s.merge(files, delete_scope=delete_scope, run_id=f"{run_id}_{s.merges}")
+            hooks("after_merge", table=table_name, sink=s.kind)
+            if watermark:
+                with lock:
+                    hooks("before_watermark", table=table_name, sink=s.kind)
+                    s.write_watermark(key, rows, run_id)
+        fan.each("merge", one)
 
-    schema = arrow_schema(specs)
-    if plan.full_replace:
+    if not fan.active:
+        pass                               # nothing to feed (e.g. only the warehouse, failed)
+    elif plan.full_replace:
         # No key: nothing to merge on. Stream the whole table, swap it in atomically.
         res.mode = "replace"
         from hakobu.plan import replace_sql
 
-        with dest.staging_file(table_name, schema) as sf:
+        with staging(sinks):
             with gov.slot(tenant.tenant, table_name):
                 for batch in source.stream(plan, replace_sql(plan), plan.chunk_rows):
-                    sf.write(batch)
+                    fan.write(batch)
                     res.chunks += 1
                     res.rows_read += batch.num_rows
                     hooks("after_chunk", table=table_name, rows=res.rows_read)
-            hooks("after_stage", table=table_name)
-            files = [sf.close()] if sf.rows else []
-            hooks("before_merge", table=table_name)
-            stats = dest.replace(table_name, files, specs, run_id=f"{run_id}_r")
-            res.merges, res.rows_merged, res.bytes_staged = 1, stats.dml_rows, stats.bytes_staged
-            hooks("after_merge", table=table_name)
+
+            def one(s: Sink) -> None:
+                hooks("after_stage", table=table_name, sink=s.kind)
+                files = s.take()
+                hooks("before_merge", table=table_name, sink=s.kind)
+                s.replace(files, run_id=f"{run_id}_r")
+                hooks("after_merge", table=table_name, sink=s.kind)
+            fan.each("replace", one)
         res.watermark = "(full replace)"
     elif plan.cursor is None:
         # No cursor: the whole table every run, merged with deletion of vanished rows.
         res.mode = "full"
-        with dest.staging_file(table_name, schema) as sf:
+        with staging(sinks):
             for batch, _ in read("full", None, None):
-                sf.write(batch)
-            hooks("after_stage", table=table_name)
-            merge([sf.close()] if sf.rows else [], delete_scope="TRUE")
+                fan.write(batch)
+            flush(watermark=False, delete_scope="TRUE", always=True)
         res.watermark = "(full read)"
     else:
-        previous = dest.read_watermark(table_name)
+        fan.each("reading the watermark", lambda s: s.read_watermark())
+        after = common_start([s.previous.key if s.previous else None for s in fan.active])
         upper, res.bound = source.upper_bound(plan)
-        after = previous.key if previous else None
-        total = previous.rows_total if previous else 0
         pending_key = None
-        sf_cm = dest.staging_file(table_name, schema)
-        sf = sf_cm.__enter__()
-        try:
+        with staging(sinks):
             for batch, key in read("main", after, upper):
-                sf.write(batch)
+                fan.write(batch)
                 pending_key = key
-                if sf.rows >= MERGE_EVERY_ROWS:
-                    hooks("after_stage", table=table_name)
-                    rows = sf.rows
-                    merge([sf.close()])
-                    with lock:
-                        hooks("before_watermark", table=table_name)
-                        previous = dest.write_watermark(
-                            table_name, Watermark(pending_key, 0, total + rows), previous, run_id)
-                    total += rows
-                    sf_cm.__exit__(None, None, None)
-                    sf_cm = dest.staging_file(table_name, schema)
-                    sf = sf_cm.__enter__()
-                    pending_key = None
-            if sf.rows:
-                hooks("after_stage", table=table_name)
-                rows = sf.rows
-                merge([sf.close()])
-                with lock:
-                    hooks("before_watermark", table=table_name)
-                    previous = dest.write_watermark(
-                        table_name, Watermark(pending_key, 0, total + rows), previous, run_id)
-                total += rows
-        finally:
-            sf_cm.__exit__(None, None, None)
+                if fan.staged_rows >= MERGE_EVERY_ROWS:
+                    flush(key=pending_key, watermark=True)
+                    fan.each("staging", lambda s: s.open())
+            flush(key=pending_key, watermark=True)
         # Rows whose cursor is NULL (or a zero date) cannot sit behind a watermark: they are
         # re-read every run, keyed on the primary key alone, and merged like the others.
         before = res.rows_read
-        with dest.staging_file(table_name, schema) as sf:
+        with staging(sinks):
             for pass_ in ("nulls", "zeros") if plan.cursor_is_temporal else ("nulls",):
                 for batch, _ in read(pass_, None, None):
-                    sf.write(batch)
-            if sf.rows:
-                merge([sf.close()])
+                    fan.write(batch)
+            flush(watermark=False)
         res.null_cursor_rows = res.rows_read - before
-        res.watermark = previous.display() if previous else "-"
+        res.watermark_utc = watermark_utc(plan, _first_key(sinks), source.cluster.timezone)
+    _summarise(res, sinks)
+    after_table(source, plan, sinks, res, hooks)
     res.throttled_s = gov.throttled_seconds(tenant.tenant, table_name)
     res.duration_s = time.monotonic() - t0
     return res
 
+
+def after_table(source: MySQLSource, plan: TablePlan, sinks: list[Sink], res: TableResult,
+                hooks: Hooks) -> None:
+    """Hook point at the end of every table, after every sink merged and moved its watermark.
+
+    Hard deletes (hakobu/checksums.py) belong here: compare per-bucket checksums of the source
+    with each active sink's table (`s.dest`, `s.table`; the warehouse sink's destination scopes
+    every statement to the tenant) and delete the rows that vanished, adding what was done to
+    `res.extra` (it shows in the asset's metadata). Errors of a critical sink should raise (the
+    table fails); of the warehouse sink, set `s.fail(exc)` and `res.warehouse_error`.
+    """
+    hooks("table_done", table=res.table, plan=plan, sinks=sinks, result=res)
+
+
+def _summarise(res: TableResult, sinks: list[Sink]) -> None:
+    for s in sinks:
+        shown = s.previous.display() if s.previous else "-"
+        if res.mode == "replace":
+            shown = "(full replace)"
+        elif res.mode == "full":
+            shown = "(full read)"
+        if s.kind == CUSTOMER:
+            res.merges, res.rows_merged, res.bytes_staged = s.merges, s.rows_merged, s.bytes_staged
+            res.columns_added = s.columns_added
+            res.watermark = shown
+        else:
+            res.warehouse_rows_merged, res.warehouse_watermark = s.rows_merged, shown
+            if s.active:
+                res.warehouse = "ok"
+            else:
+                res.warehouse, res.warehouse_error = "failed", s.error
+            if not res.customer:
+                res.watermark = shown
+
+
+def _first_key(sinks: list[Sink]):
+    for s in sinks:
+        if s.active and s.previous is not None:
+            return s.previous.key
+    return None
+
+
+def common_start(keys: list[tuple | None]) -> tuple | None:
+    """Where the one shared read starts when sinks' watermarks differ (a warehouse that failed
+    or was enabled later): at the earliest. Cursor values (temporal or numeric) compare exactly
+    in Python; primary keys may not (MySQL collations), so when the earliest cursor value is
+    shared by keys with different primary keys, the read starts just below that cursor value —
+    re-reading a little, which the idempotent MERGE makes harmless, instead of skipping a row."""
+    if not keys:
+        return None
+    if any(k is None for k in keys):
+        return None
+    if all(k == keys[0] for k in keys):
+        return keys[0]
+    low = min(k[0] for k in keys)
+    at_low = [k for k in keys if k[0] == low]
+    if all(k == at_low[0] for k in at_low):
+        return at_low[0]
+    return (_just_below(low), *at_low[0][1:])
+
+
+def _just_below(v):
+    if isinstance(v, dt.datetime):
+        return v - dt.timedelta(microseconds=1)
+    if isinstance(v, dt.date):
+        return v - dt.timedelta(days=1)
+    if isinstance(v, (int, Decimal)):
+        return v - 1
+    if isinstance(v, float):
+        return v - 1.0
+    raise TypeError(f"cursor value of type {type(v).__name__} has no predecessor")
+
+
+def watermark_utc(plan: TablePlan, key: tuple | None, cluster_zone: str) -> str | None:
+    """The watermark's cursor as a UTC instant (for `hakobu status`' lag), when it is a time."""
+    if key is None or not plan.cursor:
+        return None
+    v = key[0]
+    spec = plan.spec(plan.cursor)
+    if isinstance(v, dt.datetime):
+        zone = dt.timezone.utc if spec.info.data_type == "timestamp" else ZoneInfo(cluster_zone)
+        return v.replace(tzinfo=zone).astimezone(dt.timezone.utc).isoformat()
+    if isinstance(v, dt.date):
+        return dt.datetime.combine(v, dt.time(), ZoneInfo(cluster_zone)).astimezone(
+            dt.timezone.utc).isoformat()
+    return None
+
+
+# -- one tenant ---------------------------------------------------------------------------------
 
 _sources: dict = {}
 _sources_lock = threading.Lock()
@@ -211,67 +358,117 @@ def source_for(config: Config, tenant: Tenant) -> MySQLSource:
         return _sources[key]
 
 
-def sync_tenant(config: Config, tenant_id: str, *, tables: list[str] | None = None,
-                settings: BigQuerySettings | None = None, run_id: str | None = None,
-                hooks: Hooks = NO_HOOKS, on_result: Callable[[TableResult], None] | None = None,
-                ) -> list[TableResult]:
-    """Deliver the tenant's tables (all, or the named ones) into its customer dataset.
+@dataclass
+class TenantRun:
+    """What every table of one tenant's run shares: plans, destinations, the cluster's governor."""
 
-    Tables load side by side up to the cluster's connection budget; a table that fails (schema
-    change, bad value) does not stop the others. Every table's outcome is returned.
-    """
+    config: Config
+    tenant: Tenant
+    source: MySQLSource
+    run_id: str
+    names: list[str]
+    plans: dict[str, TablePlan]
+    results: dict[str, TableResult]          # tables refused at planning
+    dest: BigQueryDestination | None = None
+    warehouse: object = None                 # hakobu.warehouse.WarehouseTarget
+    gov: ReadGovernor | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def workers(self, share: float = 1.0) -> int:
+        budget = self.config.cluster_of(self.tenant).read_budget.max_connections
+        return max(1, min(len(self.plans), int(budget * share)))
+
+
+def open_tenant_run(config: Config, tenant_id: str, *, tables: list[str] | None,
+                    settings: BigQuerySettings, run_id: str, customer: bool = True,
+                    warehouse: bool | None = None,
+                    on_result: Callable[[TableResult], None] | None = None) -> TenantRun:
+    """Plan every table first (reflection only): a table that does not fit its declaration is
+    reported and skipped before anything is written to BigQuery. Then the destinations."""
+    from hakobu.warehouse import open_warehouse
+
     tenant = config.tenant(tenant_id)
     names = tables or [t.name for t in tenant.tables]
     for n in names:
         tenant.table(n)  # unknown table → ConfigError before anything happens
-    settings = settings or BigQuerySettings.from_env()
-    run_id = run_id or uuid.uuid4().hex[:12]
     source = source_for(config, tenant)
     source.ping()
-    # Plan every table first (reflection only): a table that does not fit its declaration is
-    # reported and skipped before anything is written to BigQuery.
-    plans: dict[str, TablePlan] = {}
-    results: dict[str, TableResult] = {}
+    run = TenantRun(config, tenant, source, run_id, names, {}, {})
     for n in names:
         try:
-            plans[n] = source.plan_table(tenant, tenant.table(n))
+            run.plans[n] = source.plan_table(tenant, tenant.table(n))
         except HakobuError as exc:
             log.error("%s/%s refused: %s", tenant.tenant, n, exc)
-            results[n] = TableResult(tenant.tenant, n, ok=False, error=str(exc))
+            run.results[n] = TableResult(tenant.tenant, n, ok=False, error=str(exc))
             if on_result is not None:
-                on_result(results[n])
-    if plans:
+                on_result(run.results[n])
+    if not run.plans:
+        return run
+    if customer:
         dest = destination_for(tenant, settings)
         created = dest.ensure_dataset(labels={"managed-by": "hakobu", "tenant": tenant.tenant})
         if created:
             _grant_new_dataset(config, dest)
         dest.ensure_state_table()
         dest.drop_stale_staging()
-        gov = governor_for(config.cluster_of(tenant))
-        lock = threading.Lock()
+        run.dest = dest
+    if warehouse is not False:
+        run.warehouse = open_warehouse(config, tenant, settings, work_dir(),
+                                       list(run.plans.values()))
+    run.gov = governor_for(config.cluster_of(tenant), source)
+    return run
 
-        def one(name: str) -> TableResult:
-            try:
-                r = with_retries(
-                    lambda: sync_table(source, dest, tenant, name, run_id=run_id, governor=gov,
-                                       hooks=hooks, state_lock=lock, plan=plans[name]),
-                    what=f"{tenant.tenant}/{name}")
-            except HakobuError as exc:
-                log.error("%s/%s failed: %s", tenant.tenant, name, exc)
-                r = TableResult(tenant.tenant, name, ok=False, error=str(exc))
-            if on_result is not None:
-                on_result(r)
-            return r
 
-        workers = max(1, min(len(plans), config.cluster_of(tenant).read_budget.max_connections))
-        if workers == 1:
-            done = [one(n) for n in plans]
-        else:
-            with ThreadPoolExecutor(max_workers=workers,
-                                    thread_name_prefix=f"hakobu-{tenant_id}") as ex:
-                done = list(ex.map(one, plans))
-        results.update({r.table: r for r in done})
-    return [results[n] for n in names]
+def run_tables(run: TenantRun, fn: Callable[[str], TableResult], workers: int,
+               on_result: Callable[[TableResult], None] | None = None) -> list[TableResult]:
+    """Run fn per planned table, side by side up to `workers`; a table's failure is its result."""
+    def one(name: str) -> TableResult:
+        try:
+            r = fn(name)
+        except HakobuError as exc:
+            log.error("%s/%s failed: %s", run.tenant.tenant, name, exc)
+            r = TableResult(run.tenant.tenant, name, ok=False, error=str(exc))
+        if on_result is not None:
+            on_result(r)
+        return r
+
+    if workers == 1:
+        done = [one(n) for n in run.plans]
+    else:
+        with ThreadPoolExecutor(max_workers=workers,
+                                thread_name_prefix=f"hakobu-{run.tenant.tenant}") as ex:
+            done = list(ex.map(one, run.plans))
+    run.results.update({r.table: r for r in done})
+    return [run.results[n] for n in run.names]
+
+
+def sync_tenant(config: Config, tenant_id: str, *, tables: list[str] | None = None,
+                settings: BigQuerySettings | None = None, run_id: str | None = None,
+                hooks: Hooks = NO_HOOKS, on_result: Callable[[TableResult], None] | None = None,
+                customer: bool = True, warehouse: bool | None = None,
+                ) -> list[TableResult]:
+    """Deliver the tenant's tables (all, or the named ones) into its customer dataset and, when
+    tenants/warehouse.yaml enables it (and `warehouse` is not False), into the warehouse too —
+    from the same reads.
+
+    Tables load side by side up to the cluster's connection budget; a table that fails (schema
+    change, bad value) does not stop the others. Every table's outcome is returned.
+    """
+    settings = settings or BigQuerySettings.from_env()
+    run_id = run_id or uuid.uuid4().hex[:12]
+    run = open_tenant_run(config, tenant_id, tables=tables, settings=settings, run_id=run_id,
+                          customer=customer, warehouse=warehouse, on_result=on_result)
+    if not run.plans:
+        return [run.results[n] for n in run.names]
+
+    def one(name: str) -> TableResult:
+        return with_retries(
+            lambda: sync_table(run.source, run.dest, run.tenant, name, run_id=run_id,
+                               governor=run.gov, hooks=hooks, state_lock=run.lock,
+                               plan=run.plans[name], warehouse=run.warehouse),
+            what=f"{tenant_id}/{name}")
+
+    return run_tables(run, one, run.workers(), on_result)
 
 
 RETRIES = int(os.environ.get("HAKOBU_RETRIES", "3"))

@@ -1,0 +1,234 @@
+"""What may leave the source, and in which form: the export policy, applied to a table's plan.
+
+Two destinations receive a tenant's rows — the customer's own dataset and the internal analytics
+warehouse — and both are fed from the plan this module returns, so the rules below cannot be
+skipped by one path and kept by another:
+
+- Credentials-like columns (passwords and their hashes or digests, salts, tokens, secrets, API,
+  access and private keys) are never selected from the source at all, unless the tenant file lists
+  them in the table's `export_sensitive`. Even then they go to the customer's dataset only: the
+  internal warehouse never holds another company's credentials.
+- The warehouse drops `drop_columns`, replaces `hash_columns` by a keyed hash (HMAC-SHA256, hex),
+  drops the source's own tenant discriminator column and adds `tenant_id` (STRING).
+
+Everything here is pure. The HMAC key is handed in by the caller, who reads it from the
+environment at the edge (`hash_key`), and a missing key is an error, never unhashed output.
+"""
+
+import dataclasses
+import hashlib
+import hmac
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from hakobu.config import Secret, Table, Warehouse
+from hakobu.errors import ConfigError, SchemaError
+from hakobu.plan import TablePlan
+from hakobu.types import ColumnSpec, arrow_schema
+
+# -- credentials-like columns -------------------------------------------------------------------
+
+_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
+SENSITIVE_WORDS = frozenset({
+    "password", "passwords", "passwd", "pwd", "passphrase", "secret", "secrets", "token",
+    "tokens", "salt", "credential", "credentials", "apikey", "privatekey", "otp",
+})
+SENSITIVE_PAIRS = frozenset({
+    ("api", "key"), ("private", "key"), ("secret", "key"), ("access", "key"), ("auth", "key"),
+    ("signing", "key"), ("encryption", "key"), ("client", "secret"),
+})
+SENSITIVE_FRAGMENTS = ("password", "passwd")  # e.g. encryptedpassword, userpasswd
+
+
+def column_words(name: str) -> list[str]:
+    """`reset_passwordToken2` → ['reset', 'password', 'token', '2']."""
+    return [w.lower() for w in _WORDS.findall(name)]
+
+
+def is_sensitive(name: str) -> bool:
+    """Whether a column name looks like it holds a credential (Rails/Devise/Django/Laravel names
+    included: encrypted_password, password_digest, reset_password_token, remember_token, ...)."""
+    low = name.lower()
+    if any(f in low for f in SENSITIVE_FRAGMENTS):
+        return True
+    words = column_words(name)
+    if any(w in SENSITIVE_WORDS for w in words):
+        return True
+    return any(pair in SENSITIVE_PAIRS for pair in zip(words, words[1:]))
+
+
+def export_plan(plan: TablePlan, table: Table) -> TablePlan:
+    """The plan without the credentials-like columns the tenant file does not release.
+
+    Applied to every plan before any destination sees it (hakobu.sinks.build_sinks). A withheld
+    column is not even selected from the source. A key or cursor column cannot be withheld (rows
+    could not be merged or read incrementally without it): that is a SchemaError saying what to do.
+    """
+    allowed = {c.lower() for c in table.export_sensitive}
+    withheld = [s.name for s in plan.specs if is_sensitive(s.name) and s.name.lower() not in allowed]
+    if not withheld:
+        return plan
+    needed = {*plan.primary_key, *([plan.cursor] if plan.cursor else []),
+              *([plan.tenant_column] if plan.tenant_column else [])}
+    blocked = [c for c in withheld if c in needed]
+    if blocked:
+        raise SchemaError(
+            f"column(s) {blocked} look like credentials and are never exported, but the table "
+            "needs them as primary key, cursor or tenant column", tenant=plan.tenant,
+            table=plan.table,
+            hint=f"if they hold no secret, list them under export_sensitive: {blocked} for this "
+                 "table in the tenant file")
+    return dataclasses.replace(plan, specs=tuple(s for s in plan.specs if s.name not in withheld))
+
+
+def withheld_columns(plan: TablePlan, exported: TablePlan) -> list[str]:
+    kept = {s.name for s in exported.specs}
+    return [s.name for s in plan.specs if s.name not in kept]
+
+
+# -- the internal warehouse ---------------------------------------------------------------------
+
+TENANT_COLUMN = "tenant_id"
+BUCKET_COLUMN = "_hakobu_tenant_bucket"
+TENANT_BUCKETS = 4000   # integer-range partitions of a warehouse table (BigQuery allows 10,000)
+WAREHOUSE_EXTRA = ((TENANT_COLUMN, "STRING"), (BUCKET_COLUMN, "INT64"))
+
+
+def tenant_bucket(tenant: str) -> int:
+    """The warehouse partition of a tenant: stable, spread, the same in every process. Tenants'
+    MERGEs then touch different partitions, so BigQuery does not serialise them against each
+    other (concurrent DML on one partition can conflict)."""
+    digest = hashlib.sha256(tenant.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % TENANT_BUCKETS
+
+
+class Hasher:
+    """HMAC-SHA256 with the warehouse key; its repr never shows the key."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: Secret):
+        value = key.reveal()
+        if not value:
+            raise ConfigError("the warehouse hash key is empty",
+                              hint="set it to a long random secret (e.g. `openssl rand -hex 32`)")
+        self._key = value.encode("utf-8")
+
+    def __repr__(self) -> str:
+        return "Hasher('****')"
+
+    def hex(self, value) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, (bytes, bytearray)):
+            data = bytes(value)
+        elif isinstance(value, str):
+            data = value.encode("utf-8")
+        elif hasattr(value, "isoformat"):
+            data = value.isoformat().encode()
+        else:
+            data = str(value).encode("utf-8")
+        return hmac.new(self._key, data, hashlib.sha256).hexdigest()
+
+    def column(self, values: pa.ChunkedArray | pa.Array) -> pa.Array:
+        return pa.array([self.hex(v) for v in values.to_pylist()], type=pa.large_string())
+
+
+def hash_key(warehouse: Warehouse, environ=os.environ) -> Secret:
+    """The HMAC key, read from the variable the warehouse file names, at the moment it is needed."""
+    name = warehouse.hash_key_env
+    if not environ.get(name):
+        raise ConfigError(
+            f"warehouse {warehouse.project}.{warehouse.dataset}: environment variable {name} is "
+            "not set, so hash_columns cannot be hashed (nothing is written unhashed)",
+            hint=f"export {name}=<a long random secret, the same on every run so hashes keep "
+                 "joining>, or set enabled: false in tenants/warehouse.yaml")
+    return Secret(environ[name])
+
+
+@dataclass(frozen=True)
+class WarehouseTable:
+    """How one tenant's table lands in the warehouse: columns, merge key, the per-batch change."""
+
+    tenant: str
+    table: str
+    specs: tuple[ColumnSpec, ...]        # delivered columns (hashed ones as STRING)
+    hashed: frozenset[str]
+    source_names: tuple[str, ...]        # the customer plan's column each spec is read from
+    primary_key: tuple[str, ...]         # (tenant_id, *source primary key)
+    bucket: int
+
+    @property
+    def extra(self) -> list[tuple[str, str]]:
+        return list(WAREHOUSE_EXTRA)
+
+    @property
+    def schema(self) -> pa.Schema:
+        return arrow_schema(list(self.specs)).append(
+            pa.field(TENANT_COLUMN, pa.large_string())).append(pa.field(BUCKET_COLUMN, pa.int64()))
+
+    def convert(self, batch: pa.Table, hasher: "Hasher | None") -> pa.Table:
+        """The customer batch as the warehouse receives it: dropped columns gone, hashed columns
+        replaced by their HMAC, tenant_id and the tenant's partition added."""
+        if self.hashed and hasher is None:
+            raise ConfigError("internal: hash columns without a key")  # build_sinks prevents it
+        arrays = []
+        for spec, src in zip(self.specs, self.source_names):
+            col = batch.column(src)
+            arrays.append(hasher.column(col) if src in self.hashed else col)
+        n = batch.num_rows
+        arrays.append(pa.array([self.tenant] * n, type=pa.large_string()))
+        arrays.append(pa.array([self.bucket] * n, type=pa.int64()))
+        return pa.Table.from_arrays(arrays, schema=self.schema)
+
+
+def warehouse_table(plan: TablePlan, warehouse: Warehouse) -> WarehouseTable:
+    """The warehouse form of an (already export-filtered) customer plan. Pure."""
+    drop = {c.lower() for c in warehouse.drop_columns}
+    hashed = {c.lower() for c in warehouse.hash_columns}
+    # The source's discriminator column (shared tables) holds one value per tenant: the
+    # warehouse's tenant_id replaces it, in the columns and in the key ((tenant_id, id) stays
+    # unique within a tenant's slice when the source key is (tenant column, id)).
+    discriminator = plan.tenant_column
+    key = tuple(k for k in plan.primary_key if k != discriminator)
+    if not key:
+        raise SchemaError("the primary key is only the tenant column: nothing identifies a row "
+                          "in the warehouse", tenant=plan.tenant, table=plan.table,
+                          hint="declare primary_key: [...] for this table in the tenant file")
+    specs, names, hashed_names = [], [], set()
+    for s in plan.specs:
+        low = s.name.lower()
+        if s.name == discriminator:
+            continue
+        if is_sensitive(s.name) or (low in drop and low not in hashed):
+            if s.name in plan.primary_key:
+                raise SchemaError(
+                    f"primary key column {s.name!r} cannot be dropped from the warehouse",
+                    tenant=plan.tenant, table=plan.table,
+                    hint="list it under hash_columns instead of drop_columns in "
+                         "tenants/warehouse.yaml")
+            continue
+        if low == TENANT_COLUMN or low == BUCKET_COLUMN:
+            raise SchemaError(
+                f"column {s.name!r} collides with the warehouse's own {TENANT_COLUMN!r} column",
+                tenant=plan.tenant, table=plan.table,
+                hint=f"add {s.name} to drop_columns (or hash_columns) in tenants/warehouse.yaml")
+        if low in hashed:
+            s = dataclasses.replace(s, arrow_type=pa.large_string(), bq_type="STRING",
+                                    staging_bq_type="STRING")
+            hashed_names.add(s.name)
+        specs.append(s)
+        names.append(s.name)
+    return WarehouseTable(tenant=plan.tenant, table=plan.table, specs=tuple(specs),
+                          hashed=frozenset(hashed_names), source_names=tuple(names),
+                          primary_key=(TENANT_COLUMN, *key),
+                          bucket=tenant_bucket(plan.tenant))
+
+
+def any_hashed(plans: Iterable[TablePlan], warehouse: Warehouse) -> bool:
+    hashed = {c.lower() for c in warehouse.hash_columns}
+    return any(s.name.lower() in hashed for p in plans for s in p.specs)

@@ -1,0 +1,220 @@
+"""Where a table's rows go: the customer's dataset and, when enabled, the internal warehouse.
+
+One read feeds every sink. sync_table (and backfill) write each chunk they read to every sink's
+own staging Parquet file — the customer's gets the batch as read, the warehouse's the converted
+batch (columns dropped or HMAC-hashed, tenant_id added) — then each sink loads and MERGEs its file
+and moves its own watermark by compare-and-set. The source is read once whatever the number of
+sinks; a sink whose watermark is behind (a failed or newly enabled warehouse) makes the shared
+read start earlier, and the other sink re-merges those rows idempotently.
+
+The customer sink is critical: its failure fails the table. The warehouse sink is not: a failure
+sets it aside for the rest of the table (its watermark stays where it was, so the next run reads
+from there for both) and is reported, while the customer's delivery goes on.
+"""
+
+import contextlib
+import hashlib
+import logging
+from pathlib import Path
+
+import pyarrow as pa
+
+from hakobu.config import Table
+from hakobu.errors import HakobuError
+from hakobu.plan import TablePlan
+from hakobu.policy import Hasher, WarehouseTable, export_plan, warehouse_table, withheld_columns
+from hakobu.types import ColumnSpec, arrow_schema
+from resources.bigquery_dest import (CLUSTERABLE, SHADOW_PREFIX, BigQueryDestination,
+                                     MergeStats, Watermark, base_type)
+
+log = logging.getLogger("hakobu.sinks")
+
+
+class Sink:
+    """One destination table fed by the shared read."""
+
+    kind = "customer"
+    critical = True
+
+    def __init__(self, dest: BigQueryDestination, table: str, specs: list[ColumnSpec],
+                 key: list[str], *, extra: list[tuple[str, str]] = ()):
+        self.dest, self.table = dest, table
+        self.specs, self.key, self.extra = list(specs), list(key), list(extra)
+        self.active, self.error = True, None
+        self.previous: Watermark | None = None
+        self.rows_merged = self.merges = self.bytes_staged = 0
+        self.columns_added: list[str] = []
+        self._cm = self._sf = None
+
+    # -- shape ----------------------------------------------------------------------------
+
+    @property
+    def schema(self) -> pa.Schema:
+        return arrow_schema(self.specs)
+
+    @property
+    def columns(self) -> list[str]:
+        return [s.name for s in self.specs] + [n for n, _ in self.extra]
+
+    def convert(self, batch: pa.Table) -> pa.Table:
+        return batch
+
+    def cluster_by(self) -> list[str]:
+        types = {s.name: s.bq_type for s in self.specs} | dict(self.extra)
+        return [c for c in self.key if base_type(types[c]) in CLUSTERABLE][:4]
+
+    def fail(self, exc: BaseException) -> None:
+        self.active, self.error = False, str(exc)
+        self.discard()
+
+    # -- target and watermark -------------------------------------------------------------
+
+    def prepare(self) -> None:
+        self.columns_added = self.dest.ensure_table(self.table, self.specs, self.key,
+                                                    extra=self.extra)
+
+    def read_watermark(self) -> Watermark | None:
+        self.previous = self.dest.read_watermark(self.table)
+        return self.previous
+
+    def write_watermark(self, key: tuple | None, rows: int, run_id: str) -> None:
+        total = (self.previous.rows_total if self.previous else 0) + rows
+        self.previous = self.dest.write_watermark(self.table, Watermark(key, 0, total),
+                                                  self.previous, run_id)
+
+    # -- staging --------------------------------------------------------------------------
+
+    def open(self) -> None:
+        self.discard()
+        self._cm = self.dest.staging_file(self.table, self.schema)
+        self._sf = self._cm.__enter__()
+
+    def write(self, batch: pa.Table) -> None:
+        self._sf.write(self.convert(batch))
+
+    @property
+    def rows(self) -> int:
+        return self._sf.rows if self._sf is not None else 0
+
+    def take(self) -> list[Path]:
+        """Close the staging file; its path (kept on disk until discard) if it holds rows."""
+        path = self._sf.close() if self._sf is not None else None
+        return [path] if path else []
+
+    def discard(self) -> None:
+        if self._cm is not None:
+            cm, self._cm, self._sf = self._cm, None, None
+            cm.__exit__(None, None, None)
+
+    # -- loading --------------------------------------------------------------------------
+
+    def merge(self, files: list[Path], *, delete_scope: str | None = None, run_id: str,
+              into: str | None = None) -> MergeStats:
+        stats = self.dest.merge(into or self.table, files, self.specs, self.key,
+                                extra=self.extra, delete_scope=delete_scope, run_id=run_id)
+        self._count(stats)
+        return stats
+
+    def replace(self, files: list[Path], *, run_id: str) -> MergeStats:
+        stats = self.dest.replace(self.table, files, self.specs, run_id=run_id)
+        self._count(stats)
+        return stats
+
+    def _count(self, stats: MergeStats) -> None:
+        self.merges += 1
+        self.rows_merged += stats.dml_rows
+        self.bytes_staged += stats.bytes_staged
+
+    # -- backfill: shadow table, reconcile, swap ------------------------------------------
+
+    @property
+    def shadow(self) -> str:
+        return f"{SHADOW_PREFIX}{self.table}"
+
+    def prepare_shadow(self) -> None:
+        """A fresh, empty shadow with the source's current schema (so a backfill is also the
+        way through an incompatible type change)."""
+        self.drop_shadow()
+        BigQueryDestination.ensure_table(self.dest, self.shadow, self.specs, self.key,
+                                         extra=self.extra)
+
+    def count_shadow(self) -> int:
+        return self.dest.count(self.shadow)
+
+    def swap(self) -> None:
+        """The shadow becomes the table in one statement; readers see old or new, never half."""
+        cluster = self.cluster_by()
+        self.dest.sql(f"CREATE OR REPLACE TABLE {self.dest.ref(self.table)}"
+                      + (f" CLUSTER BY {', '.join(f'`{c}`' for c in cluster)}" if cluster else "")
+                      + f" AS SELECT * FROM {self.dest.ref(self.shadow)}", table=self.table)
+        self.drop_shadow()
+
+    def drop_shadow(self) -> None:
+        self.dest.sql(f"DROP TABLE IF EXISTS {self.dest.ref(self.shadow)}", table=self.table)
+
+
+class WarehouseSink(Sink):
+    kind = "warehouse"
+    critical = False
+
+    def __init__(self, dest, wt: WarehouseTable, hasher: Hasher | None):
+        super().__init__(dest, wt.table, list(wt.specs), list(wt.primary_key), extra=wt.extra)
+        self.wt, self.hasher = wt, hasher
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self.wt.schema
+
+    def convert(self, batch: pa.Table) -> pa.Table:
+        return self.wt.convert(batch, self.hasher)
+
+    def replace(self, files, *, run_id):
+        stats = self.dest.replace_slice(self.table, files, self.specs, self.extra, run_id=run_id)
+        self._count(stats)
+        return stats
+
+    @property
+    def shadow(self) -> str:
+        tag = hashlib.sha256(f"{self.wt.tenant}\0{self.table}".encode()).hexdigest()[:8]
+        return f"{SHADOW_PREFIX}{self.wt.tenant}_{self.table}_{tag}"
+
+    def swap(self) -> None:
+        self.dest.ensure_table(self.table, self.specs, self.key, extra=self.extra)
+        self.dest.swap_slice(self.table, self.shadow, self.columns, self.key)
+        self.drop_shadow()
+
+
+def build_sinks(plan: TablePlan, table: Table, customer: BigQueryDestination | None,
+                warehouse=None) -> tuple[TablePlan, list[Sink], list[str], str | None]:
+    """Apply the export policy, then make the sinks this table feeds.
+
+    Returns (exported plan, sinks, withheld columns, warehouse error). Every path that writes to
+    BigQuery builds its sinks here, so the credentials rule (hakobu.policy.export_plan) is applied
+    to every destination. A warehouse problem (bad policy for this table, missing hash key) is
+    returned, not raised: the customer's delivery does not depend on the internal warehouse.
+    """
+    exported = export_plan(plan, table)
+    withheld = withheld_columns(plan, exported)
+    sinks: list[Sink] = []
+    if customer is not None:
+        sinks.append(Sink(customer, plan.table, list(exported.specs), list(exported.primary_key)))
+    wh_error = None
+    if warehouse is not None:
+        try:
+            sinks.append(warehouse.sink(exported))
+        except HakobuError as exc:
+            wh_error = str(exc)
+    return exported, sinks, withheld, wh_error
+
+
+@contextlib.contextmanager
+def staging(sinks: list[Sink]):
+    """Open a staging file in every active sink; discard them all on the way out."""
+    for s in sinks:
+        if s.active:
+            s.open()
+    try:
+        yield
+    finally:
+        for s in sinks:
+            s.discard()

@@ -1,0 +1,64 @@
+"""The internal analytics warehouse, as one tenant's run feeds it (read once, with the customer).
+
+`open_warehouse` is called once per tenant run: it returns None when tenants/warehouse.yaml is
+absent or disabled, else a WarehouseTarget whose `sink(plan)` gives the per-table sink that
+sync_table and backfill feed from the same chunks as the customer's. Setup problems (no hash key,
+dataset unreachable) are kept in `error` and reported on every table of the run, never turned
+into unhashed output and never blocking the customer's delivery.
+"""
+
+import logging
+from dataclasses import dataclass
+
+from hakobu.config import Config, Tenant
+from hakobu.errors import HakobuError
+from hakobu.plan import TablePlan
+from hakobu.policy import (TENANT_BUCKETS, Hasher, any_hashed, hash_key, tenant_bucket,
+                           warehouse_table)
+from hakobu.sinks import WarehouseSink
+from resources.bigquery_client import BigQuerySettings
+from resources.warehouse_dest import WarehouseDestination
+
+log = logging.getLogger("hakobu.warehouse")
+
+
+@dataclass
+class WarehouseTarget:
+    tenant: str
+    dest: WarehouseDestination | None
+    config: object                # hakobu.config.Warehouse
+    hasher: Hasher | None = None
+    error: str | None = None
+
+    def sink(self, plan: TablePlan) -> WarehouseSink:
+        if self.error:
+            raise HakobuError(self.error)
+        wt = warehouse_table(plan, self.config)
+        if wt.hashed and self.hasher is None:       # open_warehouse sets error first; belt
+            raise HakobuError("warehouse: hash columns without a key")
+        return WarehouseSink(self.dest, wt, self.hasher)
+
+
+def enabled(config: Config) -> bool:
+    return config.warehouse is not None and config.warehouse.enabled
+
+
+def open_warehouse(config: Config, tenant: Tenant, settings: BigQuerySettings, work_dir,
+                   plans: list[TablePlan]) -> WarehouseTarget | None:
+    if not enabled(config):
+        return None
+    w = config.warehouse
+    target = WarehouseTarget(tenant.tenant, None, w)
+    try:
+        if any_hashed(plans, w):
+            target.hasher = Hasher(hash_key(w))
+        dest = WarehouseDestination(settings, w.project, w.dataset, w.location, work_dir,
+                                    tenant=tenant.tenant, bucket=tenant_bucket(tenant.tenant),
+                                    buckets=TENANT_BUCKETS)
+        dest.ensure_dataset(labels={"managed-by": "hakobu", "role": "warehouse"})
+        dest.ensure_state_table()
+        target.dest = dest
+    except HakobuError as exc:
+        log.error("%s: warehouse disabled for this run: %s", tenant.tenant, exc)
+        target.error = f"warehouse: {exc}" if not str(exc).startswith("warehouse") else str(exc)
+    return target

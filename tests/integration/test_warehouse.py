@@ -1,0 +1,254 @@
+"""The internal warehouse from the same reads, against the real MariaDB and the emulator.
+
+Schemas and datasets are prefixed `hk_wh_` and dropped afterwards.
+"""
+
+import datetime as dt
+import hashlib
+import hmac
+import re
+import textwrap
+import threading
+
+import pytest
+
+from hakobu.config import load_config
+from hakobu.reconcile import diff_table
+from hakobu.sync import destination_for, source_for, sync_tenant
+from resources.bigquery_client import BigQuerySettings
+from resources.mysql_source import MySQLSource
+from tests.helpers import tenant_body, unique, write_config
+
+KEY_ENV = "HK_WH_TEST_KEY"
+KEY = "test-key-0123456789"
+MEMBERS = "- name: members\n  cursor: updated_at\n  chunk_rows: {chunk}\n{extra}"
+PLANS = "- name: plans\n"
+SHARED = "  tenant_column: tenant_id\n  tenant_value: {v}\n"
+
+
+@pytest.fixture
+def wh_schema(sql):
+    name = unique("hk_wh")
+    sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    yield name
+    sql(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture
+def datasets(bq_client):
+    made = []
+
+    def make(prefix="hk_wh"):
+        made.append(unique(prefix))
+        return made[-1]
+    yield make
+    for name in made:
+        bq_client.delete_dataset(f"hakobu-test.{name}", delete_contents=True, not_found_ok=True)
+
+
+@pytest.fixture
+def wh_config(tmp_path, mysql_server, monkeypatch, bq_env):
+    """A config dir with tenants and a tenants/warehouse.yaml; returns the loaded Config."""
+    def make(tenants: dict[str, tuple], warehouse: str | None, **kw):
+        bodies = {tid: tenant_body(*args) for tid, args in tenants.items()}
+        root = write_config(tmp_path / unique("cfg"), mysql_server, bodies, **kw)
+        if warehouse is not None:
+            (root / "tenants" / "warehouse.yaml").write_text(textwrap.dedent(warehouse))
+        monkeypatch.setenv("HAKOBU_CONFIG_DIR", str(root))
+        return load_config(root)
+    return make
+
+
+def warehouse_yaml(dataset: str, enabled: bool = True) -> str:
+    return (f"warehouse:\n  project: hakobu-test\n  dataset: {dataset}\n  location: US\n"
+            f"  enabled: {str(enabled).lower()}\n  hash_key_env: {KEY_ENV}\n"
+            "  drop_columns: [note]\n  hash_columns: [email, phone]\n")
+
+
+def make_members(sql, schema, n, shared=None):
+    tcol = "tenant_id INT NOT NULL, " if shared else ""
+    idx = "(tenant_id, updated_at)" if shared else "(updated_at)"
+    sql(f"CREATE TABLE `{schema}`.members (id BIGINT PRIMARY KEY, {tcol}"
+        "updated_at DATETIME(6) NOT NULL, email VARCHAR(128), phone VARCHAR(32), note TEXT, "
+        f"password_hash CHAR(60), remember_token VARCHAR(64), INDEX ix_cur {idx})")
+    base = dt.datetime(2026, 1, 1)
+    rows = []
+    for i in range(1, n + 1):
+        t = [shared[i % len(shared)]] if shared else []
+        rows.append((i, *t, base + dt.timedelta(minutes=i), f"m{i}.{schema[-4:]}@example.com",
+                     f"+81-90-{i:04d}", f"note {i}", f"$2b$12$hash{i}", f"tok{i}"))
+    cols = "id, " + ("tenant_id, " if shared else "") + \
+        "updated_at, email, phone, note, password_hash, remember_token"
+    sql.many(f"INSERT INTO `{schema}`.members ({cols}) VALUES ({', '.join(['%s'] * len(rows[0]))})",
+             rows)
+    pk = "tenant_id, id" if shared else "id"
+    sql(f"CREATE TABLE `{schema}`.plans (id INT, {tcol}name VARCHAR(20), PRIMARY KEY ({pk}))")
+    sql.many(f"INSERT INTO `{schema}`.plans (id, {'tenant_id, ' if shared else ''}name) VALUES "
+             f"({', '.join(['%s'] * (3 if shared else 2))})",
+             [(i, *([v] if shared else []), f"plan {i}") for v in (shared or [None])
+              for i in range(1, 4)])
+
+
+def bq_rows(bq_client, sql):
+    return [dict(r) for r in bq_client.query(sql).result()]
+
+
+def expected_hash(value: str) -> str:
+    return hmac.new(KEY.encode(), value.encode(), hashlib.sha256).hexdigest()
+
+
+def shape(queries: list[str]) -> list[str]:
+    return sorted(re.sub(r"< '[0-9: .-]+'", "< :upper", q) for q in queries)
+
+
+def counting_reads(monkeypatch) -> list[str]:
+    """Every chunk query the source executes (SQL text), in order."""
+    seen: list[str] = []
+    orig = MySQLSource.read_chunk
+
+    def read_chunk(self, plan, sql):
+        seen.append(sql)
+        return orig(self, plan, sql)
+    monkeypatch.setattr(MySQLSource, "read_chunk", read_chunk)
+    return seen
+
+
+def test_read_once_feeds_customer_and_warehouse(sql, wh_schema, datasets, wh_config, bq_client,
+                                                 monkeypatch):
+    """One nightly run with the warehouse on issues exactly the chunk queries of a run with it
+    off; the customer gets clear values, the warehouse hashed ones; credentials go nowhere."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    make_members(sql, wh_schema, 250)
+    tables = MEMBERS.format(chunk=100, extra="") + PLANS
+    cust_off, cust_on, wh = datasets(), datasets(), datasets()
+    reads = counting_reads(monkeypatch)
+    off = wh_config({"a": (wh_schema, cust_off, tables)}, warehouse_yaml(wh, enabled=False))
+    assert all(r.ok and r.warehouse == "-" for r in sync_tenant(off, "a"))
+    reads_off = list(reads)
+    reads.clear()
+    on = wh_config({"a": (wh_schema, cust_on, tables)}, warehouse_yaml(wh))
+    results = {r.table: r for r in sync_tenant(on, "a")}
+    assert all(r.ok and r.warehouse == "ok" for r in results.values()), results
+    # the same chunk queries (the run's upper bound literal aside), each issued once
+    assert shape(reads) == shape(reads_off) and len(reads) == 3 + 1 + 1 + 1  # +nulls +zeros +plans
+    assert results["members"].rows_read == 250
+    assert results["members"].withheld == ["password_hash", "remember_token"]
+
+    # customer: clear values, every row, no credentials
+    tenant = on.tenant("a")
+    source = source_for(on, tenant)
+    dest = destination_for(tenant, BigQuerySettings.from_env())
+    plan = source.plan_table(tenant, tenant.table("members"))
+    cust = {s["id"]: s for s in bq_rows(bq_client, f"SELECT * FROM `hakobu-test.{cust_on}.members`")}
+    assert len(cust) == 250 and cust[7]["email"].startswith("m7.")
+    assert "password_hash" not in cust[7] and "remember_token" not in cust[7]
+    del plan  # (the plan with credentials is only what MySQL holds)
+
+    # warehouse: tenant_id, hashed email/phone, no note, no credentials, never a clear value
+    rows = bq_rows(bq_client, f"SELECT * FROM `hakobu-test.{wh}.members` ORDER BY id")
+    assert len(rows) == 250
+    assert set(rows[0]) == {"id", "updated_at", "email", "phone", "tenant_id",
+                            "_hakobu_tenant_bucket", "_hakobu_synced_at"}
+    assert {r["tenant_id"] for r in rows} == {"a"}
+    assert rows[6]["email"] == expected_hash(cust[7]["email"])
+    assert rows[6]["phone"] == expected_hash("+81-90-0007")
+    clear = {v for c in cust.values() for k, v in c.items() if k in ("email", "phone")}
+    assert not clear & {v for r in rows for v in r.values() if isinstance(v, str)}
+    state = bq_rows(bq_client, f"SELECT table_name FROM `hakobu-test.{wh}._hakobu_state_a`")
+    assert state == [{"table_name": "members"}]
+
+    # the next run reads only changes, once, for both
+    sql(f"UPDATE `{wh_schema}`.members SET email = 'new@example.com', "
+        "updated_at = '2026-06-01 00:00:00' WHERE id = 3")
+    reads.clear()
+    r = {r.table: r for r in sync_tenant(on, "a")}["members"]
+    assert r.rows_read == 1 and r.warehouse_rows_merged == 1 and r.rows_merged == 1
+    assert len([q for q in reads if "`members`" in q]) == 3
+    [row] = bq_rows(bq_client, f"SELECT email FROM `hakobu-test.{wh}.members` WHERE id = 3")
+    assert row["email"] == expected_hash("new@example.com")
+    d = diff_table(source, dest, export_plan_of(on, "a", "members"))
+    assert d.equal, d.summary()
+
+
+def export_plan_of(config, tenant_id, table):
+    from hakobu.policy import export_plan
+
+    tenant = config.tenant(tenant_id)
+    source = source_for(config, tenant)
+    return export_plan(source.plan_table(tenant, tenant.table(table)), tenant.table(table))
+
+
+def test_tenants_load_concurrently_and_stay_isolated(sql, wh_schema, datasets, wh_config,
+                                                     bq_client, monkeypatch):
+    """Shared source tables (tenant_id column), two tenants loading the same warehouse tables at
+    once: each customer dataset holds only its tenant's rows; each warehouse slice is exactly its
+    tenant's; a full-read table's delete of vanished rows never touches the other tenant."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    make_members(sql, wh_schema, 300, shared=[3, 4, 5])
+    tables = MEMBERS.format(chunk=40, extra="") + PLANS
+    d3, d4, wh = datasets(), datasets(), datasets()
+    config = wh_config({"t3": (wh_schema, d3, tables, SHARED.format(v=3)),
+                        "t4": (wh_schema, d4, tables, SHARED.format(v=4))}, warehouse_yaml(wh))
+    out: dict = {}
+    threads = [threading.Thread(target=lambda t=t: out.__setitem__(t, sync_tenant(config, t)))
+               for t in ("t3", "t4")]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    for tid in ("t3", "t4"):
+        assert all(r.ok and r.warehouse == "ok" for r in out[tid]), out[tid]
+    for ds, v in ((d3, 3), (d4, 4)):
+        for table in ("members", "plans"):
+            got = bq_rows(bq_client, f"SELECT tenant_id, COUNT(*) AS n FROM "
+                                     f"`hakobu-test.{ds}.{table}` GROUP BY tenant_id")
+            assert [r["tenant_id"] for r in got] == [v], (ds, table, got)
+    slices = bq_rows(bq_client, f"SELECT tenant_id, COUNT(*) AS n FROM `hakobu-test.{wh}.members` "
+                                "GROUP BY tenant_id ORDER BY tenant_id")
+    assert slices == [{"tenant_id": "t3", "n": 100}, {"tenant_id": "t4", "n": 100}]
+    # t3's plan 2 vanishes: t3's full read deletes it from t3's slice only
+    sql(f"DELETE FROM `{wh_schema}`.plans WHERE tenant_id = 3 AND id = 2")
+    assert all(r.ok and r.warehouse == "ok" for r in sync_tenant(config, "t3", tables=["plans"]))
+    plans = bq_rows(bq_client, f"SELECT tenant_id, id FROM `hakobu-test.{wh}.plans` "
+                               "ORDER BY tenant_id, id")
+    assert [(p["tenant_id"], p["id"]) for p in plans] == [("t3", 1), ("t3", 3), ("t4", 1),
+                                                           ("t4", 2), ("t4", 3)]
+    tables_now = {t.table_id for t in bq_client.list_tables(f"hakobu-test.{wh}")}
+    assert {"_hakobu_state_t3", "_hakobu_state_t4"} <= tables_now
+
+
+def test_missing_hash_key_never_writes_unhashed_and_the_customer_still_gets_its_data(
+        sql, wh_schema, datasets, wh_config, bq_client, monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    make_members(sql, wh_schema, 30)
+    cust, wh = datasets(), datasets()
+    tables = MEMBERS.format(chunk=100, extra="  export_sensitive: [remember_token]\n")
+    config = wh_config({"a": (wh_schema, cust, tables)}, warehouse_yaml(wh))
+    [r] = sync_tenant(config, "a")
+    assert r.ok and r.rows_read == 30 and r.warehouse == "failed"
+    assert f"{KEY_ENV} is not set" in r.warehouse_error and "unhashed" in r.warehouse_error
+    assert r.withheld == ["password_hash"]       # released by export_sensitive: customer only
+    [c] = bq_rows(bq_client, f"SELECT COUNT(*) AS n, MAX(remember_token) AS t "
+                             f"FROM `hakobu-test.{cust}.members`")
+    assert c["n"] == 30 and c["t"].startswith("tok")
+    existing = {t.table_id for t in bq_client.list_tables(f"hakobu-test.{wh}")} \
+        if _exists(bq_client, wh) else set()
+    assert "members" not in existing
+    # with the key the warehouse catches up from its own (empty) watermark: the shared read
+    # starts at the earliest sink's, the customer re-merges those rows harmlessly
+    monkeypatch.setenv(KEY_ENV, KEY)
+    [r] = sync_tenant(config, "a")
+    assert r.ok and r.warehouse == "ok" and r.rows_read == 30
+    rows = bq_rows(bq_client, f"SELECT * FROM `hakobu-test.{wh}.members`")
+    assert len(rows) == 30 and "remember_token" not in rows[0]
+    assert all(len(x["email"]) == 64 for x in rows)
+    [r] = sync_tenant(config, "a")
+    assert r.rows_read == 0
+
+
+def _exists(client, dataset):
+    from google.api_core.exceptions import NotFound
+
+    try:
+        client.get_dataset(f"hakobu-test.{dataset}")
+        return True
+    except NotFound:
+        return False
