@@ -1,23 +1,39 @@
-"""Customer tables: one multi-asset, partitioned by tenant, one output per source table.
+"""Customer tables (and their warehouse twins): one multi-asset, partitioned by tenant.
 
 One run per tenant (not per table) keeps Dagster's overhead per tenant small; a tenant's tables
 load side by side inside that run under the cluster's read budget. A tenant materializes only
 the tables its file lists; the others are skipped for its partition.
+
+When tenants/warehouse.yaml enables the internal warehouse, the same step also materializes
+`warehouse/<table>` (partition = the tenant's slice): both are fed from one read of the source
+(hakobu.sinks), which is why they are outputs of one multi-asset and not two assets.
+
+A run tagged `hakobu/mode: full-reload` (the `backfill` job sets it) reloads the selected
+tables in full through shadow tables instead (hakobu.backfill), logging progress lines.
 """
 
 import logging
+import time
 
 import dagster as dg
 
+from hakobu.backfill import FULL_RELOAD, MODE_TAG, Progress, backfill_tenant, notify
 from hakobu.config import Config
 from hakobu.sync import TableResult, sync_tenant
+from hakobu.warehouse import enabled as warehouse_enabled
 
 GROUP = "customer"
+WAREHOUSE_GROUP = "warehouse"
 POOL = "hakobu_mysql"
+PROGRESS_EVERY_S = 10.0
 
 
 def customer_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["customer", table])
+
+
+def warehouse_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["warehouse", table])
 
 
 def table_names(config: Config) -> list[str]:
@@ -35,39 +51,78 @@ def build_customer_assets(config: Config, partitions: dg.StaticPartitionsDefinit
                                       "merged on its primary key.",
                           partitions_def=partitions)
              for name in table_names(config)]
+    if warehouse_enabled(config):
+        w = config.warehouse
+        specs += [dg.AssetSpec(warehouse_key(name), group_name=WAREHOUSE_GROUP, skippable=True,
+                               kinds={"mysql", "bigquery"},
+                               description=f"Table {name} in the internal warehouse "
+                                           f"{w.project}.{w.dataset}: every tenant's rows with "
+                                           "tenant_id, column policies applied; partition = "
+                                           f"the tenant's slice, fed by the same read as "
+                                           f"customer/{name}.",
+                               partitions_def=partitions)
+                  for name in table_names(config)]
 
     @dg.multi_asset(name="customer_tables", specs=specs, can_subset=True, pool=POOL,
                     partitions_def=partitions)
     def customer_tables(context: dg.AssetExecutionContext):
         tenant_id = context.partition_key
         tenant = config.tenant(tenant_id)
-        selected = {k.path[-1] for k in context.selected_asset_keys}
-        tables = [t.name for t in tenant.tables if t.name in selected]
+        selected = context.selected_asset_keys
+        cust = {k.path[-1] for k in selected if k.path[0] == "customer"}
+        wh = {k.path[-1] for k in selected if k.path[0] == "warehouse"}
+        tables = [t.name for t in tenant.tables if t.name in cust | wh]
         if not tables:
             context.log.info(f"tenant {tenant_id} has none of the selected tables")
             return
         log = context.log
+        full_reload = context.run.tags.get(MODE_TAG) == FULL_RELOAD
 
-        def progress(r: TableResult) -> None:
+        def result(r: TableResult) -> None:
             if r.ok:
                 rate = r.rows_read / r.duration_s if r.duration_s else 0.0
                 log.info(f"{tenant_id}/{r.table}: {r.rows_read} rows read in {r.duration_s:.1f}s "
-                         f"({rate:,.0f} rows/s), {r.rows_merged} merged, watermark {r.watermark}")
+                         f"({rate:,.0f} rows/s), {r.rows_merged} merged, watermark {r.watermark}"
+                         + (f"; warehouse {r.warehouse}" if r.warehouse != "-" else ""))
+                if r.warehouse_error:
+                    log.error(f"{tenant_id}/{r.table} warehouse: {r.warehouse_error}")
             else:
                 log.error(f"{tenant_id}/{r.table}: {r.error}")
 
-        results = sync_tenant(config, tenant_id, tables=tables, run_id=context.run_id[:12],
-                              on_result=progress)
+        kw = dict(tables=tables, run_id=context.run_id[:12], on_result=result,
+                  customer=bool(cust), warehouse=None if wh else False)
+        if full_reload:
+            log.info(f"full reload (backfill) of {tenant_id}: {', '.join(tables)}")
+            last: dict[str, float] = {}
+
+            def progress(p: Progress) -> None:
+                notify(p)
+                now = time.monotonic()
+                if p.finished or now - last.get(p.table, 0.0) >= PROGRESS_EVERY_S:
+                    last[p.table] = now
+                    log.info(p.line())
+
+            results = backfill_tenant(config, tenant_id, on_progress=progress, **kw)
+        else:
+            results = sync_tenant(config, tenant_id, **kw)
         for r in results:
-            if r.ok:
+            if r.ok and r.table in cust:
                 yield dg.MaterializeResult(asset_key=customer_key(r.table),
                                            metadata={"tenant": tenant_id, **r.metadata()})
+            if r.ok and r.table in wh and r.warehouse == "ok":
+                yield dg.MaterializeResult(asset_key=warehouse_key(r.table),
+                                           metadata={"tenant": tenant_id,
+                                                     **r.warehouse_metadata()})
         failed = [r for r in results if not r.ok]
-        if failed:
+        wh_failed = [r for r in results if r.ok and r.table in wh and r.warehouse != "ok"]
+        if failed or wh_failed:
+            problems = [f"{r.table}: {r.error}" for r in failed] + \
+                       [f"warehouse/{r.table}: {r.warehouse_error}" for r in wh_failed]
             raise dg.Failure(
-                description=f"{len(failed)} of {len(results)} tables of tenant {tenant_id} failed: "
-                            + "; ".join(f"{r.table}: {r.error}" for r in failed),
-                metadata={r.table: r.error or "" for r in failed})
+                description=f"{len(problems)} problem(s) delivering tenant {tenant_id}: "
+                            + "; ".join(problems),
+                metadata={**{r.table: r.error or "" for r in failed},
+                          **{f"warehouse/{r.table}": r.warehouse_error or "" for r in wh_failed}})
 
     logging.getLogger("hakobu").setLevel(logging.INFO)
     return customer_tables

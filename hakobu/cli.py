@@ -76,13 +76,16 @@ def check_sources(config: Config) -> list[str]:
 # -- load ---------------------------------------------------------------------------------------
 
 def run_load(config: Config, tenant_id: str, tables: list[str] | None = None, *,
-             quiet: bool = True) -> tuple[bool, list[dict], str | None]:
-    """Materialize one tenant's customer tables through the Dagster `nightly` job.
+             quiet: bool = True, job_name: str | None = None
+             ) -> tuple[bool, list[dict], str | None]:
+    """Materialize one tenant's customer tables (and, read once, their warehouse twins when the
+    warehouse is enabled) through the Dagster `nightly` job, or the named job (`backfill`).
 
-    Returns (success, per-table metadata dicts, error text)."""
+    Returns (success, per-table metadata dicts of the customer tables, error text)."""
     import dagster as dg
 
-    from assets.customer import customer_key
+    from assets.customer import customer_key, warehouse_key
+    from hakobu.warehouse import enabled as warehouse_enabled
     from pipelines.build import NIGHTLY, build_definitions, run_tags
 
     tenant = config.tenant(tenant_id)
@@ -91,17 +94,22 @@ def run_load(config: Config, tenant_id: str, tables: list[str] | None = None, *,
         tenant.table(n)
     ensure_dagster_home()
     defs = build_definitions(config)
-    job = defs.resolve_job_def(NIGHTLY)
+    job = defs.resolve_job_def(job_name or NIGHTLY)
+    selection = [customer_key(n) for n in names]
+    if warehouse_enabled(config):
+        selection += [warehouse_key(n) for n in names]
     run_config = {"loggers": {"console": {"config": {"log_level": "WARNING" if quiet
                                                                     else "INFO"}}}}
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(
             instance=instance, partition_key=tenant_id, raise_on_error=False,
-            asset_selection=[customer_key(n) for n in names], run_config=run_config,
+            asset_selection=selection, run_config=run_config,
             tags=run_tags(config, tenant_id))
         rows = []
         for ev in result.get_asset_materialization_events():
             mat = ev.event_specific_data.materialization
+            if mat.asset_key.path[0] != "customer":
+                continue
             md = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
             rows.append({"table": mat.asset_key.path[-1], **md})
         error = None
@@ -122,6 +130,55 @@ def cmd_load(args) -> int:
     for r in sorted(rows, key=lambda r: r["table"]):
         print(f"{r['table']:<16}{r['rows_read']:>10}{r['rows_merged']:>9}"
               f"{float(r['duration_s']):>9.2f}  {r['watermark']}")
+    if not ok:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+# -- backfill -----------------------------------------------------------------------------------
+
+def cmd_backfill(args) -> int:
+    """Full reload through shadow tables, as the Dagster `backfill` job (recorded in the
+    instance), with a progress bar per table."""
+    from hakobu.backfill import add_listener, remove_listener
+    from pipelines.build import BACKFILL
+
+    config = load_config()
+    tables = [t.strip() for t in args.tables.split(",")] if args.tables else None
+    bars: dict = {}
+
+    def show(p) -> None:
+        if args.no_progress:
+            if p.finished:
+                print(p.line(), file=sys.stderr, flush=True)
+            return
+        from tqdm import tqdm
+
+        bar = bars.get(p.table)
+        if bar is None:
+            bar = bars[p.table] = tqdm(total=p.total or None, unit="rows", unit_scale=True,
+                                       desc=f"{p.tenant}/{p.table}", leave=True,
+                                       dynamic_ncols=True)
+        if p.total and p.done > (bar.total or 0):
+            bar.total = p.done                     # the estimate was low
+        bar.update(p.done - bar.n)
+        if p.finished:
+            bar.close()
+
+    add_listener(show)
+    try:
+        ok, rows, error = run_load(config, args.tenant, tables, quiet=not args.verbose,
+                                   job_name=BACKFILL)
+    finally:
+        remove_listener(show)
+        for bar in bars.values():
+            bar.close()
+    print(f"{'table':<16}{'rows read':>10}{'shadow':>9}{'rows/s':>10}{'seconds':>9}  watermark")
+    for r in sorted(rows, key=lambda r: r["table"]):
+        print(f"{r['table']:<16}{r['rows_read']:>10}{r.get('customer_shadow_rows', '-'):>9}"
+              f"{float(r.get('rows_per_s', 0)):>10,.0f}{float(r['duration_s']):>9.2f}  "
+              f"{r['watermark']}")
     if not ok:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAIL
@@ -159,6 +216,16 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("--tables", help="comma-separated table names (default: all of the tenant's)")
     ld.add_argument("-v", "--verbose", action="store_true", help="show Dagster's log lines")
     ld.set_defaults(func=cmd_load)
+
+    bf = sub.add_parser("backfill", help="reload one tenant in full (or some of its tables) into "
+                                         "shadow tables, swapped in atomically when complete "
+                                         "and reconciled; throttled like the nightly job")
+    bf.add_argument("tenant", help="tenant id (the name of its file in tenants/)")
+    bf.add_argument("--tables", help="comma-separated table names (default: all of the tenant's)")
+    bf.add_argument("--no-progress", action="store_true",
+                    help="no progress bar; one line per table when it finishes")
+    bf.add_argument("-v", "--verbose", action="store_true", help="show Dagster's log lines")
+    bf.set_defaults(func=cmd_backfill)
 
     d = sub.add_parser("demo", help="start a local MariaDB (if none) and the BigQuery emulator, "
                                     "create demo tenants, load them twice, print the result")

@@ -2,22 +2,32 @@
 
 import dagster as dg
 
-from assets.customer import build_customer_assets, tenant_partitions
+from assets.customer import GROUP, WAREHOUSE_GROUP, build_customer_assets, tenant_partitions
+from hakobu.backfill import FULL_RELOAD, MODE_TAG
 from hakobu.config import Config
 
 NIGHTLY = "nightly"
+BACKFILL = "backfill"
 
 
 def build_definitions(config: Config) -> dg.Definitions:
     partitions = tenant_partitions(config)
     customer = build_customer_assets(config, partitions)
+    delivered = dg.AssetSelection.groups(GROUP, WAREHOUSE_GROUP)
     nightly = dg.define_asset_job(
-        NIGHTLY, selection=dg.AssetSelection.groups("customer"), partitions_def=partitions,
-        description="Deliver one tenant's changed rows into its customer dataset "
-                    "(partition = tenant).")
+        NIGHTLY, selection=delivered, partitions_def=partitions,
+        description="Deliver one tenant's changed rows into its customer dataset and, read "
+                    "once, into the internal warehouse when enabled (partition = tenant).")
+    backfill = dg.define_asset_job(
+        BACKFILL, selection=delivered, partitions_def=partitions,
+        tags={MODE_TAG: FULL_RELOAD},
+        description="Full reload of one tenant (partition = tenant) through shadow tables, "
+                    "reconciled and swapped in atomically; throttled by the same read budget. "
+                    "Launch a backfill of this job for the tenant's partition, or run "
+                    "`hakobu backfill TENANT [--tables ...]`.")
     schedules = [tenant_schedule(config, t, nightly) for t in sorted(config.tenants)]
     assets: list = [customer]
-    jobs: list = [nightly]
+    jobs: list = [nightly, backfill]
     sensors: list = []
     try:
         from assets.grants import GRANTS_ASSETS, GRANTS_JOBS, GRANTS_SENSORS

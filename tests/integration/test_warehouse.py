@@ -252,3 +252,33 @@ def _exists(client, dataset):
         return True
     except NotFound:
         return False
+
+
+def test_nightly_job_materializes_both_and_fails_loudly_without_the_key(
+        sql, wh_schema, datasets, wh_config, bq_client, tmp_path, monkeypatch, capsys):
+    import dagster as dg
+
+    from hakobu.cli import main
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dh"))
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    make_members(sql, wh_schema, 40)
+    cust, wh = datasets(), datasets()
+    wh_config({"a": (wh_schema, cust, MEMBERS.format(chunk=100, extra=""))}, warehouse_yaml(wh))
+    assert main(["load", "a"]) == 1
+    err = capsys.readouterr().err
+    assert "warehouse/members" in err and f"{KEY_ENV} is not set" in err
+    monkeypatch.setenv(KEY_ENV, KEY)
+    assert main(["load", "a"]) == 0
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs()
+        assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS,
+                                            dg.DagsterRunStatus.FAILURE]
+        cust_evs = instance.fetch_materializations(dg.AssetKey(["customer", "members"]),
+                                                   limit=10).records
+        assert len(cust_evs) == 2          # the customer got its data even in the failed run
+        [wev] = instance.fetch_materializations(dg.AssetKey(["warehouse", "members"]),
+                                                limit=10).records
+        md = wev.asset_materialization.metadata
+        assert wev.asset_materialization.partition == "a"
+        assert md["rows_read"].value == 40 and md["read_shared_with_customer"].value is True

@@ -1,0 +1,299 @@
+"""Backfill a tenant: a full, throttled reload that customers never see half done.
+
+For every table (all of the tenant's, or the named ones):
+  1. a fresh shadow table `_hakobu_shadow_<table>` is created with the source's *current* schema
+     (so a backfill is also the way through an incompatible type change);
+  2. the whole table is read — the same keyset chunks as a nightly run, through the same cluster
+     governor (`gate=`), with at most half the cluster's read slots so other tenants' nightly
+     loads keep their share — and merged into the shadow (and, read once, into the warehouse
+     sink's own shadow);
+  3. reconcile: the shadow's row count must equal the rows read, else the backfill fails;
+  4. swap: the watermark must not have moved meanwhile (no other run of this tenant); then
+     `CREATE OR REPLACE TABLE target CLUSTER BY ... AS SELECT * FROM shadow` (one statement:
+     readers see the old table or the new one) — the warehouse slice by one tenant-scoped MERGE;
+  5. the watermark is set by compare-and-set to the last key the backfill read.
+A failure before 4 drops the shadows and leaves the old table and the old watermark. A crash
+between 4 and 5 leaves the new table with the old watermark: the next nightly run re-reads from
+there and merges idempotently.
+
+Progress (rows done / estimated total, rows/s, ETA) goes to `on_progress`: the CLI draws a bar,
+the Dagster asset logs lines.
+"""
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hakobu.config import Config
+from hakobu.errors import HakobuError, LoadError
+from hakobu.plan import TablePlan
+from hakobu.sinks import Sink, build_sinks, staging
+from hakobu.sqlquote import quote_ident
+from hakobu.sync import (NO_HOOKS, Hooks, TableResult, TenantRun, _Fanout, _summarise,
+                         after_table, open_tenant_run, run_tables, sync_table, watermark_utc,
+                         with_retries)
+from resources.bigquery_client import BigQuerySettings
+from resources.bigquery_dest import Watermark
+from resources.mysql_source import iter_chunks
+
+log = logging.getLogger("hakobu.backfill")
+
+MODE_TAG = "hakobu/mode"
+FULL_RELOAD = "full-reload"
+SLOT_SHARE = 0.5          # tables of one backfill side by side: at most half the cluster's slots
+
+
+class ReconcileError(LoadError):
+    """The shadow table does not hold the rows that were read; nothing was swapped."""
+
+
+@dataclass
+class Progress:
+    tenant: str
+    table: str
+    total: int | None                    # estimate: information_schema or a COUNT
+    total_basis: str = "-"
+    done: int = 0
+    started: float = field(default_factory=time.monotonic)
+    finished: bool = False
+
+    @property
+    def elapsed(self) -> float:
+        return max(time.monotonic() - self.started, 1e-9)
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.elapsed
+
+    @property
+    def eta_s(self) -> float | None:
+        if not self.total or not self.rate or self.done >= self.total:
+            return None if not self.total else 0.0
+        return (self.total - self.done) / self.rate
+
+    def line(self) -> str:
+        total = f"{self.total:,}" if self.total else "?"
+        pct = f" ({min(100.0, 100 * self.done / self.total):.0f}%)" if self.total else ""
+        eta = self.eta_s
+        tail = "done" if self.finished else ("ETA ?" if eta is None else f"ETA {_dur(eta)}")
+        return (f"{self.tenant}/{self.table}: {self.done:,} / ~{total} rows{pct}, "
+                f"{self.rate:,.0f} rows/s, {tail}")
+
+
+def _dur(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else \
+        (f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s")
+
+
+# Process-wide progress listeners: the CLI registers a progress bar here, then runs the Dagster
+# job in process; the asset reports to its own log and to these.
+_listeners: list[Callable[[Progress], None]] = []
+_listeners_lock = threading.Lock()
+
+
+def add_listener(fn: Callable[[Progress], None]) -> None:
+    with _listeners_lock:
+        _listeners.append(fn)
+
+
+def remove_listener(fn: Callable[[Progress], None]) -> None:
+    with _listeners_lock:
+        if fn in _listeners:
+            _listeners.remove(fn)
+
+
+def notify(p: Progress) -> None:
+    with _listeners_lock:
+        fns = list(_listeners)
+    for fn in fns:
+        fn(p)
+
+
+def count_sql(plan: TablePlan) -> tuple[str, dict]:
+    """The cheap total for progress: a shared table's COUNT of the tenant's rows (an index range
+    on the tenant column), else the InnoDB estimate from information_schema (no scan at all)."""
+    if plan.tenant_column is not None:
+        return (f"SELECT COUNT(*) FROM {quote_ident(plan.schema)}.{quote_ident(plan.table)} "
+                f"WHERE {quote_ident(plan.tenant_column)} = :v", {"v": plan.tenant_value})
+    return ("SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = :s "
+            "AND TABLE_NAME = :t", {"s": plan.schema, "t": plan.table})
+
+
+def estimate_rows(run: TenantRun, plan: TablePlan) -> tuple[int | None, str]:
+    sql, params = count_sql(plan)
+    try:
+        with run.gov.slot(plan.tenant, plan.table):
+            rows = run.source.query(sql, params)
+    except HakobuError as exc:
+        log.warning("%s/%s: no row estimate: %s", plan.tenant, plan.table, exc)
+        return None, "none"
+    value = rows[0][0] if rows else None
+    return (int(value) if value is not None else None,
+            "count" if plan.tenant_column else "information_schema estimate")
+
+
+def backfill_table(run: TenantRun, name: str, *, hooks: Hooks = NO_HOOKS,
+                   on_progress: Callable[[Progress], None] | None = None) -> TableResult:
+    """Reload one table into shadows, reconcile, swap, set the watermark. See the module doc."""
+    plan0 = run.plans[name]
+    if plan0.full_replace:
+        # without a primary key every run is already a complete, atomic replace
+        r = sync_table(run.source, run.dest, run.tenant, name, run_id=run.run_id,
+                       governor=run.gov, hooks=hooks, state_lock=run.lock, plan=plan0,
+                       warehouse=run.warehouse)
+        r.mode = "backfill (replace)"
+        return r
+    t0 = time.monotonic()
+    tenant, source, gov = run.tenant, run.source, run.gov
+    res = TableResult(tenant.tenant, name, mode="backfill", customer=run.dest is not None)
+    plan, sinks, res.withheld, wh_error = build_sinks(plan0, tenant.table(name), run.dest,
+                                                      run.warehouse)
+    if wh_error:
+        res.warehouse, res.warehouse_error = "failed", wh_error
+    fan = _Fanout(res, sinks)
+    if plan.cursor is not None:
+        fan.each("reading the watermark", lambda s: s.read_watermark())
+    total, basis = estimate_rows(run, plan)
+    progress = Progress(tenant.tenant, name, total, basis)
+    report = on_progress or (lambda p: None)
+    fan.each("creating the shadow table", lambda s: s.prepare_shadow())
+    upper = None
+    if plan.cursor is not None:
+        upper, res.bound = source.upper_bound(plan)
+    passes = ("full",) if plan.cursor is None else \
+        (("main", "nulls", "zeros") if plan.cursor_is_temporal else ("main", "nulls"))
+    last_key = None
+    try:
+        def into_shadow() -> None:
+            def one(s: Sink) -> None:
+                files = s.take()
+                if files:
+                    hooks("before_merge", table=name, sink=s.kind)
+                    s.merge(files, run_id=f"{run.run_id}_bf{s.merges}", into=s.shadow)
+            fan.each("merge into the shadow", one)
+
+        with staging(sinks):
+            for pass_ in passes:
+                def on_chunk(rows: int, seconds: float) -> None:
+                    res.chunks += 1
+                    res.rows_read += rows
+                    progress.done += rows
+                    report(progress)
+                    hooks("after_chunk", table=name, rows=res.rows_read)
+
+                for batch, key in iter_chunks(source, plan, pass_, None,
+                                              upper if pass_ == "main" else None,
+                                              on_chunk=on_chunk, gate=gov):
+                    fan.write(batch)
+                    if pass_ == "main":
+                        last_key = key
+                    if fan.staged_rows >= _merge_every():
+                        into_shadow()
+                        fan.each("staging", lambda s: s.open())
+            into_shadow()
+
+        def reconcile(s: Sink) -> None:
+            n = s.count_shadow()
+            if n != res.rows_read:
+                raise ReconcileError(
+                    f"{s.kind} shadow holds {n} rows, the source read gave {res.rows_read}; "
+                    "nothing was swapped", tenant=tenant.tenant, table=name,
+                    hint="rerun the backfill (rows deleted or re-keyed during the read show up "
+                         "here)")
+            res.extra[f"{s.kind}_shadow_rows"] = n
+        fan.each("reconcile", reconcile)
+        hooks("before_swap", table=name)
+
+        def swap(s: Sink) -> None:
+            if plan.cursor is not None:
+                now = s.dest.read_watermark(s.table)
+                if _version(now) != _version(s.previous):
+                    raise LoadError("the watermark moved during the backfill (another run of this "
+                                    "tenant loaded the table); nothing was swapped",
+                                    tenant=tenant.tenant, table=name,
+                                    hint="runs of one tenant must not overlap; rerun the backfill")
+            s.swap()
+            hooks("after_swap", table=name, sink=s.kind)
+            if plan.cursor is not None:
+                _set_watermark(s, last_key, res.rows_read, run.run_id, run.lock)
+        fan.each("swap", swap)
+    except BaseException:
+        for s in sinks:
+            try:
+                s.drop_shadow()
+            except Exception as exc:      # noqa: BLE001 — best effort; the next backfill drops it
+                log.warning("%s/%s: could not drop %s: %s", tenant.tenant, name, s.shadow, exc)
+        raise
+    finally:
+        progress.finished = True
+        report(progress)
+    for s in sinks:
+        if not s.active:
+            try:
+                s.drop_shadow()
+            except Exception:             # noqa: BLE001
+                pass
+    _summarise(res, sinks)
+    res.mode = "backfill"
+    res.watermark = "-" if last_key is None else str(last_key[0])
+    if plan.cursor is None:
+        res.watermark = "(full read)"
+    res.watermark_utc = watermark_utc(plan, last_key, source.cluster.timezone)
+    res.extra.update({"rows_total_estimate": total if total is not None else -1,
+                      "rows_total_basis": basis,
+                      "rows_per_s": round(progress.rate, 1)})
+    after_table(source, plan, sinks, res, hooks)
+    res.throttled_s = gov.throttled_seconds(tenant.tenant, name)
+    res.duration_s = time.monotonic() - t0
+    return res
+
+
+def _merge_every() -> int:
+    from hakobu import sync
+
+    return sync.MERGE_EVERY_ROWS
+
+
+def _version(wm: Watermark | None) -> int:
+    return 0 if wm is None else wm.version
+
+
+def _set_watermark(s: Sink, key, rows: int, run_id: str, lock: threading.Lock) -> None:
+    """Compare-and-set from the watermark read before the swap. The table now holds exactly the
+    backfill's rows, so if a run slipped in between, the backfill's key is still the truth: set
+    it from whatever is there now (and say so)."""
+    wm = Watermark(key, 0, rows)
+    with lock:
+        try:
+            s.previous = s.dest.write_watermark(s.table, wm, s.previous, run_id)
+        except LoadError:
+            now = s.dest.read_watermark(s.table)
+            log.warning("%s: watermark moved during the swap; setting it to the backfill's key",
+                        s.table)
+            s.previous = s.dest.write_watermark(s.table, wm, now, run_id)
+
+
+def backfill_tenant(config: Config, tenant_id: str, *, tables: list[str] | None = None,
+                    settings: BigQuerySettings | None = None, run_id: str | None = None,
+                    hooks: Hooks = NO_HOOKS, customer: bool = True, warehouse: bool | None = None,
+                    on_progress: Callable[[Progress], None] | None = None,
+                    on_result: Callable[[TableResult], None] | None = None) -> list[TableResult]:
+    """Full reload of a tenant's tables (all, or the named ones). Tables run side by side on at
+    most half of the cluster's read slots (one at a time with the default budget of 2)."""
+    settings = settings or BigQuerySettings.from_env()
+    run_id = run_id or uuid.uuid4().hex[:12]
+    run = open_tenant_run(config, tenant_id, tables=tables, settings=settings, run_id=run_id,
+                          customer=customer, warehouse=warehouse, on_result=on_result)
+    if not run.plans:
+        return [run.results[n] for n in run.names]
+
+    def one(name: str) -> TableResult:
+        return with_retries(lambda: backfill_table(run, name, hooks=hooks,
+                                                   on_progress=on_progress),
+                            what=f"{tenant_id}/{name} backfill")
+
+    return run_tables(run, one, run.workers(SLOT_SHARE), on_result)
