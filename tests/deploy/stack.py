@@ -135,11 +135,13 @@ class Stack:
         self.procs.append(proc)
         return proc.start()
 
+    def code_server_argv(self, host: str = "127.0.0.1") -> list[str]:
+        """The command of deploy/Dockerfile (a test holds the two equal), on our port."""
+        return [str(BIN / "dagster"), "api", "grpc", "-m", "pipelines.definitions",
+                "--location-name", "hakobu", "-h", host, "-p", str(self.grpc_port)]
+
     def start_code_server(self) -> Proc:
-        # the command of deploy/Dockerfile, bound to loopback on a free port
-        self.grpc = self._proc("code_server", [
-            str(BIN / "dagster"), "api", "grpc", "-m", "pipelines.definitions",
-            "--location-name", "hakobu", "-h", "127.0.0.1", "-p", str(self.grpc_port)])
+        self.grpc = self._proc("code_server", self.code_server_argv())
         return self.grpc
 
     def wait_code_server(self, timeout: float = 120) -> None:
