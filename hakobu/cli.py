@@ -185,6 +185,31 @@ def cmd_backfill(args) -> int:
     return EXIT_OK
 
 
+# -- status -------------------------------------------------------------------------------------
+
+def cmd_status(args) -> int:
+    """Per tenant: last delivery, watermark lag, next run, predicted finish, deadline margin —
+    from the Dagster instance only (no source or BigQuery access)."""
+    import json
+
+    import dagster as dg
+
+    from hakobu.status import collect, render
+
+    config = load_config()
+    tenants = [t.strip() for t in args.tenants.split(",")] if args.tenants else None
+    for t in tenants or []:
+        config.tenant(t)
+    ensure_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        statuses = collect(config, instance, tenants=tenants)
+    if args.json:
+        print(json.dumps([s.as_dict() for s in statuses], indent=2))
+    else:
+        print(render(statuses))
+    return EXIT_OK
+
+
 # -- demo ---------------------------------------------------------------------------------------
 
 def cmd_demo(args) -> int:
@@ -226,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="no progress bar; one line per table when it finishes")
     bf.add_argument("-v", "--verbose", action="store_true", help="show Dagster's log lines")
     bf.set_defaults(func=cmd_backfill)
+
+    st = sub.add_parser("status", help="per tenant: last delivery, watermark lag, next run, "
+                                       "predicted finish and the margin to its deadline")
+    st.add_argument("--tenants", help="comma-separated tenant ids (default: all)")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(func=cmd_status)
 
     d = sub.add_parser("demo", help="start a local MariaDB (if none) and the BigQuery emulator, "
                                     "create demo tenants, load them twice, print the result")

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from assets.customer import GROUP, WAREHOUSE_GROUP, build_customer_assets, tenant_partitions
+from assets.deadlines import build_deadline_checks, build_deadline_sensor
 from hakobu.backfill import FULL_RELOAD, MODE_TAG
 from hakobu.config import Config
 
@@ -13,7 +14,10 @@ BACKFILL = "backfill"
 def build_definitions(config: Config) -> dg.Definitions:
     partitions = tenant_partitions(config)
     customer = build_customer_assets(config, partitions)
-    delivered = dg.AssetSelection.groups(GROUP, WAREHOUSE_GROUP)
+    # deadline checks are reported by their sensor, never executed inside a delivery run
+    deadline_checks = build_deadline_checks(config, partitions)
+    delivered = (dg.AssetSelection.groups(GROUP, WAREHOUSE_GROUP)
+                 - dg.AssetSelection.checks(*deadline_checks))
     nightly = dg.define_asset_job(
         NIGHTLY, selection=delivered, partitions_def=partitions,
         description="Deliver one tenant's changed rows into its customer dataset and, read "
@@ -28,7 +32,8 @@ def build_definitions(config: Config) -> dg.Definitions:
     schedules = [tenant_schedule(config, t, nightly) for t in sorted(config.tenants)]
     assets: list = [customer]
     jobs: list = [nightly, backfill]
-    sensors: list = []
+    checks: list = list(deadline_checks)
+    sensors: list = [build_deadline_sensor(config)]
     try:
         from assets.grants import GRANTS_ASSETS, GRANTS_JOBS, GRANTS_SENSORS
     except ImportError:
@@ -37,7 +42,8 @@ def build_definitions(config: Config) -> dg.Definitions:
         assets += GRANTS_ASSETS
         jobs += GRANTS_JOBS
         sensors += GRANTS_SENSORS
-    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors)
+    return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, schedules=schedules,
+                          sensors=sensors)
 
 
 def run_tags(config: Config, tenant_id: str) -> dict[str, str]:

@@ -1,0 +1,108 @@
+"""Delivery deadlines as Dagster asset checks: `delivered_by_deadline` on every customer table,
+partitioned by tenant like the table, evaluated by the `delivery_deadlines` sensor.
+
+Why a sensor and not a check inside the run: a deadline fails precisely when the run did not
+happen, is stuck or failed — then there is no run to execute a check in. The sensor looks at the
+event log every minute (no run launched, nothing read from the sources) and, per tenant:
+- once the deadline has passed, reports each table's check: passed (delivered at HH:MM, with the
+  margin) or failed (severity ERROR) with how late so far;
+- when a late delivery then lands, reports the final lateness ("delivered 37m late").
+Its cursor remembers, per tenant, which deadline was reported and which tables are final, so a
+check is reported once per deadline (twice when late). The check can also be executed by hand
+from the UI (it evaluates the same thing for the latest deadline).
+"""
+
+import datetime as dt
+import json
+import warnings
+from collections.abc import Callable
+
+import dagster as dg
+
+from assets.customer import customer_key, table_names, tenant_partitions
+from hakobu.config import Config
+from hakobu.deadlines import UTC, judge, window
+from hakobu.status import first_delivery_since
+
+CHECK_NAME = "delivered_by_deadline"
+SENSOR_NAME = "delivery_deadlines"
+
+
+def evaluation(config: Config, instance: dg.DagsterInstance, tenant_id: str, table: str,
+               now: dt.datetime):
+    tenant = config.tenant(tenant_id)
+    w = window(tenant, now)
+    v = judge(w, first_delivery_since(instance, tenant_id, table, w.opens), now)
+    return w, v
+
+
+def _check_for(config: Config, table: str, partitions, clock) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=customer_key(table), name=CHECK_NAME, partitions_def=partitions,
+                    description=f"{table} was delivered to the tenant's dataset by the tenant's "
+                                "deliver_by time (evaluated by the delivery_deadlines sensor)")
+    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        tenant_id = context.partition_key
+        if table not in {t.name for t in config.tenant(tenant_id).tables}:
+            return dg.AssetCheckResult(passed=True, description=f"{tenant_id} does not deliver "
+                                                                f"{table}")
+        _, v = evaluation(config, context.instance, tenant_id, table, clock())
+        return dg.AssetCheckResult(passed=v.passed, severity=dg.AssetCheckSeverity.ERROR,
+                                   description=v.description,
+                                   metadata={"tenant": tenant_id, **v.metadata})
+
+    return _check
+
+
+def build_deadline_checks(config: Config, partitions=None, clock: Callable[[], dt.datetime]
+                          | None = None) -> list[dg.AssetChecksDefinition]:
+    partitions = partitions or tenant_partitions(config)
+    clock = clock or (lambda: dt.datetime.now(UTC))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)   # partitioned checks: preview
+        return [_check_for(config, name, partitions, clock) for name in table_names(config)]
+
+
+def evaluate_deadlines(config: Config, instance: dg.DagsterInstance, cursor: dict,
+                       now: dt.datetime) -> tuple[list[dg.AssetCheckEvaluation], dict]:
+    """The sensor's work, callable outside Dagster: new check evaluations and the next cursor."""
+    events = []
+    out = dict(cursor)
+    for tid in sorted(config.tenants):
+        tenant = config.tenant(tid)
+        w = window(tenant, now)
+        key = w.deadline.isoformat()
+        state = cursor.get(tid, {})
+        done = state.get("final", []) if state.get("deadline") == key else []
+        reported = state.get("reported", []) if state.get("deadline") == key else []
+        final, seen = list(done), list(reported)
+        for t in tenant.tables:
+            if t.name in done:
+                continue
+            v = judge(w, first_delivery_since(instance, tid, t.name, w.opens), now)
+            if t.name in reported and not v.final:
+                continue                        # still missing: reported once already
+            events.append(dg.AssetCheckEvaluation(
+                asset_key=customer_key(t.name), check_name=CHECK_NAME, passed=v.passed,
+                severity=dg.AssetCheckSeverity.ERROR, description=v.description,
+                metadata={"tenant": tid, **v.metadata}, partition=tid))
+            seen.append(t.name)
+            if v.final:
+                final.append(t.name)
+        out[tid] = {"deadline": key, "final": sorted(set(final)), "reported": sorted(set(seen))}
+    return events, out
+
+
+def build_deadline_sensor(config: Config, clock: Callable[[], dt.datetime] | None = None,
+                          interval_s: int = 60) -> dg.SensorDefinition:
+    clock = clock or (lambda: dt.datetime.now(UTC))
+
+    @dg.sensor(name=SENSOR_NAME, minimum_interval_seconds=interval_s,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Reports each tenant's delivered_by_deadline checks once its "
+                           "deliver_by time has passed, and again when a late delivery lands.")
+    def delivery_deadlines(context: dg.SensorEvaluationContext):
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        events, nxt = evaluate_deadlines(config, context.instance, cursor, clock())
+        return dg.SensorResult(asset_events=events, cursor=json.dumps(nxt, sort_keys=True))
+
+    return delivery_deadlines

@@ -1,0 +1,159 @@
+"""`hakobu status`: per tenant, where its delivery stands against its promise.
+
+Everything comes from the Dagster instance (DAGSTER_HOME) and the tenant files, nothing from the
+sources or BigQuery, so it answers in a second even when a cluster is down:
+- last delivery: the oldest of the tenant's tables' latest materializations (when every table
+  was last delivered at least once);
+- watermark lag: now − the oldest table watermark (`watermark_utc` in materialization metadata);
+- next run: the tenant's cron in its zone;
+- predicted finish: the run in progress (or the next one) plus the median duration of the
+  tenant's recent successful `nightly` runs;
+- margin: the deadline that run must meet − the predicted finish (negative: it will be late);
+- last deadline: met (with the margin) or missed (by how much), as the deadline check says.
+"""
+
+import datetime as dt
+import statistics
+from dataclasses import dataclass
+
+import dagster as dg
+
+from hakobu.config import Config, Tenant
+from hakobu.deadlines import (UTC, Verdict, human, judge, next_deadline, next_run, window,
+                              zone)
+
+RECENT_RUNS = 10
+NIGHTLY_JOB = "nightly"
+
+
+def customer_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["customer", table])
+
+
+def _ts(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def first_delivery_since(instance: dg.DagsterInstance, tenant_id: str, table: str,
+                         since: dt.datetime) -> dt.datetime | None:
+    """When `table` was first materialized for the tenant at or after `since`."""
+    res = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=customer_key(table), asset_partitions=[tenant_id],
+                              after_timestamp=since.timestamp() - 1e-6),
+        limit=1, ascending=True)
+    return _ts(res.records[0].timestamp) if res.records else None
+
+
+def latest_delivery(instance: dg.DagsterInstance, tenant_id: str, table: str):
+    res = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=customer_key(table), asset_partitions=[tenant_id]),
+        limit=1)
+    return res.records[0] if res.records else None
+
+
+def deadline_verdicts(instance: dg.DagsterInstance, tenant: Tenant, now: dt.datetime
+                      ) -> dict[str, Verdict]:
+    """The deadline check of every table of the tenant, for the latest deadline before now."""
+    w = window(tenant, now)
+    return {t.name: judge(w, first_delivery_since(instance, tenant.tenant, t.name, w.opens), now)
+            for t in tenant.tables}
+
+
+@dataclass
+class TenantStatus:
+    tenant: str
+    zone: str
+    tables: int
+    tables_delivered: int
+    last_delivery: dt.datetime | None
+    watermark_lag_s: float | None
+    next_run: dt.datetime
+    running_since: dt.datetime | None
+    predicted_finish: dt.datetime | None
+    runs_measured: int
+    median_run_s: float | None
+    deadline: dt.datetime
+    margin_s: float | None
+    last_deadline: str
+
+    def as_dict(self) -> dict:
+        out = {}
+        for k, v in self.__dict__.items():
+            out[k] = v.isoformat() if isinstance(v, dt.datetime) else v
+        return out
+
+
+def tenant_status(instance: dg.DagsterInstance, tenant: Tenant, now: dt.datetime
+                  ) -> TenantStatus:
+    latest = [latest_delivery(instance, tenant.tenant, t.name) for t in tenant.tables]
+    delivered = [r for r in latest if r is not None]
+    last = _ts(min(r.timestamp for r in delivered)) if len(delivered) == len(latest) else None
+    lags = []
+    for r in delivered:
+        md = r.asset_materialization.metadata if r.asset_materialization else {}
+        v = md.get("watermark_utc")
+        text = getattr(v, "value", v)
+        if isinstance(text, str) and text not in ("", "-"):
+            lags.append((now - dt.datetime.fromisoformat(text)).total_seconds())
+    runs = instance.get_run_records(
+        filters=dg.RunsFilter(job_name=NIGHTLY_JOB, tags={"dagster/partition": tenant.tenant},
+                              statuses=[dg.DagsterRunStatus.SUCCESS]), limit=RECENT_RUNS)
+    durations = [r.end_time - r.start_time for r in runs if r.start_time and r.end_time]
+    median = statistics.median(durations) if durations else None
+    going = instance.get_run_records(
+        filters=dg.RunsFilter(job_name=NIGHTLY_JOB, tags={"dagster/partition": tenant.tenant},
+                              statuses=[dg.DagsterRunStatus.STARTED]), limit=1)
+    running_since = _ts(going[0].start_time) if going and going[0].start_time else None
+    nxt = next_run(tenant, now)
+    start = running_since or nxt
+    deadline = next_deadline(tenant, start)
+    finish = start + dt.timedelta(seconds=median) if median is not None else None
+    margin = (deadline - finish).total_seconds() if finish is not None else None
+    verdicts = deadline_verdicts(instance, tenant, now)
+    late = [v for v in verdicts.values() if not v.passed]
+    if not late:
+        spare = min(v.margin_s for v in verdicts.values())
+        last_dl = f"met ({human(spare)} to spare)"
+    elif all(v.final for v in late):
+        last_dl = f"missed by {human(max(v.late_s for v in late))}"
+    else:
+        last_dl = f"MISSED, not delivered ({human(max(v.late_s for v in late))} so far)"
+    return TenantStatus(tenant.tenant, tenant.schedule.timezone, len(tenant.tables),
+                        len(delivered), last, max(lags) if lags else None, nxt, running_since,
+                        finish, len(durations), median, deadline, margin, last_dl)
+
+
+def collect(config: Config, instance: dg.DagsterInstance, now: dt.datetime | None = None,
+            tenants: list[str] | None = None) -> list[TenantStatus]:
+    now = now or dt.datetime.now(UTC)
+    return [tenant_status(instance, config.tenant(t), now) for t in (tenants or
+                                                                      sorted(config.tenants))]
+
+
+def _at(t: dt.datetime | None, tz: str) -> str:
+    return "-" if t is None else t.astimezone(zone_of(tz)).strftime("%m-%d %H:%M")
+
+
+def zone_of(name: str):
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
+def render(statuses: list[TenantStatus]) -> str:
+    head = (f"{'tenant':<10}{'zone':<18}{'last delivery':<15}{'wm lag':>8}  {'next run':<13}"
+            f"{'predicted':<13}{'deadline':<13}{'margin':>8}  last deadline")
+    lines = [head]
+    for s in statuses:
+        last = _at(s.last_delivery, s.zone) if s.last_delivery else \
+            ("never" if s.tables_delivered == 0 else f"{s.tables_delivered}/{s.tables} tables")
+        lag = "-" if s.watermark_lag_s is None else human(s.watermark_lag_s)
+        nxt = ("running" if s.running_since else _at(s.next_run, s.zone))
+        pred = _at(s.predicted_finish, s.zone) if s.predicted_finish else "no runs yet"
+        margin = "-" if s.margin_s is None else \
+            (human(s.margin_s) if s.margin_s >= 0 else f"-{human(s.margin_s)}")
+        lines.append(f"{s.tenant:<10}{s.zone:<18}{last:<15}{lag:>8}  {nxt:<13}{pred:<13}"
+                     f"{_at(s.deadline, s.zone):<13}{margin:>8}  {s.last_deadline}")
+    lines.append("times in each tenant's schedule zone; predicted = start + median of the last "
+                 f"{RECENT_RUNS} successful nightly runs; margin = deadline − predicted")
+    return "\n".join(lines)
