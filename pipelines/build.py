@@ -18,12 +18,18 @@ def build_definitions(config: Config) -> dg.Definitions:
     deadline_checks = build_deadline_checks(config, partitions)
     delivered = (dg.AssetSelection.groups(GROUP, WAREHOUSE_GROUP)
                  - dg.AssetSelection.checks(*deadline_checks))
+    # Runs of a partition launched from the UI or a Dagster backfill get the same tags as the
+    # schedule's (hakobu/tenant, hakobu/cluster), so the queue's per-tenant and per-cluster
+    # limits hold for them too: a backfill never overlaps the same tenant's nightly run.
+    tagged = dg.PartitionedConfig(partitions_def=partitions,
+                                  run_config_for_partition_key_fn=lambda key: {},
+                                  tags_for_partition_key_fn=lambda key: run_tags(config, key))
     nightly = dg.define_asset_job(
-        NIGHTLY, selection=delivered, partitions_def=partitions,
+        NIGHTLY, selection=delivered, partitions_def=partitions, config=tagged,
         description="Deliver one tenant's changed rows into its customer dataset and, read "
                     "once, into the internal warehouse when enabled (partition = tenant).")
     backfill = dg.define_asset_job(
-        BACKFILL, selection=delivered, partitions_def=partitions,
+        BACKFILL, selection=delivered, partitions_def=partitions, config=tagged,
         tags={MODE_TAG: FULL_RELOAD},
         description="Full reload of one tenant (partition = tenant) through shadow tables, "
                     "reconciled and swapped in atomically; throttled by the same read budget. "
