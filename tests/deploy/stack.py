@@ -73,12 +73,6 @@ class Proc:
         except ProcessLookupError:
             return False
 
-    def kill(self) -> None:
-        """SIGKILL the process itself (not its group): a crash, as the daemon's test needs."""
-        assert self.popen is not None
-        self.popen.send_signal(signal.SIGKILL)
-        self.popen.wait(10)
-
     def stop(self, timeout: float = 15.0) -> None:
         if self.popen is None:
             return

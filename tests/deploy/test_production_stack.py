@@ -5,6 +5,7 @@ queued batch under the limits, the every-minute schedule (its first tick comes w
 runs), then a daemon crash. Every claim is read back from run records and the event log.
 """
 
+import signal
 import time
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
@@ -95,11 +96,14 @@ def timeline(dep) -> str:
     def rel(t):
         return f"{t - t0:6.1f}" if t else "     -"
 
-    return "\n".join(
-        f"{r.dagster_run.tags.get('hakobu/tenant', '?'):>5} {r.dagster_run.tags.get('hakobu/cluster', '?'):>5} "
-        f"{'tick' if SCHEDULE_TAG in r.dagster_run.tags else 'sub ':>4} "
-        f"{rel(r.create_timestamp.timestamp())} {rel(r.start_time)} {rel(r.end_time)} "
-        f"{r.dagster_run.status.value}" for r in recs)
+    def line(r) -> str:
+        tags = r.dagster_run.tags
+        return (f"{tags.get('hakobu/tenant', '?'):>5} {tags.get('hakobu/cluster', '?'):>5} "
+                f"{'tick' if SCHEDULE_TAG in tags else 'sub ':>4} "
+                f"{rel(r.create_timestamp.timestamp())} {rel(r.start_time)} {rel(r.end_time)} "
+                f"{r.dagster_run.status.value}")
+
+    return "\n".join(line(r) for r in recs)
 
 
 def event_count(instance, run_id: str, event_type: DagsterEventType) -> int:
@@ -212,16 +216,19 @@ def test_daemon_sigkill_loses_no_run_and_starts_none_twice(deployment):
                                      # window (run monitoring fails a run stuck in STARTING)
 
     wait_for("a run in progress while another waits", midway, 90, 0.2, stack.logs)
-    stack.daemon.signal_group(9)          # SIGKILL: no shutdown, no cleanup
+    stack.daemon.signal_group(signal.SIGKILL)   # no shutdown, no cleanup
     stack.daemon.popen.wait(10)
     killed_at = datetime.now(timezone.utc)
+    queued = {r.dagster_run.run_id for r in records(dep.instance, run_ids)
+              if r.dagster_run.status == DagsterRunStatus.QUEUED}
+    assert queued, "the daemon was killed after it had dequeued every run: not mid-way"
     # the next schedule tick falls while the daemon is down
     missed = killed_at.replace(second=0, microsecond=0) + timedelta(minutes=1)
     pause = max((missed - killed_at).total_seconds() + 3, 8)
     time.sleep(pause)
-    queued = [r.dagster_run.run_id for r in records(dep.instance, run_ids)
-              if r.dagster_run.status == DagsterRunStatus.QUEUED]
-    assert queued, "nothing waited in the queue while the daemon was down"
+    assert queued == {r.dagster_run.run_id for r in records(dep.instance, run_ids)
+                      if r.dagster_run.status == DagsterRunStatus.QUEUED}, \
+        "a run left the queue without a daemon"
     assert not dep.instance.get_runs(RunsFilter(tags={
         SCHEDULED_TIME_TAG: missed.isoformat()})), "a tick ran without a daemon"
 
