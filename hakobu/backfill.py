@@ -33,8 +33,8 @@ from hakobu.plan import TablePlan
 from hakobu.sinks import Sink, build_sinks, staging
 from hakobu.sqlquote import quote_ident
 from hakobu.sync import (NO_HOOKS, Hooks, TableResult, TenantRun, _Fanout, _summarise,
-                         after_table, open_tenant_run, run_tables, sync_table, watermark_utc,
-                         with_retries)
+                         after_table, bound_utc, open_tenant_run, run_tables, sync_table,
+                         watermark_utc, with_retries)
 from resources.bigquery_client import BigQuerySettings
 from resources.bigquery_dest import Watermark
 from resources.mysql_source import iter_chunks
@@ -243,6 +243,7 @@ def backfill_table(run: TenantRun, name: str, *, hooks: Hooks = NO_HOOKS,
     if plan.cursor is None:
         res.watermark = "(full read)"
     res.watermark_utc = watermark_utc(plan, last_key, source.cluster.timezone)
+    res.complete_to_utc = bound_utc(res.bound)
     res.extra.update({"rows_total_estimate": total if total is not None else -1,
                       "rows_total_basis": basis,
                       "rows_per_s": round(progress.rate, 1)})

@@ -52,6 +52,7 @@ def run_demo(keep_running: bool = False) -> int:
                                            delete_contents=True, retry=dest.retry)
             except NotFound:
                 pass
+        warehouse = _demo_warehouse(config, settings)
 
         def run_all(title: str) -> dict[tuple, dict]:
             say(f"\n== {title}: the nightly job, one Dagster run per tenant ==")
@@ -113,6 +114,8 @@ def run_demo(keep_running: bool = False) -> int:
         only_changed = all(int(second[(t, tb.name)]["rows_read"]) ==
                            changed.get((t, f"{config.tenant(t).source.schema_}.{tb.name}"), 0)
                            for t in config.tenants for tb in config.tenant(t).tables if tb.cursor)
+        if warehouse is not None:
+            say(_warehouse_line(config, settings, source_for))
         say(f"\nRun 2 read {read2} rows of tables with a cursor (run 1: {total}); "
             f"only changed rows read: {'yes' if only_changed else 'NO'}; "
             f"BigQuery equals source: {'yes' if ok1 and ok2 else 'NO'}")
@@ -156,3 +159,72 @@ def _changed_per_tenant(config, changed_raw: dict, server) -> dict:
             finally:
                 conn.close()
     return out
+
+
+def _demo_warehouse(config, settings):
+    """The warehouse of tenants/warehouse.yaml, emptied for the demo; a throwaway HMAC key for
+    this process when none is set (a real deployment sets its own, and keeps it)."""
+    import secrets
+
+    from google.api_core.exceptions import NotFound
+
+    from resources.bigquery_client import make_client
+
+    w = config.warehouse
+    if w is None or not w.enabled:
+        return None
+    if not os.environ.get(w.hash_key_env):
+        os.environ[w.hash_key_env] = secrets.token_hex(32)
+        say(f"Warehouse {w.project}.{w.dataset}: {w.hash_key_env} not set, using a random key "
+            "for this demo")
+    client = make_client(settings, w.project)
+    try:
+        client.delete_dataset(f"{w.project}.{w.dataset}", delete_contents=True)
+    except NotFound:
+        pass
+    return w
+
+
+def _warehouse_line(config, settings, source_for) -> str:
+    """One line: the warehouse's rows per tenant against the sources, and the policy applied."""
+    from hakobu.policy import export_plan, warehouse_table
+    from hakobu.sqlquote import quote_ident
+    from resources.bigquery_client import make_client
+
+    w = config.warehouse
+    client = make_client(settings, w.project)
+    per_tenant: dict[str, int] = {}
+    equal = True
+    hashed, dropped = set(), set()
+    for tid in sorted(config.tenants):
+        tenant = config.tenant(tid)
+        source = source_for(config, tenant)
+        for table in tenant.tables:
+            plan = export_plan(source.plan_table(tenant, table), table)
+            wt = warehouse_table(plan, w)
+            hashed |= set(wt.hashed)
+            dropped |= ({s.name for s in plan.specs} - {s.name for s in wt.specs}
+                        - {tenant.source.tenant_column})
+            [row] = client.query(
+                f"SELECT COUNT(*) AS n FROM `{w.project}.{w.dataset}.{table.name}` "
+                f"WHERE tenant_id = @t", job_config=_params(tid)).result()
+            n = row["n"]
+            per_tenant[tid] = per_tenant.get(tid, 0) + n
+            where = (f" WHERE {quote_ident(tenant.source.tenant_column)} = :v"
+                     if tenant.source.shared else "")
+            src = source.query(f"SELECT COUNT(*) FROM {quote_ident(tenant.source.schema_)}."
+                               f"{quote_ident(table.name)}{where}",
+                               {"v": tenant.source.tenant_value})[0][0]
+            equal &= src == n
+    counts = ", ".join(f"{t} {n}" for t, n in per_tenant.items())
+    return (f"\nWarehouse {w.project}.{w.dataset} (fed by the same reads): rows {counts}; "
+            f"row counts equal the sources: {'yes' if equal else 'NO'}; "
+            f"hashed: {', '.join(sorted(hashed)) or '-'}; "
+            f"dropped: {', '.join(sorted(dropped)) or '-'} (and credentials, never exported)")
+
+
+def _params(tenant_id: str):
+    from google.cloud import bigquery
+
+    return bigquery.QueryJobConfig(
+        query_parameters=[bigquery.ScalarQueryParameter("t", "STRING", tenant_id)])

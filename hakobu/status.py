@@ -4,7 +4,10 @@ Everything comes from the Dagster instance (DAGSTER_HOME) and the tenant files, 
 sources or BigQuery, so it answers in a second even when a cluster is down:
 - last delivery: the oldest of the tenant's tables' latest materializations (when every table
   was last delivered at least once);
-- watermark lag: now − the oldest table watermark (`watermark_utc` in materialization metadata);
+- watermark lag: now − the newest table watermark (`watermark_utc` in materialization metadata:
+  the cursor of the last row delivered); and staleness: now − the oldest `complete_to_utc` (the
+  run's upper bound: every source row below it is delivered, changed or not) — a table that
+  rarely changes has an old watermark but is fresh;
 - next run: the tenant's cron in its zone;
 - predicted finish: the run in progress (or the next one) plus the median duration of the
   tenant's recent successful `nightly` runs;
@@ -66,7 +69,8 @@ class TenantStatus:
     tables: int
     tables_delivered: int
     last_delivery: dt.datetime | None
-    watermark_lag_s: float | None
+    watermark_lag_s: float | None          # now − the newest row delivered (watermark cursor)
+    staleness_s: float | None              # now − the instant every table is complete to
     next_run: dt.datetime
     running_since: dt.datetime | None
     predicted_finish: dt.datetime | None
@@ -83,18 +87,27 @@ class TenantStatus:
         return out
 
 
+def _meta_time(md, key: str) -> dt.datetime | None:
+    v = md.get(key)
+    text = getattr(v, "value", v)
+    if isinstance(text, str) and text not in ("", "-"):
+        return dt.datetime.fromisoformat(text)
+    return None
+
+
 def tenant_status(instance: dg.DagsterInstance, tenant: Tenant, now: dt.datetime
                   ) -> TenantStatus:
     latest = [latest_delivery(instance, tenant.tenant, t.name) for t in tenant.tables]
     delivered = [r for r in latest if r is not None]
     last = _ts(min(r.timestamp for r in delivered)) if len(delivered) == len(latest) else None
-    lags = []
+    lags, fresh = [], []
     for r in delivered:
         md = r.asset_materialization.metadata if r.asset_materialization else {}
-        v = md.get("watermark_utc")
-        text = getattr(v, "value", v)
-        if isinstance(text, str) and text not in ("", "-"):
-            lags.append((now - dt.datetime.fromisoformat(text)).total_seconds())
+        wm, complete = _meta_time(md, "watermark_utc"), _meta_time(md, "complete_to_utc")
+        if wm is not None:
+            lags.append((now - wm).total_seconds())
+        # complete to the run's upper bound; a full read is complete to when it ran
+        fresh.append((now - (complete or _ts(r.timestamp))).total_seconds())
     runs = instance.get_run_records(
         filters=dg.RunsFilter(job_name=NIGHTLY_JOB, tags={"dagster/partition": tenant.tenant},
                               statuses=[dg.DagsterRunStatus.SUCCESS]), limit=RECENT_RUNS)
@@ -119,7 +132,8 @@ def tenant_status(instance: dg.DagsterInstance, tenant: Tenant, now: dt.datetime
     else:
         last_dl = f"MISSED, not delivered ({human(max(v.late_s for v in late))} so far)"
     return TenantStatus(tenant.tenant, tenant.schedule.timezone, len(tenant.tables),
-                        len(delivered), last, max(lags) if lags else None, nxt, running_since,
+                        len(delivered), last, min(lags) if lags else None,
+                        max(fresh) if fresh and last else None, nxt, running_since,
                         finish, len(durations), median, deadline, margin, last_dl)
 
 
@@ -141,19 +155,24 @@ def zone_of(name: str):
 
 
 def render(statuses: list[TenantStatus]) -> str:
-    head = (f"{'tenant':<10}{'zone':<18}{'last delivery':<15}{'wm lag':>8}  {'next run':<13}"
+    head = (f"{'tenant':<10}{'zone':<18}{'last delivery':<15}{'wm lag':>8}{'stale':>8}  "
+            f"{'next run':<13}"
             f"{'predicted':<13}{'deadline':<13}{'margin':>8}  last deadline")
     lines = [head]
     for s in statuses:
         last = _at(s.last_delivery, s.zone) if s.last_delivery else \
             ("never" if s.tables_delivered == 0 else f"{s.tables_delivered}/{s.tables} tables")
         lag = "-" if s.watermark_lag_s is None else human(s.watermark_lag_s)
+        stale = "-" if s.staleness_s is None else human(s.staleness_s)
         nxt = ("running" if s.running_since else _at(s.next_run, s.zone))
         pred = _at(s.predicted_finish, s.zone) if s.predicted_finish else "no runs yet"
         margin = "-" if s.margin_s is None else \
             (human(s.margin_s) if s.margin_s >= 0 else f"-{human(s.margin_s)}")
-        lines.append(f"{s.tenant:<10}{s.zone:<18}{last:<15}{lag:>8}  {nxt:<13}{pred:<13}"
+        lines.append(f"{s.tenant:<10}{s.zone:<18}{last:<15}{lag:>8}{stale:>8}  {nxt:<13}"
+                     f"{pred:<13}"
                      f"{_at(s.deadline, s.zone):<13}{margin:>8}  {s.last_deadline}")
-    lines.append("times in each tenant's schedule zone; predicted = start + median of the last "
-                 f"{RECENT_RUNS} successful nightly runs; margin = deadline − predicted")
+    lines.append("times in each tenant's schedule zone; wm lag = now − newest watermark; "
+                 "stale = now − the instant every table is complete to; predicted = start + "
+                 f"median of the last {RECENT_RUNS} successful nightly runs; "
+                 "margin = deadline − predicted")
     return "\n".join(lines)

@@ -54,6 +54,7 @@ class TableResult:
     merges: int = 0
     watermark: str = "-"
     watermark_utc: str | None = None
+    complete_to_utc: str | None = None     # every source row below this instant is delivered
     duration_s: float = 0.0
     throttled_s: float = 0.0
     mode: str = "incremental"
@@ -72,6 +73,7 @@ class TableResult:
                 "bytes_staged": self.bytes_staged, "chunks": self.chunks,
                 "merges": self.merges, "watermark": self.watermark,
                 "watermark_utc": self.watermark_utc or "-",
+                "complete_to_utc": self.complete_to_utc or "-",
                 "duration_s": round(self.duration_s, 3), "throttled_s": round(self.throttled_s, 3),
                 "mode": self.mode, "null_cursor_rows": self.null_cursor_rows,
                 "columns_added": ", ".join(self.columns_added) or "-",
@@ -248,6 +250,7 @@ def sync_table(source: MySQLSource, dest: BigQueryDestination | None, tenant: Te
             flush(watermark=False)
         res.null_cursor_rows = res.rows_read - before
         res.watermark_utc = watermark_utc(plan, _first_key(sinks), source.cluster.timezone)
+        res.complete_to_utc = bound_utc(res.bound)
     _summarise(res, sinks)
     after_table(source, plan, sinks, res, hooks)
     res.throttled_s = gov.throttled_seconds(tenant.tenant, table_name)
@@ -340,6 +343,19 @@ def watermark_utc(plan: TablePlan, key: tuple | None, cluster_zone: str) -> str 
         return dt.datetime.combine(v, dt.time(), ZoneInfo(cluster_zone)).astimezone(
             dt.timezone.utc).isoformat()
     return None
+
+
+def bound_utc(bound: dict) -> str | None:
+    """The run's exclusive upper bound as a UTC instant (from source.upper_bound's facts): the
+    data is complete up to it, whether or not rows changed — what `hakobu status` calls fresh."""
+    if "source_now_utc" not in bound:
+        return None
+    t = dt.datetime.fromisoformat(bound["source_now_utc"]) - dt.timedelta(
+        seconds=float(bound.get("lag_seconds", 0)))
+    held = bound.get("held_by_open_transaction_since")
+    if held:
+        t = min(t, dt.datetime.fromisoformat(held))
+    return t.astimezone(dt.timezone.utc).isoformat()
 
 
 # -- one tenant ---------------------------------------------------------------------------------

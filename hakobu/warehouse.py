@@ -55,7 +55,10 @@ def open_warehouse(config: Config, tenant: Tenant, settings: BigQuerySettings, w
         dest = WarehouseDestination(settings, w.project, w.dataset, w.location, work_dir,
                                     tenant=tenant.tenant, bucket=tenant_bucket(tenant.tenant),
                                     buckets=TENANT_BUCKETS)
-        dest.ensure_dataset(labels={"managed-by": "hakobu", "role": "warehouse"})
+        if dest.ensure_dataset(labels={"managed-by": "hakobu", "role": "warehouse"}):
+            from hakobu.sync import _grant_new_dataset
+
+            _grant_new_dataset(config, dest)   # grants from permissions.csv as soon as it exists
         dest.ensure_state_table()
         target.dest = dest
     except HakobuError as exc:

@@ -34,6 +34,7 @@ def test_status_reports_delivery_lag_prediction_and_margin(sql, schema, dataset,
         # the fixture's rows stop at 2026-01-01 00:40 (UTC cluster): that is the watermark
         wm = dt.datetime(2026, 1, 1, 0, 40, tzinfo=dt.timezone.utc)
         assert abs(s["watermark_lag_s"] - (now - wm).total_seconds()) < 120
+        assert 0 <= s["staleness_s"] < 120      # complete to the run's upper bound (lag 0)
         assert s["tables_delivered"] == 1 and s["runs_measured"] == 1
         assert 0 < s["median_run_s"] < 120
         nxt = dt.datetime.fromisoformat(s["next_run"])
