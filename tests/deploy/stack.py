@@ -96,15 +96,12 @@ class Proc:
         return f"--- last lines of {self.log}:\n" + "\n".join(text[-lines:])
 
 
-def instance_yaml(intervals: dict | None = None) -> dict:
-    """deploy/dagster.yaml with the test's short intervals; storage and limits unchanged."""
+def instance_yaml() -> dict:
+    """deploy/dagster.yaml with the test's short intervals; everything else as in production
+    (the database comes from the environment, as there)."""
     config = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
     config["run_coordinator"]["config"]["dequeue_interval_seconds"] = 1
     config["run_monitoring"]["poll_interval_seconds"] = 5
-    config["schedules"] = {"use_threads": False}   # a 2-core machine: fewer threads
-    config["sensors"] = {"use_threads": False}
-    for key, value in (intervals or {}).items():
-        config[key] = value
     return config
 
 
