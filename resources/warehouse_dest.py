@@ -17,12 +17,34 @@ slice, and keeps its state where no other tenant writes:
   listing and dropping "stale" tables here could hit another tenant's run in flight.
 """
 
+import logging
 import re
+import time
 
+from hakobu.errors import LoadError, SchemaError
 from resources.bigquery_dest import (CLUSTERABLE, SYNCED_AT, BigQueryDestination, MergeStats,
                                      STATE_TABLE, base_type)
 
 _TENANT = re.compile(r"[a-z][a-z0-9_]{0,62}")
+# BigQuery's answer when concurrent DML on one partition conflicts (after its own retries)
+_CONFLICT = ("could not serialize access", "concurrent update")
+CONFLICT_ATTEMPTS = 4
+log = logging.getLogger("hakobu.warehouse")
+
+
+def _on_conflict_retry(fn, what: str):
+    """Run a DML statement again when BigQuery reports a serialization conflict: every DML here
+    is idempotent (a MERGE from a fresh staging table, or a scoped replace), so it is safe."""
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        try:
+            return fn()
+        except LoadError as exc:
+            if attempt == CONFLICT_ATTEMPTS or not any(m in str(exc).lower() for m in _CONFLICT):
+                raise
+            delay = 2.0 * 2 ** (attempt - 1)
+            log.warning("%s: concurrent DML conflict (attempt %d), retrying in %.0fs", what,
+                        attempt, delay)
+            time.sleep(delay)
 
 
 class WarehouseDestination(BigQueryDestination):
@@ -59,13 +81,23 @@ class WarehouseDestination(BigQueryDestination):
                      + f" PARTITION BY RANGE_BUCKET(`_hakobu_tenant_bucket`, "
                        f"GENERATE_ARRAY(0, {self.buckets}, 1))"
                      + f" CLUSTER BY {', '.join(f'`{c}`' for c in clustering)}", table=table)
-        return super().ensure_table(table, specs, primary_key, extra, cluster_first)
+        try:
+            return super().ensure_table(table, specs, primary_key, extra, cluster_first)
+        except SchemaError as exc:
+            raise SchemaError(exc.message, tenant=self.tenant, table=table,
+                              hint=f"the warehouse table {self.dataset}.{table} holds every "
+                                   "tenant's rows, so a backfill of one tenant cannot change its "
+                                   "type: migrate that column in BigQuery (or drop the table and "
+                                   "backfill every tenant); the customer's delivery is not "
+                                   "affected") from exc
 
     def merge(self, table, files, specs, primary_key, *, extra=(), delete_scope=None,
               run_id="") -> MergeStats:
         scope = None if delete_scope is None else f"{self.scope} AND ({delete_scope})"
-        return super().merge(table, files, specs, primary_key, extra=extra, delete_scope=scope,
-                             run_id=f"{self.tenant}_{run_id}")
+        return _on_conflict_retry(
+            lambda: super(WarehouseDestination, self).merge(
+                table, files, specs, primary_key, extra=extra, delete_scope=scope,
+                run_id=f"{self.tenant}_{run_id}"), f"{self.tenant}/{table} merge")
 
     def _merge_sql(self, table, stg, specs, pk, extra, delete_scope) -> str:
         sql = super()._merge_sql(table, stg, specs, pk, extra, delete_scope)
@@ -86,9 +118,11 @@ class WarehouseDestination(BigQueryDestination):
             vals = ", ".join([f"PARSE_JSON(S.`{n}`)" if n in json_cols else f"S.`{n}`"
                               for n in names] + ["CURRENT_TIMESTAMP()"])
             cols = ", ".join([f"`{n}`" for n in names] + [f"`{SYNCED_AT}`"])
-            job = self.sql(f"MERGE {self.ref(table)} T USING {self.ref(stg)} S ON FALSE "
-                           f"WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({vals}) "
-                           f"WHEN NOT MATCHED BY SOURCE AND {self.scope} THEN DELETE", table=table)
+            sql = (f"MERGE {self.ref(table)} T USING {self.ref(stg)} S ON FALSE "
+                   f"WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({vals}) "
+                   f"WHEN NOT MATCHED BY SOURCE AND {self.scope} THEN DELETE")
+            job = _on_conflict_retry(lambda: self.sql(sql, table=table),
+                                     f"{self.tenant}/{table} replace")
             stats.dml_rows = job.num_dml_affected_rows or 0
         finally:
             self.sql(f"DROP TABLE IF EXISTS {self.ref(stg)}", table=table)
@@ -103,11 +137,13 @@ class WarehouseDestination(BigQueryDestination):
         sets = ", ".join(f"`{n}` = S.`{n}`" for n in names if n not in primary_key)
         cols = ", ".join(f"`{n}`" for n in names)
         vals = ", ".join(f"S.`{n}`" for n in names)
-        job = self.sql(f"MERGE {self.ref(table)} T USING {self.ref(shadow)} S "
-                       f"ON {self.scope} AND {on} "
-                       f"WHEN MATCHED THEN UPDATE SET {sets} "
-                       f"WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({vals}) "
-                       f"WHEN NOT MATCHED BY SOURCE AND {self.scope} THEN DELETE", table=table)
+        sql = (f"MERGE {self.ref(table)} T USING {self.ref(shadow)} S "
+               f"ON {self.scope} AND {on} "
+               f"WHEN MATCHED THEN UPDATE SET {sets} "
+               f"WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({vals}) "
+               f"WHEN NOT MATCHED BY SOURCE AND {self.scope} THEN DELETE")
+        job = _on_conflict_retry(lambda: self.sql(sql, table=table),
+                                 f"{self.tenant}/{table} swap")
         return job.num_dml_affected_rows or 0
 
     def count_slice(self, table: str) -> int:
