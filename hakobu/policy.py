@@ -69,7 +69,8 @@ def export_plan(plan: TablePlan, table: Table) -> TablePlan:
     could not be merged or read incrementally without it): that is a SchemaError saying what to do.
     """
     allowed = {c.lower() for c in table.export_sensitive}
-    withheld = [s.name for s in plan.specs if is_sensitive(s.name) and s.name.lower() not in allowed]
+    withheld = [s.name for s in plan.specs
+                if is_sensitive(s.name) and s.name.lower() not in allowed]
     if not withheld:
         return plan
     needed = {*plan.primary_key, *([plan.cursor] if plan.cursor else []),

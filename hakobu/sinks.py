@@ -22,7 +22,7 @@ import pyarrow as pa
 from hakobu.config import Table
 from hakobu.errors import HakobuError
 from hakobu.plan import TablePlan
-from hakobu.policy import Hasher, WarehouseTable, export_plan, warehouse_table, withheld_columns
+from hakobu.policy import Hasher, WarehouseTable, export_plan, withheld_columns
 from hakobu.types import ColumnSpec, arrow_schema
 from resources.bigquery_dest import (CLUSTERABLE, SHADOW_PREFIX, BigQueryDestination,
                                      MergeStats, Watermark, base_type)

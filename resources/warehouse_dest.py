@@ -71,7 +71,8 @@ class WarehouseDestination(BigQueryDestination):
         """Create the shared table partitioned by tenant bucket (if no tenant did yet), then
         evolve it like any target (new columns added; an incompatible change is a SchemaError)."""
         if self.table_schema(table) is None:
-            columns = [(s.name, s.bq_type) for s in specs] + list(extra) + [(SYNCED_AT, "TIMESTAMP")]
+            columns = ([(s.name, s.bq_type) for s in specs] + list(extra)
+                       + [(SYNCED_AT, "TIMESTAMP")])
             types = dict(columns)
             clustering = [c for c in ["tenant_id", *primary_key]
                           if base_type(types[c]) in CLUSTERABLE]

@@ -18,8 +18,8 @@ from resources.bigquery_client import BigQuerySettings
 from resources.bigquery_dest import BigQueryDestination
 from resources.mysql_source import MySQLSource
 from tests.integration.conftest import make_orders
-from tests.integration.test_warehouse import (KEY, KEY_ENV, bq_rows, datasets, wh_config,  # noqa: F401
-                                              wh_schema, warehouse_yaml)
+from tests.integration.test_warehouse import (  # noqa: F401  (fixtures shared with that file)
+    KEY, KEY_ENV, bq_rows, datasets, warehouse_yaml, wh_config, wh_schema)
 
 ORDERS = "- name: orders\n  cursor: updated_at\n  chunk_rows: {chunk}\n"
 
