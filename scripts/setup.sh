@@ -18,5 +18,5 @@ if ! "$PY" -m venv --help >/dev/null 2>&1; then
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[local,test]'
+.venv/bin/python -m pip install -q -e '.[local,test,deploy]'
 echo "setup: .venv ready ($(.venv/bin/hakobu --help >/dev/null && echo 'hakobu installed'))"
