@@ -196,7 +196,7 @@ def warehouse_table(plan: TablePlan, warehouse: Warehouse) -> WarehouseTable:
     # unique within a tenant's slice when the source key is (tenant column, id)).
     discriminator = plan.tenant_column
     key = tuple(k for k in plan.primary_key if k != discriminator)
-    if not key:
+    if not key and not plan.full_replace:     # (a table without a key is replaced whole)
         raise SchemaError("the primary key is only the tenant column: nothing identifies a row "
                           "in the warehouse", tenant=plan.tenant, table=plan.table,
                           hint="declare primary_key: [...] for this table in the tenant file")

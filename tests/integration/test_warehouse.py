@@ -184,7 +184,11 @@ def test_tenants_load_concurrently_and_stay_isolated(sql, wh_schema, datasets, w
     tenant's; a full-read table's delete of vanished rows never touches the other tenant."""
     monkeypatch.setenv(KEY_ENV, KEY)
     make_members(sql, wh_schema, 300, shared=[3, 4, 5])
-    tables = MEMBERS.format(chunk=40, extra="") + PLANS
+    sql(f"CREATE TABLE `{wh_schema}`.events (tenant_id INT NOT NULL, k VARCHAR(8), n INT)")
+    sql.many(f"INSERT INTO `{wh_schema}`.events VALUES (%s, %s, %s)",
+             [(v, f"k{i}", i) for v in (3, 4) for i in range(5)])
+    tables = (MEMBERS.format(chunk=40, extra="") + PLANS
+              + "- name: events\n  without_primary_key: replace\n")
     d3, d4, wh = datasets(), datasets(), datasets()
     config = wh_config({"t3": (wh_schema, d3, tables, SHARED.format(v=3)),
                         "t4": (wh_schema, d4, tables, SHARED.format(v=4))}, warehouse_yaml(wh))
@@ -203,13 +207,19 @@ def test_tenants_load_concurrently_and_stay_isolated(sql, wh_schema, datasets, w
     slices = bq_rows(bq_client, f"SELECT tenant_id, COUNT(*) AS n FROM `hakobu-test.{wh}.members` "
                                 "GROUP BY tenant_id ORDER BY tenant_id")
     assert slices == [{"tenant_id": "t3", "n": 100}, {"tenant_id": "t4", "n": 100}]
-    # t3's plan 2 vanishes: t3's full read deletes it from t3's slice only
+    # t3's plan 2 and event k0 vanish: t3's full read (delete of vanished rows) and t3's
+    # replace of a table without a key change t3's slice only
     sql(f"DELETE FROM `{wh_schema}`.plans WHERE tenant_id = 3 AND id = 2")
-    assert all(r.ok and r.warehouse == "ok" for r in sync_tenant(config, "t3", tables=["plans"]))
+    sql(f"DELETE FROM `{wh_schema}`.events WHERE tenant_id = 3 AND k = 'k0'")
+    assert all(r.ok and r.warehouse == "ok"
+               for r in sync_tenant(config, "t3", tables=["plans", "events"]))
     plans = bq_rows(bq_client, f"SELECT tenant_id, id FROM `hakobu-test.{wh}.plans` "
                                "ORDER BY tenant_id, id")
     assert [(p["tenant_id"], p["id"]) for p in plans] == [("t3", 1), ("t3", 3), ("t4", 1),
                                                            ("t4", 2), ("t4", 3)]
+    events = bq_rows(bq_client, f"SELECT tenant_id, COUNT(*) AS n FROM `hakobu-test.{wh}.events` "
+                                "GROUP BY tenant_id ORDER BY tenant_id")
+    assert events == [{"tenant_id": "t3", "n": 4}, {"tenant_id": "t4", "n": 5}]
     tables_now = {t.table_id for t in bq_client.list_tables(f"hakobu-test.{wh}")}
     assert {"_hakobu_state_t3", "_hakobu_state_t4"} <= tables_now
 
