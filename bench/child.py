@@ -74,6 +74,10 @@ def bench_objects(job: dict):
 
 
 def run_hakobu(job: dict) -> dict:
+    """hakobu's extractor. job["mode"]: "main" (default: the (cursor, pk) pass from `after` up to
+    the run's upper bound, which is a full extraction when `after` is None), "nightly" (main,
+    then the NULL/zero-date cursor passes, as sync_table does), or "full" (the primary-key pass
+    used for tables without a cursor)."""
     from resources.mysql_source import MySQLSource, iter_chunks
 
     cluster, tenant = bench_objects(job)
@@ -81,18 +85,39 @@ def run_hakobu(job: dict) -> dict:
     plan = source.plan_table(tenant, tenant.tables[0])
     upper, _ = source.upper_bound(plan)
     after = decode_key(job.get("after"))
+    mode = job.get("mode", "main")
+    if mode == "full":
+        passes = [("full", None, None)]
+    else:
+        passes = [("main", after, upper)]
+        if mode == "nightly":
+            side = ("nulls", "zeros") if plan.cursor_is_temporal else ("nulls",)
+            passes += [(p, None, None) for p in side]
+    trim = None
+    if job.get("malloc_trim"):   # what-if: hand freed memory back to the OS after every chunk
+        import ctypes
+
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
     rss0 = vm("VmRSS")
     t0 = time.perf_counter()
-    rows = chunks = 0
+    rows = chunks = side_rows = 0
     key = after
-    for batch, key in iter_chunks(source, plan, "main", after, upper):
-        rows += batch.num_rows
-        chunks += 1
-        del batch
+    for pass_, start, bound in passes:
+        for batch, k in iter_chunks(source, plan, pass_, start, bound):
+            rows += batch.num_rows
+            chunks += 1
+            if pass_ in ("main", "full"):
+                key = k
+            else:
+                side_rows += batch.num_rows
+            del batch
+            if trim is not None:
+                trim(0)
     seconds = time.perf_counter() - t0
     source.dispose()
     return {"rows": rows, "seconds": seconds, "chunks": chunks, "rss_before": rss0,
-            "last_key": encode_key(key), "upper": str(upper)}
+            "side_rows": side_rows, "last_key": encode_key(key), "upper": str(upper),
+            "chunk_rows": plan.chunk_rows}
 
 
 def _full_select(job: dict) -> str:

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 
 import pymysql
 
-FIXTURE_VERSION = 1
+FIXTURE_VERSION = 2
 SCHEMA = "hakobu_bench"
-BASE = "2021-01-01 00:00:00"
-# updated_at = BASE + id minutes + a deterministic sub-second part; the largest value of a table
-# of n rows is below updated_at_ceiling(n), anything above it was touched by a benchmark.
-UPDATED_AT_SQL = ("TIMESTAMP('2021-01-01 00:00:00') + INTERVAL ({k} * 60) SECOND "
-                  "+ INTERVAL (({k} * 7919) % 1000000) MICROSECOND")
+# updated_at = 2015-01-01 + id minutes + a deterministic sub-second part: every value is in the
+# past for tables up to ~5M rows (a run's upper bound is the server's NOW), and the largest value
+# of a table of n rows is below updated_at_ceiling(n): anything above it was touched by a bench.
+UPDATED_AT_SQL = ("TIMESTAMP('2015-01-01 00:00:00') + INTERVAL ({k} * 60) SECOND "
+                  "+ INTERVAL MOD({k} * 7919, 1000000) MICROSECOND")
 
 COLUMNS_DDL = """
   id BIGINT NOT NULL,
@@ -50,7 +50,7 @@ SELECT seq,
        ((seq * 7717) % 10000000) / 100,
        CONCAT('customer ', CONV((seq * 97) % 1000003, 10, 36), ' ', LEFT(MD5(seq), 8)),
        CONCAT(LEFT(MD5(seq + 7), 12), '.', seq, '@example.com'),
-       TIMESTAMP('2020-12-31 00:00:00') + INTERVAL (seq * 60) SECOND,
+       TIMESTAMP('2014-12-31 00:00:00') + INTERVAL (seq * 60) SECOND,
        CONCAT(SHA2(seq, 256), ' ', MD5(seq + 1), ' ', LEFT(SHA2(seq * 3, 256), 40 + seq % 20))
 FROM seq_{{lo}}_to_{{hi}}
 """
@@ -122,6 +122,10 @@ def fixture_ready(server: Server, schema: str, table: str, rows: int) -> bool:
 
 def build_table(server: Server, schema: str, table: str, rows: int, log=print) -> float:
     """(Re)build `schema.table` with `rows` rows; returns seconds taken."""
+    ceiling = updated_at_ceiling(server, rows)
+    if server.scalar("SELECT %s > NOW(6)", (ceiling,)):
+        raise ValueError(f"{rows:,} rows would put updated_at in the future ({ceiling}): a run's "
+                         "upper bound would leave them out")
     t0 = time.monotonic()
     tmp = f"{table}__building"
     conn = server.connect(schema)
@@ -163,8 +167,7 @@ def ensure_table(server: Server, schema: str, table: str, rows: int, log=print) 
 
 def updated_at_ceiling(server: Server, rows: int) -> str:
     """A DATETIME above every untouched updated_at of a table of `rows` rows."""
-    return str(server.scalar(f"SELECT {UPDATED_AT_SQL.format(k='%s')} + INTERVAL 1 SECOND",
-                             (rows,)))
+    return str(server.scalar(f"SELECT {UPDATED_AT_SQL.format(k=int(rows))} + INTERVAL 1 SECOND"))
 
 
 def restore_updated_at(server: Server, schema: str, table: str, rows: int) -> int:
@@ -200,3 +203,20 @@ def drop_schema(server: Server, schema: str) -> None:
             cur.execute(f"DROP DATABASE IF EXISTS {_q(schema)}")
     finally:
         conn.close()
+
+
+def drop_schema_family(server: Server, base: str) -> list[str]:
+    """Drop `base` and the fan-out schemas `base_fan_NN` built from it."""
+    if not base.startswith(SCHEMA):
+        raise ValueError(f"refusing to drop {base!r}: not a {SCHEMA}* schema")
+    conn = server.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s "
+                        "OR SCHEMA_NAME LIKE %s", (base, base.replace("_", r"\_") + r"\_fan\_%"))
+            names = [r[0] for r in cur.fetchall()]
+    finally:
+        conn.close()
+    for name in names:
+        drop_schema(server, name)
+    return names

@@ -1,0 +1,165 @@
+"""`python -m bench.run_all` (= `make bench`): every goal of issue 4, one `GOAL` line each.
+
+    python -m bench.run_all                 full run: 2M/4M-row tables, ~10-15 min here
+    python -m bench.run_all --quick         smoke run on small tables (figures not meaningful)
+
+Progress goes to stderr; stdout carries only the GOAL lines (one per goal, at the end), so
+`make bench | grep ^GOAL` is the summary. BENCHMARKS.md is rewritten with the figures, the date
+and the machine by a full run of every goal (quick or --only runs write
+.local/bench/BENCHMARKS.partial.md unless --out); the raw figures go to bench/BENCHMARKS.json
+(beside --out otherwise), from which --render-only rewrites the report after bench/analysis.md
+(the hand-written analysis appended to it) changes. `read-once` is bench/read_once.py's goal
+(the internal warehouse reads the source once), run here so `make bench` prints every goal.
+
+Fixture tables live in the `hakobu_bench` schema of the server in HAKOBU_MYSQL_HOST/PORT/USER
+(default 127.0.0.1:3306, root) and are reused across runs.
+"""
+
+import argparse
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from bench import goals
+from bench.fixtures import SCHEMA, Server, ensure_table, table_size
+from bench.report import Goal, Report, from_json, machine_info, to_json, write
+
+REPO = Path(__file__).resolve().parent.parent
+GOAL_ORDER = ("throughput", "memory", "budget", "incremental", "fanout", "read-once")
+# the goals each block reports (op, target, unit), so a failing block still prints its lines
+GOAL_NAMES = {"throughput": {"extract-vs-connectorx": (">=", 0.9, "x"),
+                             "extract-vs-pandas": (">=", 10, "x")},
+              "memory": {"memory-flat": ("<=", 1.15, "x"), "memory-peak": ("<", 300, "MiB")},
+              "budget": {"budget-compliance": ("<=", 1.10, "x")},
+              "incremental": {"incremental-cost": ("<=", 0.05, "x")},
+              "fanout": {"fanout-overhead": ("<=", 1.25, "x")},
+              "read-once": {"read-once": ("<=", 1.1, "x")}}    # bench/read_once.py (warehouse)
+
+
+def json_path(out: Path) -> Path:
+    """The run's raw figures: bench/BENCHMARKS.json for the repository's report, else beside it."""
+    if out.resolve() == (REPO / "BENCHMARKS.md").resolve():
+        return REPO / "bench" / "BENCHMARKS.json"
+    return out.with_suffix(".json")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small tables: a smoke test")
+    ap.add_argument("--rows", type=int, help="rows of the base table (default 2,000,000; "
+                    "--quick: 100,000); the memory table has twice as many")
+    ap.add_argument("--schema", default=SCHEMA, help=f"MySQL schema of the fixtures ({SCHEMA}*)")
+    ap.add_argument("--reps", type=int, help="repetitions of the fast readers (default 3; quick 1)")
+    ap.add_argument("--only", help="comma-separated subset of: " + ", ".join(GOAL_ORDER))
+    ap.add_argument("--out", type=Path, help="where to write the report (default BENCHMARKS.md)")
+    ap.add_argument("--render-only", action="store_true",
+                    help="measure nothing: rewrite the report from the last run's JSON "
+                         "(after editing bench/analysis.md)")
+    ap.add_argument("--fanout-tenants", type=int, help="fan-out tenants (default 50; quick 3)")
+    ap.add_argument("--fanout-tables", type=int, help="tables per tenant (default 5; quick 2)")
+    ap.add_argument("--fanout-rows", type=int, help="rows per fan-out table (default 2,000)")
+    ap.add_argument("--fanout-sync-tenants", type=int,
+                    help="tenants also run through plain sync_tenant, for Dagster's overhead "
+                         "(default 10; quick: all)")
+    args = ap.parse_args(argv)
+    if not args.schema.startswith(SCHEMA):
+        ap.error(f"--schema must start with {SCHEMA}")
+    args.rows = args.rows or (100_000 if args.quick else 2_000_000)
+    args.reps = args.reps or (1 if args.quick else 3)
+    args.only = [g.strip() for g in args.only.split(",")] if args.only else list(GOAL_ORDER)
+    unknown = set(args.only) - set(GOAL_ORDER)
+    if unknown:
+        ap.error(f"unknown goal(s) {sorted(unknown)}; choose from {', '.join(GOAL_ORDER)}")
+    if args.out is None:   # only a full run of every goal replaces the repository's report
+        partial = args.quick or set(args.only) != set(GOAL_ORDER)
+        args.out = REPO / (".local/bench/BENCHMARKS.partial.md" if partial else "BENCHMARKS.md")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    data = json_path(args.out)
+    if args.render_only:
+        report = from_json(data.read_text(encoding="utf-8"))
+        write(report, args.out)
+        for g in report.goals:
+            print(g.line(), flush=True)
+        return 0
+    t0 = time.monotonic()
+    server = Server.from_env()
+    report = Report(mode="quick" if args.quick else "full")
+    report.machine = machine_info(server)
+    log(f"bench: {report.mode} mode, {args.rows:,}-row table, machine {report.machine}")
+
+    rows2 = 2 * args.rows
+    name = f"events_{args.rows}"
+    name2 = f"events_{rows2}"
+    for t, n in ((name, args.rows), (name2, rows2)):
+        info = ensure_table(server, args.schema, t, n, log=log)
+        size = table_size(server, args.schema, t)
+        log(f"  fixture {args.schema}.{t}: {info}, {size}")
+        report.fact(f"fixture `{t}`", f"{n:,} rows, data {size['data_bytes'] / 2**20:.0f} MiB "
+                    f"+ index {size['index_bytes'] / 2**20:.0f} MiB, ~{size['avg_row_bytes']} B/row")
+    ctx = goals.Ctx(server=server, schema=args.schema, table=name, rows=args.rows, table2=name2,
+                    rows2=rows2, quick=args.quick, reps=args.reps, log=log)
+
+    for block in GOAL_ORDER:
+        if block not in args.only:
+            continue
+        log(f"[{block}]")
+        before = len(report.goals)
+        try:
+            if block == "throughput":
+                goals.throughput(ctx, report)
+            elif block == "memory":
+                goals.memory(ctx, report)
+            elif block == "budget":
+                goals.budget_stub(report)
+            elif block == "incremental":
+                goals.incremental(ctx, report)
+            elif block == "read-once":
+                from bench import read_once
+
+                m = read_once.measure(20_000 if args.quick else 200_000, 1 if args.quick else 2)
+                report.goals.append(read_once.goal(m))
+                report.section(
+                    "6. Read once (internal warehouse on vs off)",
+                    f"`bench/read_once.py`: one tenant's nightly initial load of {m['rows']:,} "
+                    "rows, with the internal warehouse off and on, each in its own process; "
+                    "logical page reads (`Innodb_buffer_pool_read_requests`) "
+                    f"{m['logical_page_reads']['on']:,} on vs {m['logical_page_reads']['off']:,} "
+                    f"off, physical {m['physical_page_reads']['on']:,} vs "
+                    f"{m['physical_page_reads']['off']:,}, chunk queries "
+                    f"{m['chunk_queries']['on']} vs {m['chunk_queries']['off']} (lowest of "
+                    f"{m['reps']} runs each).")
+            elif block == "fanout":
+                from bench import fanout
+
+                fanout.fanout(ctx, report, tenants=args.fanout_tenants or (3 if args.quick else 50),
+                              tables=args.fanout_tables or (2 if args.quick else 5),
+                              rows=args.fanout_rows or 2_000,
+                              sync_tenants=args.fanout_sync_tenants or (None if args.quick else 10))
+        except Exception as exc:   # one failing block must not hide the others' figures
+            log(traceback.format_exc())
+            done = {g.name for g in report.goals[before:]}
+            for g, (op, target, unit) in GOAL_NAMES[block].items():
+                if g not in done:
+                    report.goals.append(Goal(g, None, op, target, unit,
+                                             f"failed: {type(exc).__name__}: {exc}"[:300]))
+    report.seconds = time.monotonic() - t0
+    path = write(report, args.out)
+    data.write_text(to_json(report), encoding="utf-8")
+    log(f"bench: wrote {path} ({report.seconds / 60:.1f} min)")
+    for g in report.goals:
+        print(g.line(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
