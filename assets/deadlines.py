@@ -1,15 +1,18 @@
 """Delivery deadlines as Dagster asset checks: `delivered_by_deadline` on every customer table,
-partitioned by tenant like the table, evaluated by the `delivery_deadlines` sensor.
+partitioned by tenant like the table.
 
-Why a sensor and not a check inside the run: a deadline fails precisely when the run did not
-happen, is stuck or failed — then there is no run to execute a check in. The sensor looks at the
-event log every minute (no run launched, nothing read from the sources) and, per tenant:
+Two evaluators of the same check. Inside every delivery run (the check runs after its table is
+materialized) it judges the latest scheduled run's window: passed with the margin, or failed
+with how late the delivery finished. But a deadline fails precisely when the run did not happen,
+is stuck or failed — then there is no run to execute a check in; so the `delivery_deadlines`
+sensor looks at the event log every minute (no run launched, nothing read from the sources)
+and, per tenant:
 - once the deadline has passed, reports each table's check: passed (delivered at HH:MM, with the
   margin) or failed (severity ERROR) with how late so far;
 - when a late delivery then lands, reports the final lateness ("delivered 37m late").
 Its cursor remembers, per tenant, which deadline was reported and which tables are final, so a
-check is reported once per deadline (twice when late). The check can also be executed by hand
-from the UI (it evaluates the same thing for the latest deadline).
+check is reported once per deadline (twice when late). Executed by hand from the UI before a
+deadline, the check passes as "not delivered yet; due HH:MM".
 """
 
 import datetime as dt
@@ -21,7 +24,7 @@ import dagster as dg
 
 from assets.customer import customer_key, table_names, tenant_partitions
 from hakobu.config import Config
-from hakobu.deadlines import UTC, judge, window
+from hakobu.deadlines import UTC, judge, run_window, window
 from hakobu.status import first_delivery_since
 
 CHECK_NAME = "delivered_by_deadline"
@@ -30,8 +33,9 @@ SENSOR_NAME = "delivery_deadlines"
 
 def evaluation(config: Config, instance: dg.DagsterInstance, tenant_id: str, table: str,
                now: dt.datetime):
+    """The check as executed in a run: the latest scheduled run's window (see run_window)."""
     tenant = config.tenant(tenant_id)
-    w = window(tenant, now)
+    w = run_window(tenant, now)
     v = judge(w, first_delivery_since(instance, tenant_id, table, w.opens), now)
     return w, v
 
@@ -39,7 +43,10 @@ def evaluation(config: Config, instance: dg.DagsterInstance, tenant_id: str, tab
 def _check_for(config: Config, table: str, partitions, clock) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=customer_key(table), name=CHECK_NAME, partitions_def=partitions,
                     description=f"{table} was delivered to the tenant's dataset by the tenant's "
-                                "deliver_by time (evaluated by the delivery_deadlines sensor)")
+                                "deliver_by time: evaluated after each delivery run (its "
+                                "margin, or how late it finished) and by the "
+                                "delivery_deadlines sensor once a deadline passes (how late "
+                                "when nothing arrived)")
     def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         tenant_id = context.partition_key
         if table not in {t.name for t in config.tenant(tenant_id).tables}:

@@ -63,8 +63,17 @@ class Window:
 
 
 def window(tenant: Tenant, now: dt.datetime) -> Window:
+    """The latest deadline at or before now, and the run that had to meet it (the sensor's)."""
     d = last_deadline(tenant, now)
     return Window(tenant.tenant, tick_before(tenant, d), d)
+
+
+def run_window(tenant: Tenant, now: dt.datetime) -> Window:
+    """The latest scheduled run at or before now, and the deadline it must meet: what a check
+    executed inside (or right after) a delivery run judges — passed at once with its margin,
+    or failed with how late when the run finished after the deadline."""
+    opens = tick_before(tenant, now + dt.timedelta(microseconds=1))
+    return Window(tenant.tenant, opens, next_deadline(tenant, opens))
 
 
 @dataclass(frozen=True)
@@ -93,7 +102,12 @@ def judge(w: Window, delivered_at: dt.datetime | None, now: dt.datetime) -> Verd
         return Verdict(False, True, late, None, delivered_at,
                        f"delivered {human(late)} late ({local:%H:%M}; deadline {when})",
                        {**meta, "late_minutes": round(late / 60, 1)})
-    late = max(0.0, (now - w.deadline).total_seconds())
+    if now < w.deadline:
+        left = (w.deadline - now).total_seconds()
+        return Verdict(True, False, None, left, None,
+                       f"not delivered yet; due {when} (in {human(left)})",
+                       {**meta, "due_in_minutes": round(left / 60, 1)})
+    late = (now - w.deadline).total_seconds()
     return Verdict(False, False, late, None, None,
                    f"not delivered: {human(late)} past the deadline {when} so far",
                    {**meta, "late_minutes_so_far": round(late / 60, 1)})

@@ -117,3 +117,20 @@ def test_sensor_reports_each_deadline_once_then_the_final_lateness(tmp_path):
         key = dg.AssetCheckKey(dg.AssetKey(["customer", "t"]), CHECK_NAME)
         history = instance.event_log_storage.get_asset_check_execution_history(key, limit=5)
         assert history and history[0].event.asset_check_evaluation.passed is False
+
+
+def test_in_run_window_judges_the_latest_run_against_its_deadline():
+    from hakobu.deadlines import run_window
+
+    t = tenant()
+    at = dt.datetime(2026, 11, 22, 2, 7, tzinfo=TOKYO)      # just delivered by the 02:00 run
+    w = run_window(t, at)
+    assert w.opens == dt.datetime(2026, 11, 22, 2, 0, tzinfo=TOKYO)
+    assert w.deadline == dt.datetime(2026, 11, 22, 6, 0, tzinfo=TOKYO)
+    v = judge(w, at, at)
+    assert v.passed and v.final and "3h53m before" in v.description
+    late = dt.datetime(2026, 11, 22, 7, 10, tzinfo=TOKYO)   # the same run, finished late
+    assert judge(run_window(t, late), late, late).late_s == 70 * 60
+    # executed by hand before anything arrived and before the deadline: pending, not failed
+    v = judge(run_window(t, at), None, at)
+    assert v.passed and not v.final and "due" in v.description
