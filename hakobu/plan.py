@@ -20,7 +20,7 @@ from hakobu.types import ColumnSpec, zero_flag_select
 MIN_DATETIME = dt.datetime(1000, 1, 1)
 TEMPORAL = {"date", "datetime", "timestamp"}
 
-Pass = Literal["main", "nulls", "zeros", "full"]
+Pass = Literal["main", "initial", "nulls", "zeros", "full"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,15 @@ class TablePlan:
 
     def spec(self, name: str) -> ColumnSpec:
         return self.spec_by_name[name]
+
+    @property
+    def initial_in_pk_order(self) -> bool:
+        """An initial load reads in primary-key order (sequential on the clustered index) rather
+        than through the cursor index (one random lookup per row), unless the table is shared
+        and its key does not start with the tenant column (a pk scan would read every tenant)."""
+        if not self.primary_key or self.cursor is None:
+            return False
+        return self.tenant_column is None or self.primary_key[0] == self.tenant_column
 
     def key_columns(self, pass_: Pass) -> tuple[str, ...]:
         if pass_ == "main":
@@ -87,6 +96,7 @@ def chunk_sql(plan: TablePlan, pass_: Pass, after: tuple | None, upper: Any = No
     """The SELECT for the next chunk of a pass.
 
     main:  rows with a cursor, (cursor, pk) > after, cursor < upper (exclusive), ordered by key.
+    initial: the first load: the main pass's rows (cursor < upper) in primary-key order.
     nulls: rows whose cursor is NULL, pk > after (re-read every run; within NULL the cursor
            index is ordered by pk, so no sort).
     zeros: rows whose temporal cursor is a zero date, pk > after (re-read every run; the
@@ -103,7 +113,7 @@ def chunk_sql(plan: TablePlan, pass_: Pass, after: tuple | None, upper: Any = No
     if plan.tenant_column is not None:
         where.append(f"{col_ref(plan.tenant_column)} = {mysql_literal(plan.tenant_value)}")
     keys = plan.key_columns(pass_)
-    if pass_ == "main":
+    if pass_ in ("main", "initial"):
         c = col_ref(plan.cursor)
         if plan.cursor_is_temporal:
             where.append(f"{c} >= {mysql_literal(MIN_DATETIME)}")
@@ -140,7 +150,7 @@ def replace_sql(plan: TablePlan) -> str:
 
 
 def _force_index(plan: TablePlan, pass_: Pass) -> str:
-    if pass_ == "full":
+    if pass_ in ("full", "initial"):
         return " FORCE INDEX (PRIMARY)" if not plan.full_replace else ""
     if plan.cursor_index:
         return f" FORCE INDEX ({quote_ident(plan.cursor_index)})"

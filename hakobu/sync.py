@@ -13,6 +13,7 @@ staging file, MERGE and watermark. The source is read once per run whatever the 
 """
 
 import datetime as dt
+import contextlib
 import logging
 import os
 import tempfile
@@ -58,6 +59,7 @@ class TableResult:
     duration_s: float = 0.0
     throttled_s: float = 0.0
     mode: str = "incremental"
+    splits: int = 1                        # pk ranges read at once (initial loads)
     columns_added: list[str] = field(default_factory=list)
     withheld: list[str] = field(default_factory=list)
     bound: dict = field(default_factory=dict)
@@ -75,7 +77,8 @@ class TableResult:
                 "watermark_utc": self.watermark_utc or "-",
                 "complete_to_utc": self.complete_to_utc or "-",
                 "duration_s": round(self.duration_s, 3), "throttled_s": round(self.throttled_s, 3),
-                "mode": self.mode, "null_cursor_rows": self.null_cursor_rows,
+                "mode": self.mode, "splits": self.splits,
+                "null_cursor_rows": self.null_cursor_rows,
                 "columns_added": ", ".join(self.columns_added) or "-",
                 "withheld_columns": ", ".join(self.withheld) or "-",
                 "warehouse": self.warehouse,
@@ -232,14 +235,18 @@ def sync_table(source: MySQLSource, dest: BigQueryDestination | None, tenant: Te
         after = common_start([s.previous.key if s.previous else None for s in fan.active])
         upper, res.bound = source.upper_bound(plan)
         pending_key = None
-        with staging(sinks):
-            for batch, key in read("main", after, upper):
+        if after is None and plan.initial_in_pk_order:
+            initial_load(source, plan, fan, sinks, upper, gov, res, hooks, flush, lock, run_id)
+            after = "done"
+        with staging(sinks) if after != "done" else contextlib.nullcontext():
+            for batch, key in (read("main", after, upper) if after != "done" else ()):
                 fan.write(batch)
                 pending_key = key
                 if fan.staged_rows >= MERGE_EVERY_ROWS:
                     flush(key=pending_key, watermark=True)
                     fan.each("staging", lambda s: s.open())
-            flush(key=pending_key, watermark=True)
+            if after != "done":
+                flush(key=pending_key, watermark=True)
         # Rows whose cursor is NULL (or a zero date) cannot sit behind a watermark: they are
         # re-read every run, keyed on the primary key alone, and merged like the others.
         before = res.rows_read
@@ -256,6 +263,56 @@ def sync_table(source: MySQLSource, dest: BigQueryDestination | None, tenant: Te
     res.throttled_s = gov.throttled_seconds(tenant.tenant, table_name)
     res.duration_s = time.monotonic() - t0
     return res
+
+
+SPLIT_MIN_ROWS = int(os.environ.get("HAKOBU_SPLIT_MIN_ROWS", "200000"))
+
+
+def initial_load(source, plan, fan, sinks, upper, gov, res, hooks, flush, lock, run_id) -> None:
+    """The first load of a table: every row with cursor < upper, read in primary-key order
+    (sequential on the clustered index; the cursor index would cost a random lookup per row),
+    over several pk ranges at once for big tables. The watermark becomes the largest
+    (cursor, pk) read — every row at or below it has been read — and is written only once the
+    whole pass is merged: an interrupted initial load starts over, which the MERGE makes
+    harmless."""
+    from hakobu.plan import max_key_below, splittable
+    from resources.mysql_source import iter_parallel
+
+    res.mode = "initial"
+    top = None
+
+    def on_chunk(rows: int, seconds: float) -> None:
+        res.chunks += 1
+        res.rows_read += rows
+        hooks("after_chunk", table=plan.table, rows=res.rows_read)
+
+    parts = 1
+    if splittable(plan) and gov.max_conn and gov.max_conn > 1:
+        bounds = source.pk_bounds(plan)
+        if bounds and bounds[1] - bounds[0] >= SPLIT_MIN_ROWS:
+            parts = gov.max_conn
+    res.splits = parts
+    with staging(sinks):
+        for batch in iter_parallel(source, plan, "initial", upper, parts, on_chunk, gov):
+            fan.write(batch)
+            k = max_key_below(plan, batch, None)   # the pass read only cursor < upper
+            if k is not None and (top is None or _key_lt(top, k)):
+                top = k
+            if fan.staged_rows >= MERGE_EVERY_ROWS:
+                flush(watermark=False)
+                fan.each("staging", lambda s: s.open())
+        if fan.staged_rows:
+            flush(key=top, watermark=top is not None)
+        elif top is not None:
+            def mark(s) -> None:
+                with lock:
+                    hooks("before_watermark", table=plan.table, sink=s.kind)
+                    s.write_watermark(top, 0, run_id)
+            fan.each("watermark", mark)
+
+
+def _key_lt(a: tuple, b: tuple) -> bool:
+    return a < b
 
 
 def after_table(source: MySQLSource, plan: TablePlan, sinks: list[Sink], res: TableResult,

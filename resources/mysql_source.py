@@ -236,6 +236,14 @@ class MySQLSource:
                           tenant=tenant.tenant, table=table.name,
                           hint=f"CREATE INDEX ... ON {tenant.source.schema_}.{table.name} ({cols})")
 
+    def pk_bounds(self, plan: TablePlan) -> tuple[int, int] | None:
+        """MIN and MAX of a single integer primary key (index ends only: two dives)."""
+        pk = _q(plan.primary_key[0])
+        where = f" WHERE {_q(plan.tenant_column)} = :tv" if plan.tenant_column else ""
+        lo, hi = self.query(f"SELECT MIN({pk}), MAX({pk}) FROM {_q(plan.schema)}."
+                            f"{_q(plan.table)}{where}", {"tv": plan.tenant_value})[0]
+        return None if lo is None else (int(lo), int(hi))
+
     # -- bounds ---------------------------------------------------------------------------
 
     def upper_bound(self, plan: TablePlan) -> tuple[Any, dict]:
@@ -398,6 +406,68 @@ def _cx_transient(text: str) -> bool:
     return any(marker in low for marker in _CX_TRANSIENT)
 
 
+def iter_parallel(source: MySQLSource, plan: TablePlan, pass_: str, upper: Any, parts: int,
+                  on_chunk=None, gate=None, queue_depth: int = 4) -> Iterator[pa.Table]:
+    """Read a whole pass over `parts` primary-key ranges at once (each a keyset reader under the
+    governor), yielding chunks as they arrive — so one big table does not serialize a night.
+    Order across ranges is not kept (the staging MERGE does not need it)."""
+    import queue
+    import threading
+
+    from hakobu.plan import pk_ranges
+
+    bounds = source.pk_bounds(plan) if parts > 1 else None
+    if bounds is None:
+        for batch, _ in iter_chunks(source, plan, pass_, None, upper, on_chunk, gate):
+            yield batch
+        return
+    ranges = pk_ranges(bounds[0], bounds[1], parts)
+    q: queue.Queue = queue.Queue(maxsize=queue_depth)
+    done = object()
+    stop = threading.Event()
+
+    def reader(rng):
+        try:
+            for batch, _ in iter_chunks(source, plan, pass_, None, upper, on_chunk, gate,
+                                        pk_range=rng):
+                while not stop.is_set():
+                    try:
+                        q.put(batch, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(exc)
+
+    threads = [threading.Thread(target=reader, args=(r,), daemon=True,
+                                name=f"hakobu-split-{plan.table}-{i}")
+               for i, r in enumerate(ranges)]
+    for t in threads:
+        t.start()
+    remaining = len(threads)
+    try:
+        while remaining:
+            item = q.get()
+            if item is done:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        stop.set()
+        while True:                     # unblock readers waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                break
+        for t in threads:
+            t.join(timeout=30)
+
+
 def _q(name: str) -> str:
     from hakobu.sqlquote import quote_ident
 
@@ -409,13 +479,14 @@ def _utc(seconds: float) -> dt.datetime:
 
 
 def iter_chunks(source: MySQLSource, plan: TablePlan, pass_: str, after: tuple | None,
-                upper: Any, on_chunk=None, gate=None) -> Iterator[tuple[pa.Table, tuple]]:
+                upper: Any, on_chunk=None, gate=None,
+                pk_range: tuple[int, int] | None = None) -> Iterator[tuple[pa.Table, tuple]]:
     """Yield (chunk, key after it) until a chunk comes back short. Each read holds a slot of
     the cluster's governor (gate), released before the chunk is handed on."""
     from hakobu.plan import chunk_sql, last_key
 
     while True:
-        sql = chunk_sql(plan, pass_, after, upper)
+        sql = chunk_sql(plan, pass_, after, upper, pk_range=pk_range)
         t0 = time.monotonic()
         slot = gate.slot(plan.tenant, plan.table) if gate is not None else contextlib.nullcontext()
         with slot:

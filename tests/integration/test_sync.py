@@ -188,31 +188,34 @@ class Crash(BaseException):
     """Simulates the process dying: not an Exception, so nothing on the way catches it."""
 
 
+@pytest.mark.parametrize("phase", ["initial", "incremental"])
 @pytest.mark.parametrize("point", ["after_chunk", "after_stage", "before_merge", "after_merge",
                                    "before_watermark"])
-def test_crash_at_any_point_then_rerun_is_exact(sql, schema, dataset, make_config, bq_env, point):
-    import os
+def test_crash_at_any_point_then_rerun_is_exact(sql, schema, dataset, make_config, bq_env, point,
+                                                phase, monkeypatch):
+    import hakobu.sync as hs
     make_orders(sql, schema, n=400)
     config = make_config({"a": (schema, dataset, ORDERS.format(chunk=60))})
-    os.environ["HAKOBU_MERGE_EVERY_ROWS"] = "120"
-    import hakobu.sync as hs
-    old, hs.MERGE_EVERY_ROWS = hs.MERGE_EVERY_ROWS, 120
+    monkeypatch.setattr(hs, "MERGE_EVERY_ROWS", 120)
+    if phase == "incremental":
+        assert results(config, "a")["orders"].ok
+        sql(f"UPDATE `{schema}`.orders SET note = CONCAT('v2 ', id), "
+            "updated_at = NOW(6) - INTERVAL 2 SECOND")   # every row changes: several merges
     calls = {"n": 0}
+    # the initial load moves its watermark once, at the end; an incremental run after each merge
+    crash_at = 1 if (point == "before_watermark" and phase == "initial") else 2
 
     def boom(**info):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == crash_at:
             raise Crash(point)
-    try:
-        with pytest.raises(Crash):
-            sync_tenant(config, "a", hooks=Hooks(**{point: boom}))
-        sql(f"UPDATE `{schema}`.orders SET note = 'moved', updated_at = NOW(6) - INTERVAL 1 SECOND "
-            "WHERE id IN (1, 399)")
-        r = results(config, "a")["orders"]
-        assert r.ok, r.error
-    finally:
-        hs.MERGE_EVERY_ROWS = old
-        os.environ.pop("HAKOBU_MERGE_EVERY_ROWS", None)
+
+    with pytest.raises(Crash):
+        sync_tenant(config, "a", hooks=Hooks(**{point: boom}))
+    sql(f"UPDATE `{schema}`.orders SET note = 'moved', updated_at = NOW(6) - INTERVAL 1 SECOND "
+        "WHERE id IN (1, 399)")
+    r = results(config, "a")["orders"]
+    assert r.ok, r.error
     d = assert_equal(config, "a")
     assert d.dest_rows == 400 and d.duplicates == 0
 
@@ -231,3 +234,28 @@ def test_unreachable_server_is_one_clear_line(tmp_path, monkeypatch, bq_env):
     text = str(exc.value)
     assert f"127.0.0.1:{Down.port}" in text and "studio" not in text
     assert "\n" not in text.strip() or len(text) < 600
+
+
+def test_initial_load_in_parallel_pk_ranges(sql, schema, dataset, make_config, bq_env,
+                                            monkeypatch):
+    """A big table's first load is read over several primary-key ranges at once (in pk order,
+    not through the cursor index); the watermark is the largest key read, so the next run
+    reads only what changed."""
+    import hakobu.sync as hs
+
+    monkeypatch.setattr(hs, "SPLIT_MIN_ROWS", 100)
+    make_orders(sql, schema, n=900)
+    sql(f"UPDATE `{schema}`.orders SET updated_at = NULL WHERE id IN (5, 6)")
+    config = make_config({"a": (schema, dataset, ORDERS.format(chunk=50))},
+                         cluster_extra="read_budget:\n  max_connections: 3\n")
+    r = results(config, "a")["orders"]
+    assert r.ok, r.error
+    assert r.mode == "initial" and r.splits == 3 and r.null_cursor_rows == 2
+    assert r.rows_read == 900
+    assert r.watermark.startswith("2026-01-01 05:00:00")      # id 900: base + 300 minutes
+    assert_equal(config, "a")
+    sql(f"UPDATE `{schema}`.orders SET note = 'x', updated_at = NOW(6) - INTERVAL 1 SECOND "
+        "WHERE id = 450")
+    r = results(config, "a")["orders"]
+    assert r.mode == "incremental" and r.rows_read == 1 + 2      # the change + the NULL rows
+    assert_equal(config, "a")
