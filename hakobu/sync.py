@@ -259,7 +259,7 @@ def sync_table(source: MySQLSource, dest: BigQueryDestination | None, tenant: Te
         res.watermark_utc = watermark_utc(plan, _first_key(sinks), source.cluster.timezone)
         res.complete_to_utc = bound_utc(res.bound)
     _summarise(res, sinks)
-    after_table(source, plan, sinks, res, hooks)
+    after_table(source, plan, sinks, res, hooks, gov, run_id)
     res.throttled_s = gov.throttled_seconds(tenant.tenant, table_name)
     res.duration_s = time.monotonic() - t0
     return res
@@ -315,16 +315,35 @@ def _key_lt(a: tuple, b: tuple) -> bool:
     return a < b
 
 
-def after_table(source: MySQLSource, plan: TablePlan, sinks: list[Sink], res: TableResult,
-                hooks: Hooks) -> None:
-    """Hook point at the end of every table, after every sink merged and moved its watermark.
+RECONCILE = os.environ.get("HAKOBU_RECONCILE", "1") != "0"
 
-    Hard deletes (hakobu/checksums.py) belong here: compare per-bucket checksums of the source
-    with each active sink's table (`s.dest`, `s.table`; the warehouse sink's destination scopes
-    every statement to the tenant) and delete the rows that vanished, adding what was done to
-    `res.extra` (it shows in the asset's metadata). Errors of a critical sink should raise (the
-    table fails); of the warehouse sink, set `s.fail(exc)` and `res.warehouse_error`.
-    """
+
+def after_table(source: MySQLSource, plan: TablePlan, sinks: list[Sink], res: TableResult,
+                hooks: Hooks, gov: ReadGovernor | None = None, run_id: str = "") -> None:
+    """At the end of every incremental table, after every sink merged and moved its watermark:
+    hard deletes. Per-bucket key checksums of the source and of each sink's table are compared
+    (hakobu/checksums.py); only buckets that differ are re-read, and rows that vanished from
+    the source are deleted (missing rows are merged, for the customer's table). A customer
+    sink's error fails the table; the warehouse's sets that sink aside."""
+    if RECONCILE and res.mode == "incremental":
+        from hakobu.checksums import compare_table, repair_deletes
+
+        for s in sinks:
+            if not s.active:
+                continue
+            try:
+                cmp = compare_table(source, s.dest, plan, table=s.table, gate=gov)
+                rep = repair_deletes(source, s.dest, plan, cmp, gate=gov,
+                                     run_id=f"{run_id}_cks", merge_missing=s.kind == CUSTOMER)
+            except HakobuError as exc:
+                if s.critical:
+                    raise
+                s.fail(exc)
+                res.warehouse_error = str(exc)
+                continue
+            pre = "" if s.kind == CUSTOMER else "warehouse_"
+            res.extra.update({pre + k: v for k, v in rep.metadata().items()})
+            res.extra[pre + "checksum_buckets_differing"] = cmp.buckets_differing
     hooks("table_done", table=res.table, plan=plan, sinks=sinks, result=res)
 
 

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from assets.checks import build_checks
 from assets.customer import GROUP, WAREHOUSE_GROUP, build_customer_assets, tenant_partitions
 from assets.deadlines import build_deadline_checks, build_deadline_sensor
 from hakobu.backfill import FULL_RELOAD, MODE_TAG
@@ -36,7 +37,7 @@ def build_definitions(config: Config) -> dg.Definitions:
     schedules = [tenant_schedule(config, t, nightly) for t in sorted(config.tenants)]
     assets: list = [customer]
     jobs: list = [nightly, backfill]
-    checks: list = list(deadline_checks)
+    checks: list = list(deadline_checks) + build_checks(config, partitions)
     sensors: list = [build_deadline_sensor(config)]
     try:
         from assets.grants import GRANTS_ASSETS, GRANTS_JOBS, GRANTS_SENSORS

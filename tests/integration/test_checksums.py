@@ -23,6 +23,15 @@ ORDERS = "- name: orders\n  cursor: updated_at\n  chunk_rows: 1000\n"
 SHARED = "  tenant_column: tenant_id\n  tenant_value: {v}\n"
 
 
+@pytest.fixture(autouse=True)
+def _sync_does_not_reconcile(monkeypatch):
+    """These tests drive compare/repair themselves; the nightly sync's own reconcile (which
+    would repair the deletes first) is tested in test_sync.py."""
+    import hakobu.sync as hs
+
+    monkeypatch.setattr(hs, "RECONCILE", False)
+
+
 @pytest.fixture
 def cks_schema(sql):
     name = unique("hakobu_cks")

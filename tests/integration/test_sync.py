@@ -259,3 +259,16 @@ def test_initial_load_in_parallel_pk_ranges(sql, schema, dataset, make_config, b
     r = results(config, "a")["orders"]
     assert r.mode == "incremental" and r.rows_read == 1 + 2      # the change + the NULL rows
     assert_equal(config, "a")
+
+
+def test_nightly_run_removes_hard_deleted_rows(sql, schema, dataset, make_config, bq_env):
+    make_orders(sql, schema, n=600)
+    config = make_config({"a": (schema, dataset, ORDERS.format(chunk=100))})
+    results(config, "a")
+    sql(f"DELETE FROM `{schema}`.orders WHERE id IN (7, 8, 300) OR id BETWEEN 500 AND 520")
+    r = results(config, "a")["orders"]
+    assert r.ok, r.error
+    assert r.extra["deletes_rows_deleted"] == 24 and r.extra["checksum_buckets_differing"] >= 1
+    d = assert_equal(config, "a")
+    assert d.dest_rows == 576
+    assert results(config, "a")["orders"].extra["checksum_buckets_differing"] == 0
