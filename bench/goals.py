@@ -265,16 +265,3 @@ def incremental(ctx: Ctx, report: Report) -> None:
         "window as long as the incremental run.")
 
 
-# ---------------------------------------------------------------------------------------------
-# 3. budget compliance (needs the governor, resources/governor.py, not present yet)
-
-
-def budget_stub(report: Report) -> None:
-    report.goals.append(Goal("budget-compliance", None, "<=", 1.10, "x",
-                             "not implemented: needs the feedback governor of issue 4"))
-    report.section("3. Budget compliance", "Not measured yet: it needs the feedback governor "
-                   "(`resources/governor.py`, issue 4). The measurement to add here: set the "
-                   "cluster budget to half of what an unthrottled full read of the 2M table draws "
-                   "(`Innodb_pages_read`/s, sampled every second by a thread in the parent), then "
-                   "check the per-second rate stays within +10 % of the budget, the total time "
-                   "within 15 % of pages ÷ budget, and the same with two concurrent extractions.")
