@@ -210,8 +210,8 @@ def warehouse_table(plan: TablePlan, warehouse: Warehouse) -> WarehouseTable:
                 raise SchemaError(
                     f"primary key column {s.name!r} cannot be dropped from the warehouse",
                     tenant=plan.tenant, table=plan.table,
-                    hint="list it under hash_columns instead of drop_columns in "
-                         "tenants/warehouse.yaml")
+                    hint="take it out of drop_columns in tenants/warehouse.yaml (the warehouse "
+                         "merges on the key)")
             continue
         if low == TENANT_COLUMN or low == BUCKET_COLUMN:
             raise SchemaError(
@@ -219,6 +219,13 @@ def warehouse_table(plan: TablePlan, warehouse: Warehouse) -> WarehouseTable:
                 tenant=plan.tenant, table=plan.table,
                 hint=f"add {s.name} to drop_columns (or hash_columns) in tenants/warehouse.yaml")
         if low in hashed:
+            if s.name in key:
+                # the warehouse merges, and hakobu.checksums compares, on the source's key values
+                raise SchemaError(
+                    f"primary key column {s.name!r} cannot be hashed in the warehouse: rows are "
+                    "merged and reconciled on their key", tenant=plan.tenant, table=plan.table,
+                    hint="take it out of hash_columns in tenants/warehouse.yaml (a key that is "
+                         "itself personal data needs a surrogate key in the source)")
             s = dataclasses.replace(s, arrow_type=pa.large_string(), bq_type="STRING",
                                     staging_bq_type="STRING")
             hashed_names.add(s.name)

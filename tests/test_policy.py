@@ -94,9 +94,12 @@ def test_warehouse_refuses_dropping_the_key_and_a_tenant_id_collision():
         warehouse_table(plan, Warehouse(project="hakobu-demo", dataset="d"))
     assert warehouse_table(plan, Warehouse(project="hakobu-demo", dataset="d",
                                            drop_columns=["tenant_id"])).specs
-    with pytest.raises(SchemaError, match="hash_columns instead"):
+    with pytest.raises(SchemaError, match="merges on the key"):
         warehouse_table(plan_of(COLUMNS), Warehouse(project="hakobu-demo", dataset="d",
                                                     drop_columns=["id"]))
+    with pytest.raises(SchemaError, match="cannot be hashed"):
+        warehouse_table(plan_of(COLUMNS), Warehouse(project="hakobu-demo", dataset="d",
+                                                    hash_columns=["id"]))
 
 
 def test_hash_key_missing_or_empty_is_a_clear_error():
