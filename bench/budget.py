@@ -45,7 +45,7 @@ print(json.dumps({"rows": rows, "seconds": time.monotonic() - t0,
                   "throttled": sum(gov._throttled.values())}))
 """
 
-ROWS_FULL, ROWS_QUICK = 700_000, 20_000
+ROWS_FULL, ROWS_QUICK = 2_000_000, 20_000
 
 
 class Sampler:
