@@ -3,10 +3,11 @@
 For every table (all of the tenant's, or the named ones):
   1. a fresh shadow table `_hakobu_shadow_<table>` is created with the source's *current* schema
      (so a backfill is also the way through an incompatible type change);
-  2. the whole table is read — the same keyset chunks as a nightly run, through the same cluster
-     governor (`gate=`), with at most half the cluster's read slots so other tenants' nightly
-     loads keep their share — and merged into the shadow (and, read once, into the warehouse
-     sink's own shadow);
+  2. the whole table is read — keyset chunks in primary-key order like an initial load (or
+     through the cursor index where the key does not allow it), through the same cluster
+     governor (`gate=`), one read at a time per table and at most half the cluster's read slots
+     so other tenants' nightly loads keep their share — and merged into the shadow (and, read
+     once, into the warehouse sink's own shadow);
   3. reconcile: the shadow's row count must equal the rows read, else the backfill fails;
   4. swap: the watermark must not have moved meanwhile (no other run of this tenant); then
      `CREATE OR REPLACE TABLE target CLUSTER BY ... AS SELECT * FROM shadow` (one statement:
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 
 from hakobu.config import Config
 from hakobu.errors import HakobuError, LoadError
-from hakobu.plan import TablePlan
+from hakobu.plan import TablePlan, max_key_below
 from hakobu.sinks import Sink, build_sinks, staging
 from hakobu.sqlquote import quote_ident
 from hakobu.sync import (NO_HOOKS, Hooks, TableResult, TenantRun, _Fanout, _summarise,
@@ -164,8 +165,12 @@ def backfill_table(run: TenantRun, name: str, *, hooks: Hooks = NO_HOOKS,
     upper = None
     if plan.cursor is not None:
         upper, res.bound = source.upper_bound(plan)
+    # the whole table: in primary-key order where the plan allows it (sequential on the
+    # clustered index, like an initial load), else through the cursor index; then the rows
+    # whose cursor is NULL or a zero date
+    first = "initial" if plan.initial_in_pk_order else "main"
     passes = ("full",) if plan.cursor is None else \
-        (("main", "nulls", "zeros") if plan.cursor_is_temporal else ("main", "nulls"))
+        ((first, "nulls", "zeros") if plan.cursor_is_temporal else (first, "nulls"))
     last_key = None
     try:
         def into_shadow() -> None:
@@ -186,11 +191,15 @@ def backfill_table(run: TenantRun, name: str, *, hooks: Hooks = NO_HOOKS,
                     hooks("after_chunk", table=name, rows=res.rows_read)
 
                 for batch, key in iter_chunks(source, plan, pass_, None,
-                                              upper if pass_ == "main" else None,
+                                              upper if pass_ in ("main", "initial") else None,
                                               on_chunk=on_chunk, gate=gov):
                     fan.write(batch)
                     if pass_ == "main":
                         last_key = key
+                    elif pass_ == "initial":      # the largest (cursor, pk) read so far
+                        k = max_key_below(plan, batch, None)
+                        if k is not None and (last_key is None or last_key < k):
+                            last_key = k
                     if fan.staged_rows >= _merge_every():
                         into_shadow()
                         fan.each("staging", lambda s: s.open())

@@ -71,6 +71,10 @@ def test_backfill_reloads_through_a_shadow_and_swaps_atomically(
         statements.append(query)
         return orig_sql(self, query, params, table)
     monkeypatch.setattr(BigQueryDestination, "sql", spy)
+    reads: list[str] = []
+    orig_read = MySQLSource.read_chunk
+    monkeypatch.setattr(MySQLSource, "read_chunk",
+                        lambda self, plan, q: reads.append(q) or orig_read(self, plan, q))
     seen_during: dict = {}
 
     def before_swap(table, **_):      # the customer still sees the old, complete table
@@ -81,6 +85,10 @@ def test_backfill_reloads_through_a_shadow_and_swaps_atomically(
                            on_progress=lambda p: progress.append((p.done, p.total,
                                                                   p.finished))))["orders"]
     assert seen_during == {"rows": 300, "shadow": 299}
+    # the whole table in primary-key order (sequential on the clustered index), then NULL and
+    # zero-date cursors through the cursor index
+    assert sum("FORCE INDEX (PRIMARY)" in q for q in reads) == 5   # 299 rows / 70 + the last
+    assert len(reads) == 5 + 2
     assert r.mode == "backfill" and r.rows_read == 299 and r.warehouse == "ok"
     assert r.extra["customer_shadow_rows"] == 299 and r.extra["warehouse_shadow_rows"] == 299
     d = equal(config, "a")
