@@ -12,6 +12,7 @@ alone, big's backfill alone, then both at once. Prints one line per phase and a 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -156,6 +157,7 @@ def main(argv=None) -> int:
     finally:
         if emu is not None:
             emu.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     for k, r in res.items():
         log(f"{k:<26}{r['rows']:>9,} rows {r['end'] - r['start']:>7.1f}s "
             f"{r['rows_per_s']:>9,.0f} rows/s end to end; in source reads "

@@ -27,6 +27,7 @@ GOAL read-once measured=<on/off logical page reads> target=<=1.1x PASS|MISS
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -215,6 +216,7 @@ def measure(rows: int = 200_000, reps: int = 3) -> dict:
     finally:
         if emu is not None:
             emu.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     best = {m: min(runs[m], key=lambda r: r["counters"]["Innodb_buffer_pool_read_requests"])
             for m in runs}
     logical = {m: best[m]["counters"]["Innodb_buffer_pool_read_requests"] for m in best}
