@@ -297,8 +297,11 @@ class MySQLSource:
     def _clock(self) -> tuple[float, float | None, str]:
         now_s = float(self.query("SELECT UNIX_TIMESTAMP(NOW(6))")[0][0])
         try:
+            # Only transactions that have written or locked rows can hold rows stamped below
+            # the bound; consistent reads (reports, checksums) take no locks and are ignored.
             trx = self.query("SELECT UNIX_TIMESTAMP(MIN(trx_started)) FROM "
                              "information_schema.INNODB_TRX WHERE trx_autocommit_non_locking = 0 "
+                             "AND (trx_rows_modified > 0 OR trx_lock_structs > 0) "
                              "AND trx_mysql_thread_id <> CONNECTION_ID()")[0][0]
             return now_s, (float(trx) if trx is not None else None), "lag+open-transactions"
         except SourceError:

@@ -76,7 +76,7 @@ def test_budget_is_respected_on_the_real_server(sql, schema, mysql_server):
     sql(f"CREATE TABLE `{schema}`.big (id INT PRIMARY KEY, updated_at DATETIME(6) NOT NULL, "
         "pad VARCHAR(255), INDEX (updated_at))")
     sql(f"INSERT INTO `{schema}`.big SELECT seq, '2026-01-01' + INTERVAL seq SECOND, "
-        f"REPEAT('p', 250) FROM `{schema}`.seq_1_to_60000")
+        f"REPEAT('p', 250) FROM `{schema}`.seq_1_to_200000")
     tenant = Tenant(tenant="t", cluster="gov_test", source={"schema": schema},
                     destination={"project": "hakobu-test", "dataset": "x"},
                     schedule={"cron": "0 2 * * *"}, deliver_by="06:00",
@@ -87,7 +87,7 @@ def test_budget_is_respected_on_the_real_server(sql, schema, mysql_server):
 
     def read(gov):
         v0, t0 = probe.value(), time.monotonic()
-        rows = sum(b.num_rows for b, _ in iter_chunks(source, plan, "full", None, None, gate=gov))
+        rows = sum(b.num_rows for b, _ in iter_chunks(source, plan, "main", None, None, gate=gov))
         return rows, (probe.value() - v0) / (time.monotonic() - t0), time.monotonic() - t0
 
     read(ReadGovernor.unlimited())                      # warm the buffer pool
@@ -96,10 +96,10 @@ def test_budget_is_respected_on_the_real_server(sql, schema, mysql_server):
     from hakobu.config import ReadBudget
     gov = ReadGovernor("gov_test", ReadBudget(pages_per_second=budget, max_connections=2),
                        probe=MySQLStatusProbe(source.query, "logical"), interval=0.1,
-                       burst_seconds=0.5)
+                       burst_seconds=0.2)
     rows2, rate, secs = read(gov)
     source.dispose()
-    assert rows == rows2 == 60000
+    assert rows == rows2 == 200000
     assert rate <= budget * 1.5, (rate, budget, free_rate)
     assert secs > free_s, (secs, free_s)
     assert sum(gov._throttled.values()) > 0

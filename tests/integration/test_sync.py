@@ -272,3 +272,21 @@ def test_nightly_run_removes_hard_deleted_rows(sql, schema, dataset, make_config
     d = assert_equal(config, "a")
     assert d.dest_rows == 576
     assert results(config, "a")["orders"].extra["checksum_buckets_differing"] == 0
+
+
+def test_an_open_read_only_transaction_does_not_hold_the_bound(sql, schema, dataset, make_config,
+                                                              bq_env, mysql_server):
+    from tests.helpers import Sql
+
+    make_orders(sql, schema, n=5)
+    config = make_config({"a": (schema, dataset, ORDERS.format(chunk=100))})
+    reader = Sql(mysql_server)
+    reader("SET autocommit = 0")
+    reader("START TRANSACTION")
+    reader(f"SELECT COUNT(*) FROM `{schema}`.orders")      # a report's consistent read
+    try:
+        r = results(config, "a")["orders"]
+        assert "held_by_open_transaction_since" not in r.bound, r.bound
+    finally:
+        reader("COMMIT")
+        reader.close()
