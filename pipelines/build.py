@@ -25,10 +25,12 @@ def build_definitions(config: Config) -> dg.Definitions:
                                   tags_for_partition_key_fn=lambda key: run_tags(config, key))
     nightly = dg.define_asset_job(
         NIGHTLY, selection=delivered, partitions_def=partitions, config=tagged,
+        executor_def=dg.in_process_executor,   # one step per run: no extra worker process
         description="Deliver one tenant's changed rows into its customer dataset and, read "
                     "once, into the internal warehouse when enabled (partition = tenant).")
     backfill = dg.define_asset_job(
         BACKFILL, selection=delivered, partitions_def=partitions, config=tagged,
+        executor_def=dg.in_process_executor,
         tags={MODE_TAG: FULL_RELOAD},
         description="Full reload of one tenant (partition = tenant) through shadow tables, "
                     "reconciled and swapped in atomically; throttled by the same read budget. "
