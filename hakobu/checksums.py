@@ -694,21 +694,14 @@ def range_index(source, plan: TablePlan, b: Bucketing) -> str | None:
 
 
 def _load(dest, plan: TablePlan, stg_name: str, keys: pa.Table) -> None:
-    from google.cloud import bigquery
+    from resources.bigquery_dest import BigQueryDestination
 
     dest.work_dir.mkdir(parents=True, exist_ok=True)
     path = dest.work_dir / f"{dest.dataset}.{stg_name}.{uuid.uuid4().hex[:8]}.parquet"
     try:
         pq.write_table(keys, path, compression="snappy")
         try:
-            with open(path, "rb") as fh:
-                job = dest.client.load_table_from_file(
-                    fh, f"{dest.project}.{dest.dataset}.{stg_name}",
-                    job_config=bigquery.LoadJobConfig(
-                        source_format=bigquery.SourceFormat.PARQUET,
-                        write_disposition=bigquery.WriteDisposition.WRITE_APPEND),
-                    location=dest.location)
-                job.result(retry=dest.retry)
+            BigQueryDestination.load_parquet(dest, path, stg_name)
         except HakobuError:
             raise
         except Exception as exc:

@@ -26,15 +26,12 @@ ACTIVE = {DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatu
 
 def submit(stack, tenant: str) -> str:
     """Launch the nightly job for one tenant as the UI would: through the webserver, into the
-    queue, with the tags the tenant's schedule sets (pipelines.build.run_tags).
-
-    The run executes its one step in the run worker (in_process) instead of a second process:
-    half the CPU on this 2-core machine; the scheduled runs keep the job's default executor."""
+    queue, with the tags the tenant's schedule sets (pipelines.build.run_tags). The job's
+    executor runs its one step inside the run worker (pipelines/build.py)."""
     cluster = TENANTS[tenant][0]
     client = DagsterGraphQLClient("127.0.0.1", port_number=stack.web_port)
     return client.submit_job_execution(
         JOB, repository_location_name=LOCATION, repository_name=REPOSITORY,
-        run_config={"execution": {"config": {"in_process": {}}}},
         tags={"dagster/partition": tenant, "hakobu/tenant": tenant, "hakobu/cluster": cluster})
 
 
