@@ -172,8 +172,6 @@ def _config(job: dict, prefix: str):
 
 
 def _pure(job: dict) -> dict:
-    from google.cloud import bigquery
-
     from hakobu.types import arrow_schema
     from resources.bigquery_client import BigQuerySettings
     from resources.bigquery_dest import SEQ, BigQueryDestination
@@ -207,14 +205,7 @@ def _pure(job: dict) -> dict:
                     rows += batch.num_rows
                 path = sf.close()
                 t2 = time.perf_counter()
-                with open(path, "rb") as fh:
-                    lj = dest.client.load_table_from_file(
-                        fh, f"{d.project}.{d.dataset}.{table.name}",
-                        job_config=bigquery.LoadJobConfig(
-                            source_format=bigquery.SourceFormat.PARQUET,
-                            write_disposition=bigquery.WriteDisposition.WRITE_APPEND),
-                        location=d.location)
-                    lj.result()
+                dest.load_parquet(path, table.name)
                 t3 = time.perf_counter()
             read_s += t1 - t0
             stage_s += t2 - t1
