@@ -5,7 +5,8 @@ RSS before the read (interpreter + imports) and its peak RSS (VmHWM) after it. A
 reader keeps one reader's allocations out of another's peak.
 
 Readers:
-  hakobu      resources.mysql_source.iter_chunks: the extractor the pipeline uses
+  hakobu      hakobu's extractor (resources.mysql_source.iter_chunks / iter_parallel), in the
+              mode the pipeline would use: see run_hakobu
   cx_stream   connectorx read_sql(return_type="arrow_stream"), one full-table SELECT, batches consumed
   pandas      pandas.read_sql through a SQLAlchemy (pymysql) engine
   pymysql     pymysql unbuffered cursor (SSCursor), fetchmany, rows turned into Arrow per batch
@@ -67,6 +68,8 @@ def bench_objects(job: dict):
                       timezone="UTC", lag_seconds=job.get("lag_seconds", 0))
     table = {"name": job["table"], "cursor": "updated_at",
              "chunk_rows": job.get("chunk_rows", 50_000)}
+    if job.get("query_rows"):
+        table["query_rows"] = job["query_rows"]
     tenant = Tenant(tenant="bench", cluster="bench", source={"schema": job["schema"]},
                     destination={"project": "hakobu-bench", "dataset": "bench", "location": "US"},
                     schedule={"cron": "0 2 * * *"}, deliver_by="06:00", tables=[table])
@@ -74,50 +77,69 @@ def bench_objects(job: dict):
 
 
 def run_hakobu(job: dict) -> dict:
-    """hakobu's extractor. job["mode"]: "main" (default: the (cursor, pk) pass from `after` up to
-    the run's upper bound, which is a full extraction when `after` is None), "nightly" (main,
-    then the NULL/zero-date cursor passes, as sync_table does), or "full" (the primary-key pass
-    used for tables without a cursor)."""
-    from resources.mysql_source import MySQLSource, iter_chunks
+    """hakobu's extractor. job["mode"]:
+      "initial" (default): a first load as sync_table reads it — the table in primary-key order
+                 over `initial_splits` pk ranges at once (the cluster's max_connections, 2 by
+                 default; job["splits"] overrides), under the cluster's governor, up to the
+                 run's upper bound; last_key is the largest (cursor, pk) read;
+      "main":    the (cursor, pk) pass through the cursor index from `after` up to the upper
+                 bound (an incremental run; a full read when `after` is None);
+      "nightly": main, then the NULL/zero-date cursor passes, as sync_table does;
+      "full":    the primary-key pass used for tables without a cursor."""
+    import pyarrow as pa
+
+    from hakobu.plan import max_key_below
+    from resources.mysql_source import MySQLSource, initial_splits, iter_chunks, iter_parallel
+    from resources.pressure import governor_for
 
     cluster, tenant = bench_objects(job)
     source = MySQLSource(cluster, reader=job.get("reader"))
     plan = source.plan_table(tenant, tenant.tables[0])
     upper, _ = source.upper_bound(plan)
     after = decode_key(job.get("after"))
-    mode = job.get("mode", "main")
-    if mode == "full":
+    mode = job.get("mode", "initial")
+    gov = governor_for(cluster, source)
+    splits = 1
+    if mode == "initial":
+        splits = job.get("splits") or initial_splits(source, plan, gov)
+    elif mode == "full":
         passes = [("full", None, None)]
     else:
         passes = [("main", after, upper)]
         if mode == "nightly":
             side = ("nulls", "zeros") if plan.cursor_is_temporal else ("nulls",)
             passes += [(p, None, None) for p in side]
-    trim = None
-    if job.get("malloc_trim"):   # what-if: hand freed memory back to the OS after every chunk
-        import ctypes
-
-        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    # Arrow's compute kernels initialise on first use (~0.3 s, once per process): like the
+    # imports, that is not part of the read
+    max_key_below(plan, pa.table({k: pa.array([0]).cast(plan.spec(k).arrow_type)
+                                  for k in (plan.cursor, *plan.primary_key)}), None)
     rss0 = vm("VmRSS")
     t0 = time.perf_counter()
     rows = chunks = side_rows = 0
     key = after
-    for pass_, start, bound in passes:
-        for batch, k in iter_chunks(source, plan, pass_, start, bound):
+    if mode == "initial":
+        for batch in iter_parallel(source, plan, "initial", upper, splits, gate=gov):
             rows += batch.num_rows
             chunks += 1
-            if pass_ in ("main", "full"):
+            k = max_key_below(plan, batch, None)
+            if k is not None and (key is None or key < k):
                 key = k
-            else:
-                side_rows += batch.num_rows
             del batch
-            if trim is not None:
-                trim(0)
+    else:
+        for pass_, start, bound in passes:
+            for batch, k in iter_chunks(source, plan, pass_, start, bound, gate=gov):
+                rows += batch.num_rows
+                chunks += 1
+                if pass_ in ("main", "full"):
+                    key = k
+                else:
+                    side_rows += batch.num_rows
+                del batch
     seconds = time.perf_counter() - t0
     source.dispose()
     return {"rows": rows, "seconds": seconds, "chunks": chunks, "rss_before": rss0,
             "side_rows": side_rows, "last_key": encode_key(key), "upper": str(upper),
-            "chunk_rows": plan.chunk_rows}
+            "chunk_rows": plan.chunk_rows, "query_rows": plan.rows_per_query, "splits": splits}
 
 
 def _full_select(job: dict) -> str:

@@ -156,12 +156,16 @@ class Table(_Model):
     cursor: ColumnName | None = None
     exclude: list[ColumnName] = []
     chunk_rows: int = Field(default=50_000, ge=1, le=1_000_000)
+    query_rows: int | None = Field(default=None, ge=1, le=10_000_000)
     without_primary_key: Literal["refuse", "replace"] = "refuse"
     zero_dates: Literal["to_null", "fail"] | None = None
     export_sensitive: list[Identifier] = []
 
     @model_validator(mode="after")
     def _consistent(self) -> "Table":
+        if self.query_rows is not None and self.query_rows < self.chunk_rows:
+            raise ValueError(f"query_rows ({self.query_rows}) must be at least chunk_rows "
+                             f"({self.chunk_rows}): a query streams its rows in chunks")
         overlap = set(self.exclude) & set(self.primary_key or [])
         if overlap:
             raise ValueError(f"primary key column(s) {sorted(overlap)} cannot be excluded")

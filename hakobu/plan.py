@@ -21,6 +21,8 @@ MIN_DATETIME = dt.datetime(1000, 1, 1)
 TEMPORAL = {"date", "datetime", "timestamp"}
 
 Pass = Literal["main", "initial", "nulls", "zeros", "full"]
+QUERY_BYTES = 64 * 2**20        # default size of one keyset query's result (see rows_per_query)
+QUERY_ROWS_MAX = 2_000_000      # and at most this many rows (a few seconds of reading)
 
 
 @dataclass(frozen=True)
@@ -33,16 +35,42 @@ class TablePlan:
     specs: tuple[ColumnSpec, ...]
     primary_key: tuple[str, ...]
     cursor: str | None
-    chunk_rows: int
+    chunk_rows: int                     # rows per Arrow batch handed on (staged, accounted)
     tenant_column: str | None = None
     tenant_value: Any = None
     zero_dates: Literal["to_null", "fail"] = "to_null"
     full_replace: bool = False
     cursor_index: str | None = None     # the index starting with ([tenant column,] cursor)
+    query_rows: int | None = None       # rows per keyset query; None: from QUERY_BYTES
+    row_bytes: int | None = None        # the server's average row length (information_schema)
+    # Date columns are read through a guard that turns zero dates into NULL (types.py); the
+    # guard costs the server ~5-10 % of a plain read. The connectorx reader reads without it
+    # and falls back to it the moment a zero date arrives (resources/mysql_source.iter_chunks).
+    guard_zero_dates: bool = True
     spec_by_name: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "spec_by_name", {s.name: s for s in self.specs})
+
+    @property
+    def rows_per_query(self) -> int:
+        """The LIMIT of one keyset query. Its result streams to the client and is handed on in
+        chunks of chunk_rows as it arrives, so the server and the client work at the same time
+        instead of taking turns per chunk. connectorx reads a query's rows ahead of a consumer
+        that is busy (a MERGE, say) without bound, so a query is bounded in bytes: about
+        HAKOBU_QUERY_BYTES (64 MiB) of the table's average row length, at least one chunk,
+        at most QUERY_ROWS_MAX rows. `query_rows:` in the tenant file sets it outright, and
+        HAKOBU_QUERY_CHUNKS=n (tests) makes it n chunks."""
+        import os
+
+        if self.query_rows is not None:
+            return max(self.query_rows, self.chunk_rows)
+        chunks = int(os.environ.get("HAKOBU_QUERY_CHUNKS") or 0)
+        if chunks > 0:
+            return self.chunk_rows * chunks
+        budget = int(os.environ.get("HAKOBU_QUERY_BYTES") or QUERY_BYTES)
+        rows = budget // max(self.row_bytes or 1024, 64)
+        return max(self.chunk_rows, min(rows, QUERY_ROWS_MAX))
 
     @property
     def cursor_is_temporal(self) -> bool:
@@ -66,8 +94,12 @@ class TablePlan:
         return self.primary_key
 
     @property
+    def has_zero_guards(self) -> bool:
+        return any(s.zero_guarded for s in self.specs)
+
+    @property
     def zero_flag_columns(self) -> list[tuple[int, ColumnSpec]]:
-        if self.zero_dates != "fail":
+        if self.zero_dates != "fail" or not self.guard_zero_dates:
             return []
         return [(i, s) for i, s in enumerate(self.specs) if s.zero_guarded]
 
@@ -107,7 +139,7 @@ def chunk_sql(plan: TablePlan, pass_: Pass, after: tuple | None, upper: Any = No
     table and the optimizer may otherwise choose a full scan + filesort of every row per chunk,
     which is what fills the source's temp space.
     """
-    selects = [s.select_sql for s in plan.specs]
+    selects = [s.select_sql if plan.guard_zero_dates else s.plain_sql for s in plan.specs]
     selects += [zero_flag_select(s, i) for i, s in plan.zero_flag_columns]
     where = []
     if plan.tenant_column is not None:
@@ -134,7 +166,7 @@ def chunk_sql(plan: TablePlan, pass_: Pass, after: tuple | None, upper: Any = No
            f" AS {SRC}{_force_index(plan, pass_)}"
            + (f" WHERE {' AND '.join(where)}" if where else "")
            + f" ORDER BY {', '.join(col_ref(k) + ' ASC' for k in keys)}"
-           + f" LIMIT {int(plan.chunk_rows)}")
+           + f" LIMIT {int(plan.rows_per_query)}")
     return sql
 
 
@@ -175,27 +207,27 @@ def pk_ranges(lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
 
 def max_key_below(plan: TablePlan, batch: pa.Table, upper: Any) -> tuple | None:
     """The largest (cursor, pk) among rows of a pk-ordered read whose cursor is below the run's
-    upper bound: after a complete read of the table, the watermark it may advance to."""
+    upper bound: after a complete read of the table, the watermark it may advance to. Works on
+    the key columns only and copies nothing but the few rows at the top cursor value."""
     import pyarrow.compute as pc
 
     if batch.num_rows == 0 or plan.cursor is None:
         return None
     cur = batch.column(plan.cursor)
     spec = plan.spec(plan.cursor)
+    mask = pc.is_valid(cur)
     if upper is not None:
         bound = pa.scalar(_to_delivered(spec, upper), type=cur.type)
-        mask = pc.and_(pc.is_valid(cur), pc.less(cur, bound))
-    else:
-        mask = pc.is_valid(cur)
-    sub = batch.filter(mask)
-    if sub.num_rows == 0:
+        mask = pc.and_(mask, pc.less(cur, bound))
+    top = pc.max(cur.filter(mask))
+    if not top.is_valid:
         return None
-    top = pc.max(sub.column(plan.cursor))
-    at_top = sub.filter(pc.equal(sub.column(plan.cursor), top))
-    idx = pc.sort_indices(at_top, sort_keys=[(k, "descending") for k in plan.primary_key])[0]
-    row = at_top.take([idx.as_py()])
-    return tuple(to_source_value(plan.spec(k), row.column(k)[0].as_py())
-                 for k in (plan.cursor, *plan.primary_key))
+    at_top = pc.indices_nonzero(pc.and_(mask, pc.equal(cur, top)))
+    rows = batch.select(list(plan.primary_key)).take(at_top)
+    idx = pc.sort_indices(rows, sort_keys=[(k, "descending") for k in plan.primary_key])[0]
+    row = rows.take([idx.as_py()])
+    return (to_source_value(spec, top.as_py()),
+            *(to_source_value(plan.spec(k), row.column(k)[0].as_py()) for k in plan.primary_key))
 
 
 def _to_delivered(spec: ColumnSpec, value: Any) -> Any:

@@ -265,9 +265,6 @@ def sync_table(source: MySQLSource, dest: BigQueryDestination | None, tenant: Te
     return res
 
 
-SPLIT_MIN_ROWS = int(os.environ.get("HAKOBU_SPLIT_MIN_ROWS", "200000"))
-
-
 def initial_load(source, plan, fan, sinks, upper, gov, res, hooks, flush, lock, run_id) -> None:
     """The first load of a table: every row with cursor < upper, read in primary-key order
     (sequential on the clustered index; the cursor index would cost a random lookup per row),
@@ -275,8 +272,8 @@ def initial_load(source, plan, fan, sinks, upper, gov, res, hooks, flush, lock, 
     (cursor, pk) read — every row at or below it has been read — and is written only once the
     whole pass is merged: an interrupted initial load starts over, which the MERGE makes
     harmless."""
-    from hakobu.plan import max_key_below, splittable
-    from resources.mysql_source import iter_parallel
+    from hakobu.plan import max_key_below
+    from resources.mysql_source import initial_splits, iter_parallel
 
     res.mode = "initial"
     top = None
@@ -286,12 +283,7 @@ def initial_load(source, plan, fan, sinks, upper, gov, res, hooks, flush, lock, 
         res.rows_read += rows
         hooks("after_chunk", table=plan.table, rows=res.rows_read)
 
-    parts = 1
-    if splittable(plan) and gov.max_conn and gov.max_conn > 1:
-        bounds = source.pk_bounds(plan)
-        if bounds and bounds[1] - bounds[0] >= SPLIT_MIN_ROWS:
-            parts = gov.max_conn
-    res.splits = parts
+    parts = res.splits = initial_splits(source, plan, gov)
     with staging(sinks):
         for batch in iter_parallel(source, plan, "initial", upper, parts, on_chunk, gov):
             fan.write(batch)

@@ -70,6 +70,12 @@ class ColumnSpec:
     def name(self) -> str:
         return self.info.name
 
+    @property
+    def plain_sql(self) -> str:
+        """The column as stored, without the zero-date guard (see TablePlan.guard_zero_dates)."""
+        q = quote_ident(self.info.name)
+        return f"{q} AS {q}" if self.zero_guarded else self.select_sql
+
 
 def _zero_guard(col: str, unit: str = "SECOND") -> str:
     """NULL for zero dates and zero-in-date values; the same value otherwise. Date arithmetic

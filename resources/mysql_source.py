@@ -8,6 +8,7 @@ Every session runs with time_zone '+00:00' so TIMESTAMP values arrive as UTC.
 """
 
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import re
@@ -23,7 +24,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from hakobu.config import Cluster, Table, Tenant
-from hakobu.errors import SchemaError, SourceError, SourceUnavailable, TypeContractError
+from hakobu.errors import (HakobuError, SchemaError, SourceError, SourceUnavailable,
+                           TypeContractError)
 from hakobu.plan import MIN_DATETIME, TablePlan
 from hakobu.types import ZERO_FLAG_PREFIX, ColumnInfo, column_spec, conform, python_column
 
@@ -43,6 +45,8 @@ def _malloc_trim():
 
 
 _TRIM = _malloc_trim()
+STREAM_BATCH_ROWS = 16_384   # rows per batch connectorx decodes
+TRIM_EVERY = int(os.environ.get("HAKOBU_TRIM_EVERY", "4"))
 _BQ_COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,299}")
 READERS = ("connectorx", "pymysql")
 
@@ -52,6 +56,7 @@ class Reflected:
     columns: list[ColumnInfo]
     primary_key: list[str]
     indexes: dict[str, list[str]]      # index name → columns in order
+    row_bytes: int | None = None       # AVG_ROW_LENGTH (an estimate; None when unknown)
 
 
 class MySQLSource:
@@ -66,6 +71,13 @@ class MySQLSource:
         self.datetime_as = datetime_as
         self._password = cluster.password()
         self._engine: sa.Engine | None = None
+        self._zero_dated: set[tuple[str, str]] = set()   # (schema, table) known to hold some
+
+    def has_zero_dates(self, plan: TablePlan) -> bool:
+        return (plan.schema, plan.table) in self._zero_dated
+
+    def saw_zero_dates(self, plan: TablePlan) -> None:
+        self._zero_dated.add((plan.schema, plan.table))
 
     # -- connections ----------------------------------------------------------------------
 
@@ -148,6 +160,9 @@ class MySQLSource:
                 "SELECT INDEX_NAME, COLUMN_NAME, NON_UNIQUE FROM information_schema.STATISTICS "
                 "WHERE TABLE_SCHEMA = :s AND TABLE_NAME = :t ORDER BY INDEX_NAME, SEQ_IN_INDEX"),
                 {"s": schema, "t": table}).all()
+            avg = c.execute(sa.text(
+                "SELECT AVG_ROW_LENGTH FROM information_schema.TABLES "
+                "WHERE TABLE_SCHEMA = :s AND TABLE_NAME = :t"), {"s": schema, "t": table}).scalar()
         indexes: dict[str, list[str]] = {}
         for name, col, _ in stats:
             indexes.setdefault(name, []).append(col)
@@ -156,7 +171,8 @@ class MySQLSource:
                               datetime_precision=r[6],
                               is_json=r[1].lower() == "json" or r[0] in json_cols)
                    for r in cols]
-        return Reflected(columns, indexes.get("PRIMARY", []), indexes)
+        return Reflected(columns, indexes.get("PRIMARY", []), indexes,
+                         int(avg) if avg else None)
 
     @staticmethod
     def _json_columns(conn, schema: str, table: str, names: list[str]) -> set[str]:
@@ -232,7 +248,8 @@ class MySQLSource:
                 raise SchemaError(str(exc)) from exc
         return TablePlan(tenant=t, schema=schema, table=name, specs=tuple(specs),
                          primary_key=tuple(pk), cursor=None if full_replace else cursor,
-                         chunk_rows=table.chunk_rows, tenant_column=tcol,
+                         chunk_rows=table.chunk_rows, query_rows=table.query_rows,
+                         row_bytes=refl.row_bytes, tenant_column=tcol,
                          tenant_value=tenant.source.tenant_value,
                          zero_dates=table.zero_dates or cluster.zero_dates,
                          full_replace=full_replace, cursor_index=cursor_index)
@@ -322,32 +339,58 @@ class MySQLSource:
 
     def stream(self, plan: TablePlan, sql: str, batch_rows: int = 50_000) -> Iterator[pa.Table]:
         """Stream one query's result in batches, decoded on the client as it arrives (the
-        server sends rows as it produces them; no server-side cursor, no temp table for a
-        plain scan). Used only for tables without a key, which cannot be chunked."""
+        server sends rows as it produces them; no server-side cursor, and no temp table for the
+        keyset queries, which follow an index). Every chunk read goes through here. pymysql's
+        unbuffered cursor stops the server when the consumer pauses (TCP back-pressure);
+        connectorx reads on into memory, which is why queries are bounded in bytes
+        (TablePlan.rows_per_query)."""
         with self._errors("streaming", tenant=plan.tenant, table=plan.table):
             if self.reader == "connectorx":
                 import connectorx as cx
 
-                try:
-                    reader = cx.read_sql(self._cx_url(), sql, return_type="arrow_stream",
-                                         batch_size=batch_rows,
-                                         pre_execution_query=[SESSION_INIT])
-                except BaseException as exc:
-                    if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
-                        raise
-                    text = self._redact(str(exc))
-                    cls = SourceUnavailable if _cx_transient(text) else SourceError
-                    raise cls(f"connectorx: {text}") from None
-                for batch in reader:
-                    raw = pa.Table.from_batches([batch])
+                def handed(parts: list) -> pa.Table:
+                    raw = pa.Table.from_batches(parts)
                     out = conform(raw, list(plan.specs))
                     if plan.zero_flag_columns:
                         self._fail_on_zero_dates(plan, raw, out)
-                    yield out
+                    return out
+
+                try:
+                    # connectorx reads a few batches ahead of the consumer: small batches keep
+                    # that buffer small; they are handed on in chunks of batch_rows (zero-copy)
+                    reader = cx.read_sql(self._cx_url(), sql, return_type="arrow_stream",
+                                         batch_size=min(batch_rows, STREAM_BATCH_ROWS),
+                                         pre_execution_query=[SESSION_INIT])
+                    batches = iter(reader)
+                    parts, rows = [], 0
+                    while True:
+                        try:
+                            batch = next(batches)
+                        except StopIteration:
+                            break
+                        if batch.num_rows == 0:
+                            continue
+                        parts.append(batch)
+                        rows += batch.num_rows
+                        del batch
+                        if rows >= batch_rows:
+                            out = handed(parts)
+                            parts, rows = [], 0
+                            yield out
+                            del out
+                    if parts:
+                        yield handed(parts)
+                except HakobuError:
+                    raise
+                except BaseException as exc:  # a Rust panic is a BaseException
+                    if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+                        raise
+                    raise self._cx_error(exc) from None
                 return
             import pymysql.cursors
 
             conn = self.engine.raw_connection()
+            finished, cur = False, None
             try:
                 cur = conn.cursor(pymysql.cursors.SSCursor)  # unbuffered: client-side streaming
                 cur.execute(sql)
@@ -359,8 +402,15 @@ class MySQLSource:
                         self._fail_on_zero_dates(plan, raw, out)
                     yield out
                 cur.close()
+                finished = True
             finally:
-                conn.close()
+                if finished:
+                    conn.close()
+                else:    # left mid-result: drop the socket rather than drain the rest
+                    result = getattr(cur, "_result", None)
+                    if result is not None:     # or its __del__ would read the closed socket
+                        result.unbuffered_active = False
+                    conn.invalidate()
 
     def _read_cx(self, sql: str) -> pa.Table:
         import connectorx as cx
@@ -371,10 +421,15 @@ class MySQLSource:
         except BaseException as exc:  # a Rust panic is a BaseException (pyo3 PanicException)
             if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
                 raise
-            text = self._redact(str(exc))
-            if _cx_transient(text):
-                raise SourceUnavailable(f"connectorx: {text}") from None
-            raise SourceError(f"connectorx: {text}") from None
+            raise self._cx_error(exc) from None
+
+    def _cx_error(self, exc: BaseException) -> SourceError:
+        """connectorx reports everything as text: connection loss is transient, the rest not."""
+        text = self._redact(str(exc))
+        if _CX_ZERO_DATE in text:
+            return ZeroDateRead(f"connectorx: {text}")
+        cls = SourceUnavailable if _cx_transient(text) else SourceError
+        return cls(f"connectorx: {text}")
 
     def _read_py(self, plan: TablePlan, sql: str) -> pa.Table:
         conn = self.engine.raw_connection()
@@ -415,6 +470,13 @@ class MySQLSource:
                          "to deliver such values as NULL")
 
 
+class ZeroDateRead(SourceError):
+    """A zero date reached connectorx through an unguarded read: read again with the guard."""
+
+
+# how connectorx (mysql_common) refuses a zero date or zero-in-date value
+_CX_ZERO_DATE = "Couldn't convert the value `Date("
+
 # connectorx reports connection loss (server restart, KILL, network) only as text
 _CX_TRANSIENT = ("connection", "io error", "ioerror", "disconnect", "broken pipe", "timed out", "server has gone away",
                  "lost connection", "killed", "reset by peer", "unexpected eof",
@@ -426,8 +488,24 @@ def _cx_transient(text: str) -> bool:
     return any(marker in low for marker in _CX_TRANSIENT)
 
 
+SPLIT_MIN_ROWS = int(os.environ.get("HAKOBU_SPLIT_MIN_ROWS", "200000"))
+
+
+def initial_splits(source: MySQLSource, plan: TablePlan, gov) -> int:
+    """How many primary-key ranges a first load reads at once: the cluster's max_connections
+    (gov.max_conn) for a table with a single integer key spanning at least SPLIT_MIN_ROWS
+    values, else one."""
+    from hakobu.plan import splittable
+
+    if splittable(plan) and gov.max_conn and gov.max_conn > 1:
+        bounds = source.pk_bounds(plan)
+        if bounds and bounds[1] - bounds[0] >= SPLIT_MIN_ROWS:
+            return gov.max_conn
+    return 1
+
+
 def iter_parallel(source: MySQLSource, plan: TablePlan, pass_: str, upper: Any, parts: int,
-                  on_chunk=None, gate=None, queue_depth: int = 4) -> Iterator[pa.Table]:
+                  on_chunk=None, gate=None, queue_depth: int = 2) -> Iterator[pa.Table]:
     """Read a whole pass over `parts` primary-key ranges at once (each a keyset reader under the
     governor), yielding chunks as they arrive — so one big table does not serialize a night.
     Order across ranges is not kept (the staging MERGE does not need it)."""
@@ -442,6 +520,11 @@ def iter_parallel(source: MySQLSource, plan: TablePlan, pass_: str, upper: Any, 
             yield batch
         return
     ranges = pk_ranges(bounds[0], bounds[1], parts)
+    # n streams at once hold what one would: chunks and queries 1/n the size
+    n = len(ranges)
+    chunk = max(1, plan.chunk_rows // n)
+    plan = dataclasses.replace(plan, chunk_rows=chunk,
+                               query_rows=max(chunk, plan.rows_per_query // n))
     q: queue.Queue = queue.Queue(maxsize=queue_depth)
     done = object()
     stop = threading.Event()
@@ -501,21 +584,59 @@ def _utc(seconds: float) -> dt.datetime:
 def iter_chunks(source: MySQLSource, plan: TablePlan, pass_: str, after: tuple | None,
                 upper: Any, on_chunk=None, gate=None,
                 pk_range: tuple[int, int] | None = None) -> Iterator[tuple[pa.Table, tuple]]:
-    """Yield (chunk, key after it) until a chunk comes back short. Each read holds a slot of
-    the cluster's governor (gate), released before the chunk is handed on."""
+    """Yield (chunk, key after it) for one pass, in key order.
+
+    Each keyset query asks for up to plan.rows_per_query rows; its result streams to the client
+    and is handed on in chunks of plan.chunk_rows as it arrives (the server keeps producing
+    while the client decodes: no turn-taking per chunk). A query that returns fewer rows than
+    its LIMIT ends the pass; otherwise the next one starts after the last key. Each query holds
+    a slot of the cluster's governor (gate); between chunks the governor may pace the read
+    (ReadGovernor.pace).
+
+    Date columns are read without the zero-date guard by connectorx, which refuses a zero date
+    loudly rather than misread it: at the first one, the query is run again guarded from the
+    last key handed on, and this source reads the table guarded from then on."""
     from hakobu.plan import chunk_sql, last_key
 
+    limit = plan.rows_per_query
+    pace = getattr(gate, "pace", None)
+    # Read without the zero-date guard while no zero date has been seen (connectorx only: it
+    # refuses one loudly instead of misreading it); the zeros pass selects them on purpose.
+    fast = (source.reader == "connectorx" and plan.guard_zero_dates and plan.has_zero_guards
+            and pass_ != "zeros" and not source.has_zero_dates(plan))
+    rplan = dataclasses.replace(plan, guard_zero_dates=False) if fast else plan
+    handed = 0
     while True:
-        sql = chunk_sql(plan, pass_, after, upper, pk_range=pk_range)
-        t0 = time.monotonic()
+        sql = chunk_sql(rplan, pass_, after, upper, pk_range=pk_range)
+        got = 0
         slot = gate.slot(plan.tenant, plan.table) if gate is not None else contextlib.nullcontext()
-        with slot:
-            batch = source.read_chunk(plan, sql)
-        if on_chunk is not None:
-            on_chunk(batch.num_rows, time.monotonic() - t0)
-        if batch.num_rows == 0:
+        try:
+            with slot:
+                t0 = time.monotonic()
+                for batch in source.stream(rplan, sql, plan.chunk_rows):
+                    if batch.num_rows == 0:
+                        continue
+                    got += batch.num_rows
+                    if on_chunk is not None:
+                        on_chunk(batch.num_rows, time.monotonic() - t0)
+                    after = last_key(plan, batch, pass_)
+                    yield batch, after
+                    del batch
+                    handed += 1
+                    if handed % TRIM_EVERY == 0:
+                        _TRIM(0)
+                    if pace is not None:
+                        pace(plan.tenant, plan.table)
+                    t0 = time.monotonic()
+        except ZeroDateRead:
+            if rplan is plan:
+                raise
+            source.saw_zero_dates(plan)
+            rplan = plan                 # the same query again, guarded, from the last key
+            continue
+        if got == 0 and on_chunk is not None:
+            on_chunk(0, time.monotonic() - t0)
+        if got < limit:
             return
-        after = last_key(plan, batch, pass_)
-        yield batch, after
-        if batch.num_rows < plan.chunk_rows:
-            return
+        if pk_range is not None and pass_ != "main" and after[-1] >= pk_range[1] - 1:
+            return                       # the split's last key was read: nothing can follow

@@ -1,6 +1,7 @@
 """Read pressure: how many chunk reads may run at once on a source cluster, and how fast.
 
-Every chunk read holds `ReadGovernor.slot()`. The governor, one per cluster and process:
+Every keyset query holds `ReadGovernor.slot()` while it streams, and calls `pace()` between the
+chunks it hands on. The governor, one per cluster and process:
 - admits a read only while the *measured* read pressure of the server is within the cluster's
   budget: a leaky bucket on the server's own counters (locally `SHOW GLOBAL STATUS`, on RDS a
   CloudWatch probe behind the same interface). The counters are server-wide, so every process
@@ -269,6 +270,26 @@ class ReadGovernor:
             with self._cond:
                 self._active -= 1
                 self._cond.notify_all()
+
+    def pace(self, tenant: str = "", table: str = "") -> None:
+        """Between the chunks of one streamed query (its slot held): wait while the server's
+        measured reads are over budget or the probe says pause. With the pymysql reader the
+        server stops with the consumer (TCP back-pressure); connectorx reads the rest of the
+        query ahead (at most rows_per_query, about 64 MiB), so there the pause takes effect at
+        the next query."""
+        if self.probe is None:
+            return
+        t0 = self._clock()
+        with self._cond:
+            while True:
+                self._observe_locked()
+                if not self._paused and self._excess <= self.rate_limit * self.burst_seconds:
+                    break
+                self._cond.wait(timeout=self.interval)
+        waited = self._clock() - t0
+        if waited > 0.001:
+            with self._cond:
+                self._throttled[(tenant, table)] += waited
 
     def throttled_seconds(self, tenant: str, table: str) -> float:
         with self._cond:

@@ -13,6 +13,10 @@ from hakobu.localenv.emulator import start_emulator
 from hakobu.localenv.mariadb import ensure_mysql
 
 REPO = Path(__file__).resolve().parent.parent
+# Keyset queries stream several chunks each (hakobu.plan.TablePlan.rows_per_query); with the
+# small chunk_rows of the tests, three chunks per query makes every multi-chunk test cross query
+# boundaries (the keyset continuation) as well as chunk boundaries inside one streamed query.
+os.environ.setdefault("HAKOBU_QUERY_CHUNKS", "3")
 STATE = Path(os.environ.get("HAKOBU_TEST_STATE", REPO / ".local" / "test"))
 
 

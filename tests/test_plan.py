@@ -34,9 +34,10 @@ def test_string_literals_cannot_escape():
 
 
 def test_keyset_form_is_expanded_never_offset_or_row_constructor():
-    q = chunk_sql(plan(), "main", (dt.datetime(2026, 1, 1), 7), dt.datetime(2026, 2, 1))
+    q = chunk_sql(plan(query_rows=400), "main", (dt.datetime(2026, 1, 1), 7),
+                  dt.datetime(2026, 2, 1))
     assert "OFFSET" not in q and "(_src.`updated_at`, _src.`id`)" not in q
-    assert "FORCE INDEX (`ix`)" in q and q.endswith("LIMIT 100")
+    assert "FORCE INDEX (`ix`)" in q and q.endswith("LIMIT 400")
     assert ("_src.`updated_at` > '2026-01-01 00:00:00.000000' OR (_src.`updated_at` = "
             "'2026-01-01 00:00:00.000000' AND (_src.`id` > 7))") in q
     assert "_src.`updated_at` < '2026-02-01 00:00:00.000000'" in q
@@ -76,3 +77,33 @@ def test_max_key_below_the_upper_bound():
     assert max_key_below(p, batch, t(2026, 1, 5)) == (t(2026, 1, 3), 4)
     assert max_key_below(p, batch, t(2026, 1, 1)) is None
     assert splittable(p) and not splittable(plan(primary_key=("we`ird",)))
+
+
+def test_rows_per_query_is_bounded_in_bytes(monkeypatch):
+    """A query streams several chunks, but its result stays about HAKOBU_QUERY_BYTES: connectorx
+    reads a query's rows ahead of a busy consumer, so the query size bounds that memory."""
+    monkeypatch.delenv("HAKOBU_QUERY_CHUNKS", raising=False)
+    monkeypatch.delenv("HAKOBU_QUERY_BYTES", raising=False)
+    assert plan(row_bytes=300).rows_per_query == 64 * 2**20 // 300       # 223,696 rows
+    assert plan(row_bytes=10).rows_per_query == 64 * 2**20 // 64         # tiny rows: capped
+    assert plan(row_bytes=None).rows_per_query == 64 * 2**20 // 1024     # unknown: 1 KiB/row
+    assert plan(row_bytes=1, chunk_rows=5_000_000).rows_per_query == 5_000_000  # >= one chunk
+    monkeypatch.setenv("HAKOBU_QUERY_BYTES", str(2**20))
+    assert plan(row_bytes=2**19, chunk_rows=1).rows_per_query == 2
+    assert plan(row_bytes=2**19, query_rows=7).rows_per_query == 100      # never below a chunk
+    assert plan(row_bytes=2**19, query_rows=700).rows_per_query == 700
+    monkeypatch.setenv("HAKOBU_QUERY_CHUNKS", "3")
+    assert plan(row_bytes=300).rows_per_query == 300
+    assert chunk_sql(plan(row_bytes=300), "full", None, None).endswith("LIMIT 300")
+
+
+def test_unguarded_plan_reads_dates_as_stored():
+    """Without the zero-date guard (connectorx's fast path) dates are plain columns and no
+    zero-flag columns are selected; the guarded plan keeps both."""
+    guarded = plan(zero_dates="fail")
+    fast = plan(zero_dates="fail", guard_zero_dates=False)
+    g, f = chunk_sql(guarded, "initial", None, None), chunk_sql(fast, "initial", None, None)
+    assert "INTERVAL 0 SECOND" in g and "__hakobu_zero_" in g
+    assert "INTERVAL 0" not in f and "__hakobu_zero_" not in f
+    assert "`updated_at` AS `updated_at`" in f
+    assert guarded.zero_flag_columns and not fast.zero_flag_columns

@@ -241,9 +241,9 @@ def test_initial_load_in_parallel_pk_ranges(sql, schema, dataset, make_config, b
     """A big table's first load is read over several primary-key ranges at once (in pk order,
     not through the cursor index); the watermark is the largest key read, so the next run
     reads only what changed."""
-    import hakobu.sync as hs
+    import resources.mysql_source as ms
 
-    monkeypatch.setattr(hs, "SPLIT_MIN_ROWS", 100)
+    monkeypatch.setattr(ms, "SPLIT_MIN_ROWS", 100)
     make_orders(sql, schema, n=900)
     sql(f"UPDATE `{schema}`.orders SET updated_at = NULL WHERE id IN (5, 6)")
     config = make_config({"a": (schema, dataset, ORDERS.format(chunk=50))},
