@@ -10,10 +10,17 @@ When tenants/warehouse.yaml enables the internal warehouse, the same step also m
 
 A run tagged `hakobu/mode: full-reload` (the `backfill` job sets it) reloads the selected
 tables in full through shadow tables instead (hakobu.backfill), logging progress lines.
+
+Each customer table carries two checks, declared here (`check_specs`) so the delivery step
+reports them itself: `in_sync_with_source` from the comparison the sync made anyway
+(assets/checks.py) and `delivered_by_deadline` (assets/deadlines.py). Separate check steps
+would cost every tenant's run two more steps per table and a second scan of the source.
 """
 
+import datetime as dt
 import logging
 import time
+import warnings
 
 import dagster as dg
 
@@ -63,17 +70,29 @@ def build_customer_assets(config: Config, partitions: dg.StaticPartitionsDefinit
                                partitions_def=partitions)
                   for name in table_names(config)]
 
-    @dg.multi_asset(name="customer_tables", specs=specs, can_subset=True, pool=POOL,
-                    partitions_def=partitions)
+    from assets import checks, deadlines
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)   # partitioned checks: preview
+        check_specs = [dg.AssetCheckSpec(name, asset=customer_key(table), description=text,
+                                         partitions_def=partitions)
+                       for table in table_names(config)
+                       for name, text in ((checks.CHECK_NAME, checks.DESCRIPTION),
+                                          (deadlines.CHECK_NAME, deadlines.DESCRIPTION))]
+
+    @dg.multi_asset(name="customer_tables", specs=specs, check_specs=check_specs,
+                    can_subset=True, pool=POOL, partitions_def=partitions)
     def customer_tables(context: dg.AssetExecutionContext):
         tenant_id = context.partition_key
         tenant = config.tenant(tenant_id)
         selected = context.selected_asset_keys
         cust = {k.path[-1] for k in selected if k.path[0] == "customer"}
         wh = {k.path[-1] for k in selected if k.path[0] == "warehouse"}
+        wanted = {(k.asset_key.path[-1], k.name) for k in context.selected_asset_check_keys}
         tables = [t.name for t in tenant.tables if t.name in cust | wh]
         if not tables:
-            context.log.info(f"tenant {tenant_id} has none of the selected tables")
+            context.log.info(f"tenant {tenant_id} delivers none of the selected tables")
+            yield from check_results(context, tenant_id, wanted, {}, set())
             return
         log = context.log
         full_reload = context.run.tags.get(MODE_TAG) == FULL_RELOAD
@@ -91,6 +110,7 @@ def build_customer_assets(config: Config, partitions: dg.StaticPartitionsDefinit
 
         kw = dict(tables=tables, run_id=context.run_id[:12], on_result=result,
                   customer=bool(cust), warehouse=None if wh else False)
+        verify = any(name == checks.CHECK_NAME and t in cust for t, name in wanted)
         if full_reload:
             log.info(f"full reload (backfill) of {tenant_id}: {', '.join(tables)}")
             last: dict[str, float] = {}
@@ -104,7 +124,7 @@ def build_customer_assets(config: Config, partitions: dg.StaticPartitionsDefinit
 
             results = backfill_tenant(config, tenant_id, on_progress=progress, **kw)
         else:
-            results = sync_tenant(config, tenant_id, **kw)
+            results = sync_tenant(config, tenant_id, verify=verify, **kw)
         for r in results:
             if r.ok and r.table in cust:
                 yield dg.MaterializeResult(asset_key=customer_key(r.table),
@@ -113,6 +133,9 @@ def build_customer_assets(config: Config, partitions: dg.StaticPartitionsDefinit
                 yield dg.MaterializeResult(asset_key=warehouse_key(r.table),
                                            metadata={"tenant": tenant_id,
                                                      **r.warehouse_metadata()})
+        delivered = {r.table: r for r in results if r.ok and r.table in cust}
+        yield from check_results(context, tenant_id, wanted, delivered,
+                                 {r.table for r in results if not r.ok})
         failed = [r for r in results if not r.ok]
         wh_failed = [r for r in results if r.ok and r.table in wh and r.warehouse != "ok"]
         if failed or wh_failed:
@@ -123,6 +146,24 @@ def build_customer_assets(config: Config, partitions: dg.StaticPartitionsDefinit
                             + "; ".join(problems),
                 metadata={**{r.table: r.error or "" for r in failed},
                           **{f"warehouse/{r.table}": r.warehouse_error or "" for r in wh_failed}})
+
+    def check_results(context, tenant_id: str, wanted: set, delivered: dict, failed: set):
+        """The selected checks' results: from this run's deliveries where there are some, else
+        evaluated on their own (a check-only run). A table that failed to load gets none: the
+        step's failure says it, and the deadline sensor reports it once the deadline passes."""
+        now = dt.datetime.now(dt.timezone.utc)
+        for table, name in sorted(wanted):
+            if table in failed:
+                continue
+            if name == checks.CHECK_NAME:
+                r = delivered.get(table)
+                if r is not None and r.check is not None:
+                    yield checks.result(tenant_id, table, r.check)
+                else:
+                    yield checks.evaluate(config, tenant_id, table)
+            elif name == deadlines.CHECK_NAME:
+                yield deadlines.result(config, context.instance, tenant_id, table, now,
+                                       delivered=table in delivered)
 
     logging.getLogger("hakobu").setLevel(logging.INFO)
     return customer_tables

@@ -1,9 +1,9 @@
 """Delivery deadlines as Dagster asset checks: `delivered_by_deadline` on every customer table,
-partitioned by tenant like the table.
+partitioned by tenant like the table (declared on the customer multi-asset, assets/customer.py).
 
-Two evaluators of the same check. Inside every delivery run (the check runs after its table is
-materialized) it judges the latest scheduled run's window: passed with the margin, or failed
-with how late the delivery finished. But a deadline fails precisely when the run did not happen,
+Two evaluators of the same check. Inside every delivery run (the delivery step reports it after
+the table's materialization) it judges the latest scheduled run's window: passed with the
+margin, or failed with how late the delivery finished. But a deadline fails precisely when the run did not happen,
 is stuck or failed — then there is no run to execute a check in; so the `delivery_deadlines`
 sensor looks at the event log every minute (no run launched, nothing read from the sources)
 and, per tenant:
@@ -17,56 +17,37 @@ deadline, the check passes as "not delivered yet; due HH:MM".
 
 import datetime as dt
 import json
-import warnings
 from collections.abc import Callable
 
 import dagster as dg
 
-from assets.customer import customer_key, table_names, tenant_partitions
+from assets.customer import customer_key
 from hakobu.config import Config
 from hakobu.deadlines import UTC, judge, run_window, window
 from hakobu.status import first_delivery_since
 
 CHECK_NAME = "delivered_by_deadline"
+DESCRIPTION = ("delivered to the tenant's dataset by the tenant's deliver_by time: evaluated "
+               "after each delivery run (its margin, or how late it finished) and by the "
+               "delivery_deadlines sensor once a deadline passes (how late when nothing arrived)")
 SENSOR_NAME = "delivery_deadlines"
 
 
-def evaluation(config: Config, instance: dg.DagsterInstance, tenant_id: str, table: str,
-               now: dt.datetime):
-    """The check as executed in a run: the latest scheduled run's window (see run_window)."""
+def result(config: Config, instance: dg.DagsterInstance, tenant_id: str, table: str,
+           now: dt.datetime, delivered: bool) -> dg.AssetCheckResult:
+    """The check's result inside a run; `delivered`: this run has just delivered the table
+    (its materialization is in the event log, or else now is taken as the delivery time)."""
+    key = dict(asset_key=customer_key(table), check_name=CHECK_NAME)
+    if table not in {t.name for t in config.tenant(tenant_id).tables}:
+        return dg.AssetCheckResult(**key, passed=True,
+                                   description=f"{tenant_id} does not deliver {table}")
     tenant = config.tenant(tenant_id)
     w = run_window(tenant, now)
-    v = judge(w, first_delivery_since(instance, tenant_id, table, w.opens), now)
-    return w, v
-
-
-def _check_for(config: Config, table: str, partitions, clock) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=customer_key(table), name=CHECK_NAME, partitions_def=partitions,
-                    description=f"{table} was delivered to the tenant's dataset by the tenant's "
-                                "deliver_by time: evaluated after each delivery run (its "
-                                "margin, or how late it finished) and by the "
-                                "delivery_deadlines sensor once a deadline passes (how late "
-                                "when nothing arrived)")
-    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        tenant_id = context.partition_key
-        if table not in {t.name for t in config.tenant(tenant_id).tables}:
-            return dg.AssetCheckResult(passed=True, description=f"{tenant_id} does not deliver "
-                                                                f"{table}")
-        _, v = evaluation(config, context.instance, tenant_id, table, clock())
-        return dg.AssetCheckResult(passed=v.passed, severity=dg.AssetCheckSeverity.ERROR,
-                                   description=v.description,
-                                   metadata={"tenant": tenant_id, **v.metadata})
-
-    return _check
-
-
-def build_deadline_checks(config: Config, partitions=None, clock: Callable[[], dt.datetime]
-                          | None = None) -> list[dg.AssetChecksDefinition]:
-    partitions = partitions or tenant_partitions(config)
-    clock = clock or (lambda: dt.datetime.now(UTC))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.PreviewWarning)   # partitioned checks: preview
-        return [_check_for(config, name, partitions, clock) for name in table_names(config)]
+    first = first_delivery_since(instance, tenant_id, table, w.opens)
+    v = judge(w, first or (now if delivered else None), now)
+    return dg.AssetCheckResult(**key, passed=v.passed, severity=dg.AssetCheckSeverity.ERROR,
+                               description=v.description,
+                               metadata={"tenant": tenant_id, **v.metadata})
 
 
 def evaluate_deadlines(config: Config, instance: dg.DagsterInstance, cursor: dict,

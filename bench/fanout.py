@@ -231,7 +231,7 @@ def _instrument(acc: dict) -> list:
                                               "drop_stale_staging", "ensure_table",
                                               "read_watermark", "write_watermark", "merge",
                                               "_load_staging", "sql", "rows")),
-                       (MySQLSource, ("ping", "plan_table", "upper_bound", "read_chunk"))):
+                       (MySQLSource, ("ping", "plan_table", "upper_bound"))):
         for name in names:
             orig = getattr(cls, name, None)
             if orig is None:

@@ -137,7 +137,7 @@ def main(argv=None) -> int:
                     "logical page reads (`Innodb_buffer_pool_read_requests`) "
                     f"{m['logical_page_reads']['on']:,} on vs {m['logical_page_reads']['off']:,} "
                     f"off, physical {m['physical_page_reads']['on']:,} vs "
-                    f"{m['physical_page_reads']['off']:,}, chunk queries "
+                    f"{m['physical_page_reads']['off']:,}, chunks "
                     f"{m['chunk_queries']['on']} vs {m['chunk_queries']['off']} (lowest of "
                     f"{m['reps']} runs each).")
             elif block == "fanout":

@@ -69,6 +69,9 @@ class TableResult:
     warehouse_rows_merged: int = 0
     warehouse_watermark: str = "-"
     extra: dict = field(default_factory=dict)   # backfill and hook metadata
+    # the customer table compared with the source after this run (verify=True, or every
+    # incremental run's reconcile): a hakobu.checksums.Comparison, or None
+    check: object = field(default=None, repr=False)
 
     def metadata(self) -> dict:
         return {"rows_read": self.rows_read, "rows_merged": self.rows_merged,
@@ -156,9 +159,12 @@ class _Fanout:
 def sync_table(source: MySQLSource, dest: BigQueryDestination | None, tenant: Tenant,
                table_name: str, *, run_id: str, governor: ReadGovernor | None = None,
                hooks: Hooks = NO_HOOKS, state_lock: "threading.Lock | None" = None,
-               plan: TablePlan | None = None, warehouse=None) -> TableResult:
+               plan: TablePlan | None = None, warehouse=None,
+               verify: bool = False) -> TableResult:
     """Deliver one table into `dest` (the customer's dataset; None: not this run) and, with a
-    hakobu.warehouse.WarehouseTarget, into the warehouse — from one read."""
+    hakobu.warehouse.WarehouseTarget, into the warehouse — from one read. With verify, the
+    customer table is compared with the source afterwards whatever the mode (res.check): what
+    the Dagster check `in_sync_with_source` reports, without a second scan."""
     t0 = time.monotonic()
     res = TableResult(tenant.tenant, table_name, customer=dest is not None)
     table_cfg = tenant.table(table_name)
@@ -259,7 +265,7 @@ def sync_table(source: MySQLSource, dest: BigQueryDestination | None, tenant: Te
         res.watermark_utc = watermark_utc(plan, _first_key(sinks), source.cluster.timezone)
         res.complete_to_utc = bound_utc(res.bound)
     _summarise(res, sinks)
-    after_table(source, plan, sinks, res, hooks, gov, run_id)
+    after_table(source, plan, sinks, res, hooks, gov, run_id, verify=verify)
     res.throttled_s = gov.throttled_seconds(tenant.tenant, table_name)
     res.duration_s = time.monotonic() - t0
     return res
@@ -311,15 +317,20 @@ RECONCILE = os.environ.get("HAKOBU_RECONCILE", "1") != "0"
 
 
 def after_table(source: MySQLSource, plan: TablePlan, sinks: list[Sink], res: TableResult,
-                hooks: Hooks, gov: ReadGovernor | None = None, run_id: str = "") -> None:
+                hooks: Hooks, gov: ReadGovernor | None = None, run_id: str = "",
+                verify: bool = False) -> None:
     """At the end of every incremental table, after every sink merged and moved its watermark:
     hard deletes. Per-bucket key checksums of the source and of each sink's table are compared
     (hakobu/checksums.py); only buckets that differ are re-read, and rows that vanished from
     the source are deleted (missing rows are merged, for the customer's table). A customer
-    sink's error fails the table; the warehouse's sets that sink aside."""
-    if RECONCILE and res.mode == "incremental":
-        from hakobu.checksums import compare_table, repair_deletes
+    sink's error fails the table; the warehouse's sets that sink aside.
 
+    The customer's comparison is kept as res.check — after a repair, compared again, so it
+    says what the table holds now. With verify, tables loaded in the other modes (first load,
+    full read) are compared too; tables without a key cannot be."""
+    from hakobu.checksums import compare_table, repair_deletes
+
+    if RECONCILE and res.mode == "incremental":
         for s in sinks:
             if not s.active:
                 continue
@@ -327,6 +338,9 @@ def after_table(source: MySQLSource, plan: TablePlan, sinks: list[Sink], res: Ta
                 cmp = compare_table(source, s.dest, plan, table=s.table, gate=gov)
                 rep = repair_deletes(source, s.dest, plan, cmp, gate=gov,
                                      run_id=f"{run_id}_cks", merge_missing=s.kind == CUSTOMER)
+                if s.kind == CUSTOMER:
+                    res.check = cmp if cmp.equal else compare_table(
+                        source, s.dest, plan, table=s.table, gate=gov)
             except HakobuError as exc:
                 if s.critical:
                     raise
@@ -336,6 +350,10 @@ def after_table(source: MySQLSource, plan: TablePlan, sinks: list[Sink], res: Ta
             pre = "" if s.kind == CUSTOMER else "warehouse_"
             res.extra.update({pre + k: v for k, v in rep.metadata().items()})
             res.extra[pre + "checksum_buckets_differing"] = cmp.buckets_differing
+    elif verify and plan.primary_key:
+        for s in sinks:
+            if s.active and s.kind == CUSTOMER:
+                res.check = compare_table(source, s.dest, plan, table=s.table, gate=gov)
     hooks("table_done", table=res.table, plan=plan, sinks=sinks, result=res)
 
 
@@ -495,6 +513,7 @@ def open_tenant_run(config: Config, tenant_id: str, *, tables: list[str] | None,
             _grant_new_dataset(config, dest)
         dest.ensure_state_table()
         dest.drop_stale_staging()
+        dest.prefetch_watermarks(list(run.plans))
         run.dest = dest
     if warehouse is not False:
         run.warehouse = open_warehouse(config, tenant, settings, work_dir(),
@@ -529,7 +548,7 @@ def run_tables(run: TenantRun, fn: Callable[[str], TableResult], workers: int,
 def sync_tenant(config: Config, tenant_id: str, *, tables: list[str] | None = None,
                 settings: BigQuerySettings | None = None, run_id: str | None = None,
                 hooks: Hooks = NO_HOOKS, on_result: Callable[[TableResult], None] | None = None,
-                customer: bool = True, warehouse: bool | None = None,
+                customer: bool = True, warehouse: bool | None = None, verify: bool = False,
                 ) -> list[TableResult]:
     """Deliver the tenant's tables (all, or the named ones) into its customer dataset and, when
     tenants/warehouse.yaml enables it (and `warehouse` is not False), into the warehouse too —
@@ -549,7 +568,7 @@ def sync_tenant(config: Config, tenant_id: str, *, tables: list[str] | None = No
         return with_retries(
             lambda: sync_table(run.source, run.dest, run.tenant, name, run_id=run_id,
                                governor=run.gov, hooks=hooks, state_lock=run.lock,
-                               plan=run.plans[name], warehouse=run.warehouse),
+                               plan=run.plans[name], warehouse=run.warehouse, verify=verify),
             what=f"{tenant_id}/{name}")
 
     return run_tables(run, one, run.workers(), on_result)

@@ -2,9 +2,8 @@
 
 import dagster as dg
 
-from assets.checks import build_checks
 from assets.customer import GROUP, WAREHOUSE_GROUP, build_customer_assets, tenant_partitions
-from assets.deadlines import build_deadline_checks, build_deadline_sensor
+from assets.deadlines import build_deadline_sensor
 from hakobu.backfill import FULL_RELOAD, MODE_TAG
 from hakobu.config import Config
 
@@ -15,7 +14,6 @@ BACKFILL = "backfill"
 def build_definitions(config: Config) -> dg.Definitions:
     partitions = tenant_partitions(config)
     customer = build_customer_assets(config, partitions)
-    deadline_checks = build_deadline_checks(config, partitions)
     delivered = dg.AssetSelection.groups(GROUP, WAREHOUSE_GROUP)   # with the tables' checks
     # Runs of a partition launched from the UI or a Dagster backfill get the same tags as the
     # schedule's (hakobu/tenant, hakobu/cluster), so the queue's per-tenant and per-cluster
@@ -39,7 +37,6 @@ def build_definitions(config: Config) -> dg.Definitions:
     schedules = [tenant_schedule(config, t, nightly) for t in sorted(config.tenants)]
     assets: list = [customer]
     jobs: list = [nightly, backfill]
-    checks: list = list(deadline_checks) + build_checks(config, partitions)
     sensors: list = [build_deadline_sensor(config)]
     try:
         from assets.grants import GRANTS_ASSETS, GRANTS_JOBS, GRANTS_SENSORS
@@ -49,8 +46,7 @@ def build_definitions(config: Config) -> dg.Definitions:
         assets += GRANTS_ASSETS
         jobs += GRANTS_JOBS
         sensors += GRANTS_SENSORS
-    return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, schedules=schedules,
-                          sensors=sensors)
+    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors)
 
 
 def run_tags(config: Config, tenant_id: str) -> dict[str, str]:

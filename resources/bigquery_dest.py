@@ -13,6 +13,7 @@ Nothing here imports the source: it receives Arrow data and column specs.
 import contextlib
 import datetime as dt
 import json
+import re
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -55,6 +56,20 @@ def compatible(have: str, want: str) -> bool:
     """
     a, b = base_type(have), base_type(want)
     return a == b or {a, b} == {"STRING", "JSON"}
+
+
+_TYPE = re.compile(r"\s*([A-Za-z0-9_]+)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?\s*")
+
+
+def schema_field(name: str, bq_type: str) -> bigquery.SchemaField:
+    """A column as the API takes it: 'NUMERIC(12, 2)' → NUMERIC, precision 12, scale 2."""
+    m = _TYPE.fullmatch(bq_type)
+    if not m:
+        raise ValueError(f"unexpected BigQuery type {bq_type!r}")
+    kind, p, sc = m.group(1).upper(), m.group(2), m.group(3)
+    return bigquery.SchemaField(name, {"INT64": "INTEGER", "FLOAT64": "FLOAT",
+                                       "BOOL": "BOOLEAN"}.get(kind, kind),
+                                precision=int(p) if p else None, scale=int(sc) if sc else None)
 
 
 @dataclass(frozen=True)
@@ -126,6 +141,16 @@ class BigQueryDestination:
 
     def ref(self, table: str) -> str:
         return quote_bq(self.project, self.dataset, table)
+
+    def table_id(self, table: str) -> str:
+        """project.dataset.table for the API calls (a name ref() would quote the same way)."""
+        quote_bq(self.project, self.dataset, table)      # the same validation
+        return f"{self.project}.{self.dataset}.{table}"
+
+    def drop_table(self, table: str) -> None:
+        """Delete a table by the API (not a query job)."""
+        with self._errors("deleting a table", table):
+            self.client.delete_table(self.table_id(table), not_found_ok=True, retry=self.retry)
 
     @contextlib.contextmanager
     def _errors(self, what: str, table: str | None = None):
@@ -239,7 +264,7 @@ class BigQueryDestination:
             stats.dml_rows = job.num_dml_affected_rows or 0
         finally:
             with contextlib.suppress(HakobuError):
-                self.sql(f"DROP TABLE IF EXISTS {self.ref(stg)}", table=table)
+                self.drop_table(stg)
         return stats
 
     def replace(self, table: str, files: list[Path], specs: list[ColumnSpec],
@@ -259,16 +284,19 @@ class BigQueryDestination:
             stats.dml_rows = stats.rows_staged
         finally:
             with contextlib.suppress(HakobuError):
-                self.sql(f"DROP TABLE IF EXISTS {self.ref(stg)}", table=table)
+                self.drop_table(stg)
         return stats
 
     def _load_staging(self, table: str, files: list[Path], specs: list[ColumnSpec],
                       run_id: str, stats: MergeStats, extra: list[tuple[str, str]] = ()) -> str:
-        """A fresh staging table (DDL: exact parameterised types) with the files loaded."""
+        """A fresh staging table with the files loaded: one DDL statement creates it (or
+        replaces a leftover of the same name) with the exact staging types — parameterised
+        NUMERIC/BIGNUMERIC, JSON staged as STRING — and an expiry of 2 days in case a crash
+        leaves it behind; then one load job per file. The caller deletes it by the API."""
         stg = f"{STAGING_PREFIX}{table}_{run_id or uuid.uuid4().hex[:8]}"
         cols = [(s.name, s.staging_bq_type) for s in specs] + list(extra) + [(SEQ, "INT64")]
-        self.sql(f"DROP TABLE IF EXISTS {self.ref(stg)}", table=table)
-        self.sql(f"CREATE TABLE {self.ref(stg)} (" + ", ".join(f"`{n}` {t}" for n, t in cols)
+        self.sql(f"CREATE OR REPLACE TABLE {self.ref(stg)} ("
+                 + ", ".join(f"`{n}` {t}" for n, t in cols)
                  + ") OPTIONS(expiration_timestamp=TIMESTAMP_ADD(CURRENT_TIMESTAMP(), "
                    "INTERVAL 2 DAY))", table=table)
         for f in files:
@@ -282,7 +310,7 @@ class BigQueryDestination:
         multipart ones); returns the rows loaded."""
         with open(path, "rb") as fh:
             job = self.client.load_table_from_file(
-                fh, f"{self.project}.{self.dataset}.{table}",
+                fh, self.table_id(table),
                 job_config=bigquery.LoadJobConfig(
                     source_format=bigquery.SourceFormat.PARQUET,
                     write_disposition=bigquery.WriteDisposition.WRITE_APPEND),
@@ -325,16 +353,35 @@ class BigQueryDestination:
                 return []
         stale = [t.table_id for t in tables if t.table_id.startswith(STAGING_PREFIX)]
         for name in stale:
-            self.sql(f"DROP TABLE IF EXISTS {self.ref(name)}")
+            self.drop_table(name)
         return stale
 
     # -- watermarks -----------------------------------------------------------------------
 
     def ensure_state_table(self) -> None:
-        self.sql(f"CREATE TABLE IF NOT EXISTS {self.ref(STATE_TABLE)} (table_name STRING, "
-                 "watermark STRING, version INT64, updated_at TIMESTAMP, run_id STRING)")
+        """The watermark table, created by the API if missing (no query job)."""
+        schema = [schema_field(n, t) for n, t in (("table_name", "STRING"), ("watermark", "STRING"),
+                                                   ("version", "INT64"),
+                                                   ("updated_at", "TIMESTAMP"),
+                                                   ("run_id", "STRING"))]
+        with self._errors("creating the state table"):
+            self.client.create_table(bigquery.Table(self.table_id(STATE_TABLE), schema=schema),
+                                     exists_ok=True, retry=self.retry)
+
+    def prefetch_watermarks(self, tables: list[str]) -> None:
+        """Read the watermarks of all `tables` in one query: each table's first read_watermark
+        in this run takes its value from here (later ones, e.g. a retry, read again)."""
+        rows = self.rows(f"SELECT table_name, watermark, version FROM {self.ref(STATE_TABLE)} "
+                         "WHERE table_name IN UNNEST(@ts)",
+                         [bigquery.ArrayQueryParameter("ts", "STRING", list(tables))])
+        found = {r["table_name"]: Watermark.from_json(r["watermark"], int(r["version"]))
+                 for r in rows}
+        self._prefetched = {t: found.get(t) for t in tables}
 
     def read_watermark(self, table: str) -> Watermark | None:
+        prefetched = getattr(self, "_prefetched", {})
+        if table in prefetched:
+            return prefetched.pop(table)
         rows = self.rows(f"SELECT watermark, version FROM {self.ref(STATE_TABLE)} "
                          "WHERE table_name = @t", [bigquery.ScalarQueryParameter("t", "STRING",
                                                                                  table)])

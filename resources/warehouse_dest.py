@@ -61,6 +61,9 @@ class WarehouseDestination(BigQueryDestination):
         # the base class's watermark methods name STATE_TABLE: here that is the tenant's own
         return super().ref(self.state_table if table == STATE_TABLE else table)
 
+    def table_id(self, table: str) -> str:
+        return super().table_id(self.state_table if table == STATE_TABLE else table)
+
     @property
     def scope(self) -> str:
         """This tenant's slice of a warehouse table (tenant ids match [a-z][a-z0-9_]*, checked
@@ -126,7 +129,7 @@ class WarehouseDestination(BigQueryDestination):
                                      f"{self.tenant}/{table} replace")
             stats.dml_rows = job.num_dml_affected_rows or 0
         finally:
-            self.sql(f"DROP TABLE IF EXISTS {self.ref(stg)}", table=table)
+            self.drop_table(stg)
         return stats
 
     def swap_slice(self, table: str, shadow: str, columns: list[str], primary_key: list[str]

@@ -27,6 +27,8 @@ def dest(tmp_path, monkeypatch):
     monkeypatch.setattr(d, "sql", sql)
     monkeypatch.setattr(d, "_load_staging",
                         lambda table, files, specs, run_id, stats, extra=(): f"stg_{run_id}")
+    d.dropped = []
+    monkeypatch.setattr(d, "drop_table", d.dropped.append)
     monkeypatch.setattr("resources.warehouse_dest.time.sleep", lambda s: None)
     return d
 
@@ -44,6 +46,7 @@ def test_merge_is_scoped_to_the_tenant_in_on_and_in_the_delete(dest):
     assert f" S ON {scope} AND T.`tenant_id` = S.`tenant_id` AND T.`id` = S.`id`" in merge
     assert merge.endswith(f"WHEN NOT MATCHED BY SOURCE AND ({scope} AND (TRUE)) THEN DELETE")
     assert "stg_acme_r1" in merge                      # staging tables carry the tenant
+    assert dest.dropped == ["stg_acme_r1"]             # and are deleted after the MERGE
     dest.statements.clear()
     dest.swap_slice("members", "shadow", ["id", "email", "tenant_id"], ["tenant_id", "id"])
     [swap] = dest.statements

@@ -316,10 +316,13 @@ def test_source_aggregate_reads_an_index_only(sql, cks_schema, mysql_server):
 
 def test_asset_check_passes_then_fails_with_metadata(sql, cks_schema, datasets, make_config,
                                                      bq_env):
+    """The nightly step reports in_sync_with_source from the sync's own comparison; a check-only
+    run (from the UI) evaluates it alone — and catches what an incremental run cannot see."""
     import dagster as dg
 
-    from assets.checks import CHECK_NAME, build_checks
+    from assets.checks import CHECK_NAME
     from assets.customer import customer_key
+    from assets.deadlines import CHECK_NAME as DEADLINE
     from pipelines.build import build_definitions
 
     make_orders(sql, cks_schema, n=300)
@@ -329,34 +332,36 @@ def test_asset_check_passes_then_fails_with_metadata(sql, cks_schema, datasets, 
                                 ORDERS + "- name: extra\n  cursor: updated_at\n")})
     base = build_definitions(config)
     customer = base.resolve_assets_def(customer_key("orders"))
-    partitions = customer.partitions_def
-    checks = build_checks(config, partitions)
-    assert {c.check_key.asset_key for c in checks} == {customer_key("orders"),
-                                                       customer_key("extra")}
-    defs = dg.Definitions(assets=list(base.assets), jobs=list(base.jobs),
-                          asset_checks=checks)
-    nightly = defs.resolve_job_def("nightly")
+    assert {k.asset_key for k in customer.check_keys} == {customer_key("orders"),
+                                                          customer_key("extra")}
+    nightly = base.resolve_job_def("nightly")
 
-    # the nightly job of tenant a loads its tables, then runs their checks: passed
+    # the nightly job of tenant a loads its tables and reports their checks: passed
     res = nightly.execute_in_process(partition_key="a", raise_on_error=False)
     assert res.success
-    evals = {e.asset_key: e for e in res.get_asset_check_evaluations()}
-    assert set(evals) == {customer_key("orders")}       # a has no `extra`: its check is skipped
-    ok = evals[customer_key("orders")]
-    assert ok.passed and ok.check_name == CHECK_NAME and ok.partition == "a"
+    evals = {(e.asset_key, e.check_name): e for e in res.get_asset_check_evaluations()}
+    ok = evals[(customer_key("orders"), CHECK_NAME)]
+    assert ok.passed and ok.partition == "a"
     assert ok.metadata["source_rows"].value == ok.metadata["bigquery_rows"].value == 300
+    assert evals[(customer_key("orders"), DEADLINE)].partition == "a"
+    extra = evals[(customer_key("extra"), CHECK_NAME)]        # a does not deliver `extra`
+    assert extra.passed and extra.metadata["delivered"].value is False
+    # one step per tenant run: the checks ran inside the delivery step
+    steps = {e.step_key for e in res.all_events if e.step_key}
+    assert steps == {"customer_tables"}
 
     # a delete the incremental run cannot see: the check alone fails, with where and how much
     sql(f"DELETE FROM `{cks_schema}`.orders WHERE id IN (10, 11, 250)")
-    only_check = dg.AssetSelection.checks(*[c.check_key for c in checks
-                                            if c.check_key.asset_key == customer_key("orders")])
-    job = dg.define_asset_job("check_orders", selection=only_check, partitions_def=partitions)
-    res = dg.Definitions(assets=[customer], asset_checks=checks, jobs=[job]) \
+    only_check = dg.AssetSelection.checks(dg.AssetCheckKey(customer_key("orders"), CHECK_NAME))
+    job = dg.define_asset_job("check_orders", selection=only_check,
+                              partitions_def=customer.partitions_def)
+    res = dg.Definitions(assets=[customer], jobs=[job]) \
         .resolve_job_def("check_orders").execute_in_process(
             # Dagster 1.13's execute_in_process refuses partition_key= when a run selects only
             # checks ("no PartitionsDefinition shared by all the provided assets"); the
             # dagster/partition run tag is how a run carries its partition
             tags={"dagster/partition": "a"}, raise_on_error=False)
+    assert not res.get_asset_materialization_events()       # nothing was loaded
     [bad] = res.get_asset_check_evaluations()
     assert not bad.passed and bad.severity == dg.AssetCheckSeverity.ERROR
     meta = {k: v.value for k, v in bad.metadata.items()}

@@ -102,14 +102,14 @@ def shape(queries: list[str]) -> list[str]:
 
 
 def counting_reads(monkeypatch) -> list[str]:
-    """Every chunk query the source executes (SQL text), in order."""
+    """Every keyset query the source streams (SQL text), in order."""
     seen: list[str] = []
-    orig = MySQLSource.read_chunk
+    orig = MySQLSource.stream
 
-    def read_chunk(self, plan, sql):
+    def stream(self, plan, sql, batch_rows=50_000):
         seen.append(sql)
-        return orig(self, plan, sql)
-    monkeypatch.setattr(MySQLSource, "read_chunk", read_chunk)
+        return orig(self, plan, sql, batch_rows)
+    monkeypatch.setattr(MySQLSource, "stream", stream)
     return seen
 
 
@@ -130,7 +130,8 @@ def test_read_once_feeds_customer_and_warehouse(sql, wh_schema, datasets, wh_con
     results = {r.table: r for r in sync_tenant(on, "a")}
     assert all(r.ok and r.warehouse == "ok" for r in results.values()), results
     # the same chunk queries (the run's upper bound literal aside), each issued once
-    assert shape(reads) == shape(reads_off) and len(reads) == 3 + 1 + 1 + 1  # +nulls +zeros +plans
+    # 250 rows in one query of 3 chunks (HAKOBU_QUERY_CHUNKS in conftest), + nulls, zeros, plans
+    assert shape(reads) == shape(reads_off) and len(reads) == 1 + 1 + 1 + 1
     assert results["members"].rows_read == 250
     assert results["members"].withheld == ["password_hash", "remember_token"]
 
