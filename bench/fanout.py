@@ -3,7 +3,8 @@
 Three deliveries of the same rows, each into its own datasets of one fresh BigQuery emulator:
   pure     per table, back to back: hakobu's extractor (iter_chunks) -> Parquet -> one load job
            into a table created beforehand (creation not timed): the work itself;
-  sync     hakobu.sync.sync_tenant for every tenant, one after the other (plain Python);
+  sync     hakobu.sync.sync_tenant(verify=True) for every tenant, one after the other (plain
+           Python; verify: the comparison the nightly step reports as `in_sync_with_source`);
   dagster  the `nightly` job, one in-process run per tenant partition (what the schedules launch).
 `sync - pure` is hakobu's own per-tenant and per-table work (datasets, state table, plans, staging
 tables, MERGE, watermarks); `dagster - sync` is Dagster's overhead per run = per tenant.
@@ -118,7 +119,8 @@ def fanout(ctx, report: Report, *, tenants: int, tables: int, rows: int,
     for name, n, v in (("pure extraction + load (sum over tables)", tenants, pure),
                        ("`nightly` Dagster job, one in-process run per tenant", tenants, dag),
                        ("pure, same tenants as the next two rows", len(sub), pure_sub),
-                       ("`sync_tenant` (plain Python, no Dagster)", len(sub), sync_sub),
+                       ("`sync_tenant(verify=True)` (plain Python, no Dagster)", len(sub),
+                        sync_sub),
                        ("`nightly` Dagster job, same tenants", len(sub), dag_sub)):
         lines.append(f"| {name} | {n} | {v:.1f} | {v / n:.2f} | {v / (n * tables):.3f} |")
     calls = res.get("sync_calls", {})
@@ -262,7 +264,7 @@ def _sync(job: dict, tenant_ids: list[str]) -> dict:
     rows = 0
     for tid in tenant_ids:
         t0 = time.perf_counter()
-        for r in sync_tenant(cfg, tid):
+        for r in sync_tenant(cfg, tid, verify=True):   # what the nightly step runs
             if not r.ok:
                 raise RuntimeError(f"sync {tid}/{r.table}: {r.error}")
             rows += r.rows_read
