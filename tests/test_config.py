@@ -149,3 +149,13 @@ def test_unknown_tenant_and_table(tmp_path):
         config.tenant("zz")
     with pytest.raises(ConfigError, match="unknown table 'nope'.*orders"):
         config.tenant("a").table("nope")
+
+
+def test_query_rows_below_chunk_rows_is_refused_with_the_line(tmp_path):
+    text = "tenant: a\ncluster: main\n" + GOOD.replace(
+        "    cursor: updated_at", "    cursor: updated_at\n    chunk_rows: 1000\n    query_rows: 10")
+    [err] = errors_of(write(tmp_path, {"a.yaml": text}))
+    assert "a.yaml:" in err and "query_rows (10) must be at least chunk_rows (1000)" in err
+    ok = "tenant: a\ncluster: main\n" + GOOD.replace(
+        "    cursor: updated_at", "    cursor: updated_at\n    query_rows: 100000")
+    assert load_config(write(tmp_path, {"a.yaml": ok})).tenant("a").tables[0].query_rows == 100000
