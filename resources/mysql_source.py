@@ -346,46 +346,18 @@ class MySQLSource:
         (TablePlan.rows_per_query)."""
         with self._errors("streaming", tenant=plan.tenant, table=plan.table):
             if self.reader == "connectorx":
-                import connectorx as cx
-
-                def handed(parts: list) -> pa.Table:
-                    raw = pa.Table.from_batches(parts)
-                    out = conform(raw, list(plan.specs))
-                    if plan.zero_flag_columns:
-                        self._fail_on_zero_dates(plan, raw, out)
-                    return out
-
-                try:
-                    # connectorx reads a few batches ahead of the consumer: small batches keep
-                    # that buffer small; they are handed on in chunks of batch_rows (zero-copy)
-                    reader = cx.read_sql(self._cx_url(), sql, return_type="arrow_stream",
-                                         batch_size=min(batch_rows, STREAM_BATCH_ROWS),
-                                         pre_execution_query=[SESSION_INIT])
-                    batches = iter(reader)
-                    parts, rows = [], 0
-                    while True:
-                        try:
-                            batch = next(batches)
-                        except StopIteration:
-                            break
-                        if batch.num_rows == 0:
-                            continue
-                        parts.append(batch)
-                        rows += batch.num_rows
-                        del batch
-                        if rows >= batch_rows:
-                            out = handed(parts)
-                            parts, rows = [], 0
-                            yield out
-                            del out
-                    if parts:
-                        yield handed(parts)
-                except HakobuError:
-                    raise
-                except BaseException as exc:  # a Rust panic is a BaseException
-                    if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
-                        raise
-                    raise self._cx_error(exc) from None
+                parts, rows = [], 0
+                for batch in self.cx_batches([sql], batch_rows):
+                    parts.append(batch)
+                    rows += batch.num_rows
+                    del batch
+                    if rows >= batch_rows:
+                        out = self.conformed(plan, parts)
+                        parts, rows = [], 0
+                        yield out
+                        del out
+                if parts:
+                    yield self.conformed(plan, parts)
                 return
             import pymysql.cursors
 
@@ -411,6 +383,40 @@ class MySQLSource:
                     if result is not None:     # or its __del__ would read the closed socket
                         result.unbuffered_active = False
                     conn.invalidate()
+
+    def cx_batches(self, sqls: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """connectorx's raw Arrow stream of one or more queries (several run at once, each on
+        its own connection, their batches interleaved; each batch comes from one query).
+        Small batches: connectorx decodes ahead of the consumer, a few of them at a time."""
+        import connectorx as cx
+
+        try:
+            reader = cx.read_sql(self._cx_url(), sqls if len(sqls) > 1 else sqls[0],
+                                 return_type="arrow_stream",
+                                 batch_size=min(batch_rows, STREAM_BATCH_ROWS),
+                                 pre_execution_query=[SESSION_INIT])
+            batches = iter(reader)
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    return
+                if batch.num_rows:
+                    yield batch
+        except HakobuError:
+            raise
+        except BaseException as exc:  # a Rust panic is a BaseException
+            if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+                raise
+            raise self._cx_error(exc) from None
+
+    def conformed(self, plan: TablePlan, parts: list) -> pa.Table:
+        """Raw batches of one query → a chunk in the table's Arrow schema (zero-date check)."""
+        raw = pa.Table.from_batches(parts)
+        out = conform(raw, list(plan.specs))
+        if plan.zero_flag_columns:
+            self._fail_on_zero_dates(plan, raw, out)
+        return out
 
     def _read_cx(self, sql: str) -> pa.Table:
         import connectorx as cx
@@ -525,6 +531,9 @@ def iter_parallel(source: MySQLSource, plan: TablePlan, pass_: str, upper: Any, 
     chunk = max(1, plan.chunk_rows // n)
     plan = dataclasses.replace(plan, chunk_rows=chunk,
                                query_rows=max(chunk, plan.rows_per_query // n))
+    if source.reader == "connectorx":
+        yield from _cx_parallel(source, plan, pass_, upper, ranges, on_chunk, gate)
+        return
     q: queue.Queue = queue.Queue(maxsize=queue_depth)
     done = object()
     stop = threading.Event()
@@ -569,6 +578,90 @@ def iter_parallel(source: MySQLSource, plan: TablePlan, pass_: str, upper: Any, 
                 break
         for t in threads:
             t.join(timeout=30)
+
+
+def _cx_parallel(source: MySQLSource, plan: TablePlan, pass_: str, upper: Any,
+                 ranges: list[tuple[int, int]], on_chunk, gate) -> Iterator[pa.Table]:
+    """iter_parallel for connectorx: one read_sql call per round carries one keyset query per
+    unfinished range; connectorx runs them at once in its own threads (measured 1.18x one
+    plain SELECT here, where Python threads gained little) and interleaves their batches, each
+    from one query. Batches are routed to their range by primary key, assembled into chunks,
+    and every range continues from its own last key in the next round — the same keyset
+    semantics as iter_chunks, the same lazy zero-date guard. Each range's query holds a slot
+    of the governor; a round takes as many ranges as slots are free (at least one)."""
+    from hakobu.plan import chunk_sql, last_key
+
+    pk = plan.primary_key[0]
+    limit = plan.rows_per_query
+    fast = (plan.guard_zero_dates and plan.has_zero_guards and pass_ != "zeros"
+            and not source.has_zero_dates(plan))
+    rplan = dataclasses.replace(plan, guard_zero_dates=False) if fast else plan
+    after: list[tuple | None] = [None] * len(ranges)
+    done = [False] * len(ranges)
+    pace = getattr(gate, "pace", None)
+    handed = 0
+    while not all(done):
+        todo = [i for i in range(len(ranges)) if not done[i]]
+        with contextlib.ExitStack() as stack:
+            take = []
+            for i in todo:
+                if gate is None:
+                    take.append(i)
+                elif not take:
+                    stack.enter_context(gate.slot(plan.tenant, plan.table))
+                    take.append(i)
+                elif stack.enter_context(gate.try_slot(plan.tenant, plan.table)):
+                    take.append(i)
+                else:
+                    break
+            sqls = [chunk_sql(rplan, pass_, after[i], upper, pk_range=ranges[i]) for i in take]
+            got = {i: 0 for i in take}
+            parts: dict[int, list] = {i: [] for i in take}
+            rows = {i: 0 for i in take}
+            t0 = time.monotonic()
+
+            def hand(i: int):
+                out = source.conformed(rplan, parts[i])
+                parts[i], rows[i] = [], 0
+                got[i] += out.num_rows
+                after[i] = last_key(plan, out, pass_)
+                if on_chunk is not None:
+                    on_chunk(out.num_rows, time.monotonic() - t0)
+                return out
+
+            try:
+                with source._errors("streaming", tenant=plan.tenant, table=plan.table):
+                    for batch in source.cx_batches(sqls, plan.chunk_rows):
+                        keys = batch.column(pk)
+                        first, last = keys[0].as_py(), keys[-1].as_py()
+                        i = next(j for j in take if ranges[j][0] <= first < ranges[j][1])
+                        if not ranges[i][0] <= last < ranges[i][1]:
+                            raise SourceError(f"connectorx mixed two key ranges in one batch "
+                                              f"({first}..{last})", tenant=plan.tenant,
+                                              table=plan.table)
+                        parts[i].append(batch)
+                        rows[i] += batch.num_rows
+                        del batch
+                        if rows[i] >= plan.chunk_rows:
+                            yield hand(i)
+                            handed += 1
+                            if handed % TRIM_EVERY == 0:
+                                _TRIM(0)
+                            if pace is not None:
+                                pace(plan.tenant, plan.table)
+                            t0 = time.monotonic()
+                    for i in take:
+                        if parts[i]:
+                            yield hand(i)
+            except ZeroDateRead:
+                if rplan is plan:
+                    raise
+                source.saw_zero_dates(plan)
+                rplan = plan         # this round again, guarded, from each range's last key
+                continue
+        for i in take:
+            if got[i] < limit or (after[i] is not None and after[i][-1] >= ranges[i][1] - 1):
+                done[i] = True
 
 
 def _q(name: str) -> str:

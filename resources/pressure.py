@@ -271,6 +271,35 @@ class ReadGovernor:
                 self._active -= 1
                 self._cond.notify_all()
 
+    @contextlib.contextmanager
+    def try_slot(self, tenant: str = "", table: str = ""):
+        """One more slot only if it is free right now (inside the window, under budget, below
+        the allowed concurrency, a server slot free): yields True, or False without waiting.
+        For a read that already holds a slot and may widen (iter_parallel)."""
+        if self._window_wait() > 0:
+            yield False
+            return
+        with self._cond:
+            self._observe_locked()
+            if not self._admissible_locked():
+                ok = False
+            else:
+                ok = True
+                self._active += 1
+                self.peak_concurrency = max(self.peak_concurrency, self._active)
+        if not ok:
+            yield False
+            return
+        held = self.slots.try_acquire() if self.slots is not None else True
+        try:
+            yield held is not None
+        finally:
+            if held is not None and self.slots is not None:
+                self.slots.release(held)
+            with self._cond:
+                self._active -= 1
+                self._cond.notify_all()
+
     def pace(self, tenant: str = "", table: str = "") -> None:
         """Between the chunks of one streamed query (its slot held): wait while the server's
         measured reads are over budget or the probe says pause. With the pymysql reader the
