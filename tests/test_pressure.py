@@ -138,3 +138,23 @@ def test_cloudwatch_probe_pauses_before_burst_credits_run_out():
     assert q[0]["MetricStat"]["Metric"]["Dimensions"][0]["Value"] == "db-1"
     low = CloudWatchProbe("db-1", "ap-northeast-1", client=Recorded(800.0, 12.0)).observe()
     assert low.pause
+
+
+def test_try_slot_widens_only_onto_a_free_slot():
+    """iter_parallel holds one slot and asks for more without waiting: granted below
+    max_connections and under budget, refused (not queued) otherwise, and given back."""
+    g = gov(Script(None, 100), conns=2)
+    with g.slot("t", "a"):
+        with g.try_slot("t", "a") as second:
+            assert second is True and g._active == 2
+            with g.try_slot("t", "a") as third:          # max_connections reached
+                assert third is False and g._active == 2
+        assert g._active == 1
+    assert g._active == 0
+    over = gov(Script(None, 50_000, 50_000), conns=4)
+    with over._cond:
+        over._observe_locked()
+        over._last_obs -= 1
+        over._observe_locked()                            # far over budget: a debt
+    with over.try_slot("t", "a") as ok:
+        assert ok is False and over._active == 0
