@@ -580,6 +580,23 @@ def iter_parallel(source: MySQLSource, plan: TablePlan, pass_: str, upper: Any, 
             t.join(timeout=30)
 
 
+def _read_plan(source: MySQLSource, plan: TablePlan, pass_: str) -> TablePlan:
+    """The plan to read with: without the zero-date guard while no zero date has been seen in
+    this table (connectorx only: it refuses one loudly instead of misreading it; the zeros
+    pass selects them on purpose)."""
+    fast = (source.reader == "connectorx" and plan.guard_zero_dates and plan.has_zero_guards
+            and pass_ != "zeros" and not source.has_zero_dates(plan))
+    return dataclasses.replace(plan, guard_zero_dates=False) if fast else plan
+
+
+def _between_chunks(handed: int, pace, plan: TablePlan) -> None:
+    """After a chunk is handed on: give freed memory back now and then, let the governor pace."""
+    if handed % TRIM_EVERY == 0:
+        _TRIM(0)
+    if pace is not None:
+        pace(plan.tenant, plan.table)
+
+
 def _cx_parallel(source: MySQLSource, plan: TablePlan, pass_: str, upper: Any,
                  ranges: list[tuple[int, int]], on_chunk, gate) -> Iterator[pa.Table]:
     """iter_parallel for connectorx: one read_sql call per round carries one keyset query per
@@ -593,9 +610,7 @@ def _cx_parallel(source: MySQLSource, plan: TablePlan, pass_: str, upper: Any,
 
     pk = plan.primary_key[0]
     limit = plan.rows_per_query
-    fast = (plan.guard_zero_dates and plan.has_zero_guards and pass_ != "zeros"
-            and not source.has_zero_dates(plan))
-    rplan = dataclasses.replace(plan, guard_zero_dates=False) if fast else plan
+    rplan = _read_plan(source, plan, pass_)
     after: list[tuple | None] = [None] * len(ranges)
     done = [False] * len(ranges)
     pace = getattr(gate, "pace", None)
@@ -645,10 +660,7 @@ def _cx_parallel(source: MySQLSource, plan: TablePlan, pass_: str, upper: Any,
                         if rows[i] >= plan.chunk_rows:
                             yield hand(i)
                             handed += 1
-                            if handed % TRIM_EVERY == 0:
-                                _TRIM(0)
-                            if pace is not None:
-                                pace(plan.tenant, plan.table)
+                            _between_chunks(handed, pace, plan)
                             t0 = time.monotonic()
                     for i in take:
                         if parts[i]:
@@ -693,11 +705,7 @@ def iter_chunks(source: MySQLSource, plan: TablePlan, pass_: str, after: tuple |
 
     limit = plan.rows_per_query
     pace = getattr(gate, "pace", None)
-    # Read without the zero-date guard while no zero date has been seen (connectorx only: it
-    # refuses one loudly instead of misreading it); the zeros pass selects them on purpose.
-    fast = (source.reader == "connectorx" and plan.guard_zero_dates and plan.has_zero_guards
-            and pass_ != "zeros" and not source.has_zero_dates(plan))
-    rplan = dataclasses.replace(plan, guard_zero_dates=False) if fast else plan
+    rplan = _read_plan(source, plan, pass_)
     handed = 0
     while True:
         sql = chunk_sql(rplan, pass_, after, upper, pk_range=pk_range)
@@ -716,10 +724,7 @@ def iter_chunks(source: MySQLSource, plan: TablePlan, pass_: str, after: tuple |
                     yield batch, after
                     del batch
                     handed += 1
-                    if handed % TRIM_EVERY == 0:
-                        _TRIM(0)
-                    if pace is not None:
-                        pace(plan.tenant, plan.table)
+                    _between_chunks(handed, pace, plan)
                     t0 = time.monotonic()
         except ZeroDateRead:
             if rplan is plan:
