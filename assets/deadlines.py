@@ -3,10 +3,10 @@ partitioned by tenant like the table (declared on the customer multi-asset, asse
 
 Two evaluators of the same check. Inside every delivery run (the delivery step reports it after
 the table's materialization) it judges the latest scheduled run's window: passed with the
-margin, or failed with how late the delivery finished. But a deadline fails precisely when the run did not happen,
-is stuck or failed — then there is no run to execute a check in; so the `delivery_deadlines`
-sensor looks at the event log every minute (no run launched, nothing read from the sources)
-and, per tenant:
+margin, or failed with how late the delivery finished. But a deadline fails precisely when the
+run did not happen, is stuck or failed — then there is no run to execute a check in; so the
+`delivery_deadlines` sensor looks at the event log every minute (no run launched, nothing read
+from the sources) and, per tenant:
 - once the deadline has passed, reports each table's check: passed (delivered at HH:MM, with the
   margin) or failed (severity ERROR) with how late so far;
 - when a late delivery then lands, reports the final lateness ("delivered 37m late").

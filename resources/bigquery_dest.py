@@ -13,7 +13,6 @@ Nothing here imports the source: it receives Arrow data and column specs.
 import contextlib
 import datetime as dt
 import json
-import re
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -56,20 +55,6 @@ def compatible(have: str, want: str) -> bool:
     """
     a, b = base_type(have), base_type(want)
     return a == b or {a, b} == {"STRING", "JSON"}
-
-
-_TYPE = re.compile(r"\s*([A-Za-z0-9_]+)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?\s*")
-
-
-def schema_field(name: str, bq_type: str) -> bigquery.SchemaField:
-    """A column as the API takes it: 'NUMERIC(12, 2)' → NUMERIC, precision 12, scale 2."""
-    m = _TYPE.fullmatch(bq_type)
-    if not m:
-        raise ValueError(f"unexpected BigQuery type {bq_type!r}")
-    kind, p, sc = m.group(1).upper(), m.group(2), m.group(3)
-    return bigquery.SchemaField(name, {"INT64": "INTEGER", "FLOAT64": "FLOAT",
-                                       "BOOL": "BOOLEAN"}.get(kind, kind),
-                                precision=int(p) if p else None, scale=int(sc) if sc else None)
 
 
 @dataclass(frozen=True)
@@ -136,6 +121,7 @@ class BigQueryDestination:
         self.client = client or make_client(settings, project)
         self.work_dir = Path(work_dir)
         self.retry = settings.retry()
+        self._prefetched: dict[str, "Watermark | None"] = {}   # prefetch_watermarks()
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -360,10 +346,9 @@ class BigQueryDestination:
 
     def ensure_state_table(self) -> None:
         """The watermark table, created by the API if missing (no query job)."""
-        schema = [schema_field(n, t) for n, t in (("table_name", "STRING"), ("watermark", "STRING"),
-                                                   ("version", "INT64"),
-                                                   ("updated_at", "TIMESTAMP"),
-                                                   ("run_id", "STRING"))]
+        schema = [bigquery.SchemaField(n, t) for n, t in (
+            ("table_name", "STRING"), ("watermark", "STRING"), ("version", "INTEGER"),
+            ("updated_at", "TIMESTAMP"), ("run_id", "STRING"))]
         with self._errors("creating the state table"):
             self.client.create_table(bigquery.Table(self.table_id(STATE_TABLE), schema=schema),
                                      exists_ok=True, retry=self.retry)
@@ -379,9 +364,8 @@ class BigQueryDestination:
         self._prefetched = {t: found.get(t) for t in tables}
 
     def read_watermark(self, table: str) -> Watermark | None:
-        prefetched = getattr(self, "_prefetched", {})
-        if table in prefetched:
-            return prefetched.pop(table)
+        if table in self._prefetched:
+            return self._prefetched.pop(table)
         rows = self.rows(f"SELECT watermark, version FROM {self.ref(STATE_TABLE)} "
                          "WHERE table_name = @t", [bigquery.ScalarQueryParameter("t", "STRING",
                                                                                  table)])

@@ -237,68 +237,71 @@ class ReadGovernor:
 
     # -- the gate -------------------------------------------------------------------------
 
+    def _admit(self, wait: bool) -> bool:
+        """Count one more active read once the budget and the allowed concurrency admit it;
+        without `wait`, only if they do right now."""
+        with self._cond:
+            while True:
+                self._observe_locked()
+                if self._admissible_locked():
+                    self._active += 1
+                    self.peak_concurrency = max(self.peak_concurrency, self._active)
+                    return True
+                if not wait:
+                    return False
+                self._cond.wait(timeout=self.interval)
+
+    def _release(self, held) -> None:
+        if held is not None and self.slots is not None:
+            self.slots.release(held)
+        with self._cond:
+            self._active -= 1
+            self._cond.notify_all()
+
+    def _note_wait(self, tenant: str, table: str, t0: float) -> None:
+        waited = self._clock() - t0
+        if waited > 0.001:
+            with self._cond:
+                self._throttled[(tenant, table)] += waited
+
     @contextlib.contextmanager
     def slot(self, tenant: str = "", table: str = ""):
-        """Hold one read slot for the duration of a chunk read."""
+        """Hold one read slot for the duration of a keyset query."""
         t0 = self._clock()
         wait = self._window_wait()
         if wait > 0:
             log.info("%s: outside the read window %s, waiting %.0fs", self.name,
                      self.budget.window, wait)
             self._sleep(wait)
-        with self._cond:
-            while True:
-                self._observe_locked()
-                if self._admissible_locked():
-                    break
-                self._cond.wait(timeout=self.interval)
-            self._active += 1
-            self.peak_concurrency = max(self.peak_concurrency, self._active)
+        self._admit(wait=True)
         held = None
         try:
             if self.slots is not None:
                 while (held := self.slots.try_acquire()) is None:
                     self._sleep(min(self.interval, 0.05))
-            waited = self._clock() - t0
-            if waited > 0.001:
-                with self._cond:
-                    self._throttled[(tenant, table)] += waited
+            self._note_wait(tenant, table, t0)
             yield
         finally:
-            if held is not None:
-                self.slots.release(held)
-            with self._cond:
-                self._active -= 1
-                self._cond.notify_all()
+            self._release(held)
 
     @contextlib.contextmanager
     def try_slot(self, tenant: str = "", table: str = ""):
         """One more slot only if it is free right now (inside the window, under budget, below
-        the allowed concurrency, a server slot free): yields True, or False without waiting.
-        For a read that already holds a slot and may widen (iter_parallel)."""
-        if self._window_wait() > 0:
+        the allowed concurrency, a server slot free): yields True, or False without waiting —
+        and then holds nothing. For a read that already holds a slot and may widen
+        (iter_parallel)."""
+        if self._window_wait() > 0 or not self._admit(wait=False):
             yield False
             return
-        with self._cond:
-            self._observe_locked()
-            if not self._admissible_locked():
-                ok = False
-            else:
-                ok = True
-                self._active += 1
-                self.peak_concurrency = max(self.peak_concurrency, self._active)
-        if not ok:
+        held = self.slots.try_acquire() if self.slots is not None else None
+        if self.slots is not None and held is None:
+            self._release(None)
             yield False
             return
-        held = self.slots.try_acquire() if self.slots is not None else True
         try:
-            yield held is not None
+            yield True
         finally:
-            if held is not None and self.slots is not None:
-                self.slots.release(held)
-            with self._cond:
-                self._active -= 1
-                self._cond.notify_all()
+            self._release(held)
 
     def pace(self, tenant: str = "", table: str = "") -> None:
         """Between the chunks of one streamed query (its slot held): wait while the server's
@@ -315,10 +318,7 @@ class ReadGovernor:
                 if not self._paused and self._excess <= self.rate_limit * self.burst_seconds:
                     break
                 self._cond.wait(timeout=self.interval)
-        waited = self._clock() - t0
-        if waited > 0.001:
-            with self._cond:
-                self._throttled[(tenant, table)] += waited
+        self._note_wait(tenant, table, t0)
 
     def throttled_seconds(self, tenant: str, table: str) -> float:
         with self._cond:

@@ -158,3 +158,11 @@ def test_try_slot_widens_only_onto_a_free_slot():
         over._observe_locked()                            # far over budget: a debt
     with over.try_slot("t", "a") as ok:
         assert ok is False and over._active == 0
+
+    class Taken:                     # every named lock on the server is held by others
+        def try_acquire(self):
+            return None
+
+    busy = gov(Script(None, 100), conns=4, slots=Taken())
+    with busy.try_slot("t", "a") as ok:
+        assert ok is False and busy._active == 0          # a refusal counts nothing as active
