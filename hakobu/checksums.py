@@ -5,8 +5,9 @@ bucket of primary keys, COUNT(*) and a checksum of the keys computed identically
 BigQuery. Buckets whose (count, checksum) differ are where rows were deleted in MySQL (or are
 missing in BigQuery). `repair_deletes` then reads the source keys of those buckets only, stages
 them in BigQuery and deletes the BigQuery rows of those buckets whose key is not among them; rows
-present in the source but missing in BigQuery are re-read by key and MERGEd. Row *content* is the
-cursor's business; the checksum is about presence, so it also reconciles the load.
+present in the source but missing in BigQuery are re-read by key and MERGEd. The checksum is about
+presence (it also reconciles the load); row *content* is compared by hakobu/verify.py, over the
+same buckets.
 
 Buckets (decided once per comparison, from the BigQuery copy's COUNT/MIN/MAX; from the source
 only when BigQuery is empty):
@@ -32,13 +33,16 @@ only when BigQuery is empty):
            Cost: repair finds a hash bucket's keys with one more covering-index scan of the
            tenant's rows (transfers only the differing buckets' keys); the BigQuery DELETE scans
            the key columns.
-- "count"  tables without a primary key (loaded by full replace): COUNT(*) only, no repair.
+- "count"  tables without a primary key (loaded by full replace), and keys with a FLOAT/DOUBLE
+           column (no text of a binary float both engines print alike): COUNT(*) only, no
+           repair; the comparison still says "different" when the counts differ.
 
-h = the first 15 hex digits of MD5 of a canonical text of the key: each key column rendered
-identically by both engines (integers as decimal text, strings as UTF-8, binary as lowercase hex,
-dates/datetimes as 'YYYY-MM-DD[ HH:MM:SS.ffffff]'), each prefixed with its length in characters
-and ':' (netstring-like, so ('a:', 'b') and ('a', ':b') differ). 60 bits, so SUM would be
-redundant: a set difference hides from (COUNT, BIT_XOR) with probability 2^-60.
+h = the first 15 hex digits of MD5 of a canonical text of the key (hakobu/canonical.py: the
+text both engines give the same delivered value — integers and DECIMAL as digits, strings as
+UTF-8, binary as lowercase hex, dates/datetimes as 'YYYY-MM-DD[ HH:MM:SS.ffffff]', BIT, TIME),
+each column prefixed with its length in characters and ':' (netstring-like, so ('a:', 'b') and
+('a', ':b') differ). 60 bits, so SUM would be redundant: a set difference hides from (COUNT,
+BIT_XOR) with probability 2^-60.
 
 The source query reads only key columns (plus the tenant column), which every InnoDB secondary
 index contains, so MariaDB answers it from the smallest secondary index without touching rows
@@ -58,10 +62,11 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hakobu.canonical import bq_col, bq_key_text, key_comparable, my_key_text
 from hakobu.errors import HakobuError, LoadError, SchemaError, SourceError, SourceUnavailable
 from hakobu.plan import SRC, TablePlan, col_ref, keyset_after, to_source_value
 from hakobu.sqlquote import mysql_literal, quote_ident
-from hakobu.types import BINARY_TYPES, INT_TYPES, TEXT_TYPES, ColumnSpec, zero_flag_select
+from hakobu.types import INT_TYPES, ColumnSpec, zero_flag_select
 
 DEFAULT_BUCKET_ROWS = 4000
 REPAIR_GROUP_ROWS = 500_000      # source keys held (and staged) at once during a repair
@@ -99,7 +104,7 @@ class Bucketing:
                     f"({1 << self.shift} keys wide)")
         if self.mode == "hash":
             return f"hash: MOD(md5_60(key), {self.modulus})"
-        return "count only (no primary key)"
+        return "count only (no primary key, or a FLOAT key)"
 
 
 def key_columns(plan: TablePlan) -> tuple[str, ...]:
@@ -125,8 +130,8 @@ def choose_bucketing(plan: TablePlan, rows: int, lo: Any = None, hi: Any = None,
     if plan.full_replace or not plan.primary_key:
         return Bucketing("count")
     keys = key_columns(plan)
-    for k in keys:
-        _check_key_type(plan, plan.spec(k))
+    if not all(key_comparable(plan.spec(k)) for k in keys):
+        return Bucketing("count")    # e.g. a FLOAT key: no text both engines agree on
     first = plan.spec(keys[0])
     bucket_rows = max(1, int(bucket_rows))
     if _is_int(first):
@@ -147,41 +152,11 @@ def choose_bucketing(plan: TablePlan, rows: int, lo: Any = None, hi: Any = None,
     return Bucketing("hash", modulus=max(1, math.ceil(rows / bucket_rows)))
 
 
-def _check_key_type(plan: TablePlan, spec: ColumnSpec) -> None:
-    t = spec.info.data_type
-    if (t in INT_TYPES or t in TEXT_TYPES or t in BINARY_TYPES or t == "year"
-            or t in {"date", "datetime", "timestamp"}):
-        return
-    raise SchemaError(
-        f"primary key column {spec.name!r} has type {spec.info.column_type!r}, which hakobu "
-        "cannot checksum identically in MySQL and BigQuery", tenant=plan.tenant, table=plan.table,
-        hint="deletes in this table are not detected; declare another unique key with "
-             "primary_key: [...] in the tenant file")
-
-
 # -- SQL: MySQL side ----------------------------------------------------------------------------
 
-def _my_text(spec: ColumnSpec) -> str:
-    """Canonical UTF-8 text of a key value in MariaDB (must equal _bq_text)."""
-    c = col_ref(spec.name)
-    t = spec.info.data_type
-    if t in INT_TYPES or t == "year":
-        return f"CAST({c} AS CHAR)"
-    if t in TEXT_TYPES:
-        return f"CONVERT({c} USING utf8mb4)"
-    if t in BINARY_TYPES:
-        return f"LOWER(HEX({c}))"
-    if t == "date":
-        return f"DATE_FORMAT({c}, '%Y-%m-%d')"
-    return f"DATE_FORMAT({c}, '%Y-%m-%d %H:%i:%s.%f')"      # datetime, timestamp (UTC session)
-
-
 def _my_hash(plan: TablePlan) -> str:
-    parts = []
-    for k in key_columns(plan):
-        text = f"CONVERT({_my_text(plan.spec(k))} USING utf8mb4)"
-        parts += [f"CAST(CHAR_LENGTH({text}) AS CHAR)", "':'", text]
-    return f"CAST(CONV(LEFT(MD5(CONCAT({', '.join(parts)})), 15), 16, 10) AS UNSIGNED)"
+    text = my_key_text([plan.spec(k) for k in key_columns(plan)])
+    return f"CAST(CONV(LEFT(MD5({text}), 15), 16, 10) AS UNSIGNED)"
 
 
 def _my_bucket(plan: TablePlan, b: Bucketing) -> str:
@@ -252,41 +227,12 @@ def _key_list_sql(plan: TablePlan, keys: list[tuple]) -> str:
 
 # -- SQL: BigQuery side -------------------------------------------------------------------------
 
-def _bq_col(name: str, alias: str = "") -> str:
-    if "`" in name or "\\" in name:
-        raise ValueError(f"invalid BigQuery column name {name!r}")
-    return f"{alias + '.' if alias else ''}`{name}`"
-
-
-def _bq_text(spec: ColumnSpec, alias: str = "") -> str:
-    c = _bq_col(spec.name, alias)
-    t = spec.info.data_type
-    if t in INT_TYPES or t == "year":
-        return f"CAST({c} AS STRING)"
-    if t in TEXT_TYPES:
-        return c
-    if t in BINARY_TYPES:
-        return f"TO_HEX({c})"
-    if t == "date":
-        return f"FORMAT_DATE('%Y-%m-%d', {c})"
-    if spec.bq_type == "DATETIME":
-        return f"FORMAT_DATETIME('%Y-%m-%d %H:%M:%E6S', {c})"
-    zone = "UTC" if t == "timestamp" else spec.source_timezone
-    return f"FORMAT_TIMESTAMP('%Y-%m-%d %H:%M:%E6S', {c}, '{_zone(zone)}')"
-
-
-def _zone(zone: str) -> str:
-    if "'" in zone or "\\" in zone:
-        raise ValueError(f"invalid time zone {zone!r}")
-    return zone
+_bq_col = bq_col
 
 
 def _bq_hash(plan: TablePlan, alias: str = "") -> str:
-    parts = []
-    for k in key_columns(plan):
-        text = _bq_text(plan.spec(k), alias)
-        parts += [f"CAST(LENGTH({text}) AS STRING)", "':'", text]
-    return f"CAST(CONCAT('0x', SUBSTR(TO_HEX(MD5(CONCAT({', '.join(parts)}))), 1, 15)) AS INT64)"
+    text = bq_key_text([plan.spec(k) for k in key_columns(plan)], alias)
+    return f"CAST(CONCAT('0x', SUBSTR(TO_HEX(MD5({text})), 1, 15)) AS INT64)"
 
 
 def _bq_num(value: int) -> str:
@@ -391,10 +337,22 @@ class Comparison:
     dest_exists: bool = True
     source_seconds: float = 0.0
     dest_seconds: float = 0.0
+    bucket_ids: set = field(default_factory=set)
+    # the content comparison of this run (hakobu.verify.ContentComparison), if one ran, and
+    # the verification state after it (hakobu.verify.VerifyNote)
+    content: object = None
+    note: object = None
 
     @property
     def equal(self) -> bool:
+        """The keys are equal (every bucket's count and key checksum)."""
         return not self.differing and self.source_rows == self.dest_rows
+
+    @property
+    def in_sync(self) -> bool:
+        """Keys equal, and the content compared this run equal (or repaired)."""
+        c = self.content
+        return self.equal and (c is None or c.equal or c.repaired)
 
     @property
     def buckets_differing(self) -> int:
@@ -415,9 +373,16 @@ class Comparison:
 
     def summary(self) -> str:
         if self.equal:
-            return f"equal: {self.source_rows} rows in {self.buckets_total} buckets"
-        return (f"DIFFERENT: source {self.source_rows} rows, BigQuery {self.dest_rows}; "
-                f"{self.buckets_differing} of {self.buckets_total} buckets differ")
+            text = f"keys equal: {self.source_rows} rows in {self.buckets_total} buckets"
+        else:
+            text = (f"keys DIFFERENT: source {self.source_rows} rows, BigQuery "
+                    f"{self.dest_rows}; {self.buckets_differing} of {self.buckets_total} "
+                    "buckets differ")
+        if self.content is not None:
+            text += "; " + self.content.summary()
+        if self.note is not None:
+            text += "; " + self.note.describe()
+        return text
 
     def metadata(self, limit: int = 20) -> dict:
         shown = "; ".join(d.describe() for d in self.differing[:limit])
@@ -433,7 +398,12 @@ class Comparison:
                 "differing_buckets": shown or "-",
                 "bigquery_table_exists": self.dest_exists,
                 "source_seconds": round(self.source_seconds, 3),
-                "bigquery_seconds": round(self.dest_seconds, 3)}
+                "bigquery_seconds": round(self.dest_seconds, 3),
+                "compared": (f"keys in all {self.buckets_total} buckets; content: "
+                             + (self.content.slice_desc if self.content is not None
+                                else "not compared in this run")),
+                **(self.content.metadata() if self.content is not None else {}),
+                **(self.note.metadata() if self.note is not None else {})}
 
 
 def diff_buckets(b: Bucketing, source: dict[int, tuple], dest: dict[int, tuple]
@@ -496,7 +466,8 @@ def compare_table(source, dest, plan: TablePlan, *, bucket_rows: int = DEFAULT_B
     cmp.dest_seconds = time.monotonic() - t0
     cmp.source_rows = sum(v[0] for v in src.values())
     cmp.dest_rows = sum(v[0] for v in dst.values())
-    cmp.buckets_total = len(set(src) | set(dst))
+    cmp.bucket_ids = set(src) | set(dst)
+    cmp.buckets_total = len(cmp.bucket_ids)
     cmp.differing = diff_buckets(b, src, dst)
     return cmp
 
@@ -579,8 +550,11 @@ def _groups(diffs: list[BucketDiff]) -> list[list[BucketDiff]]:
 def _repair_group(source, dest, plan: TablePlan, name: str, b: Bucketing,
                   buckets: list[int], index: str | None, stats: RepairStats,
                   merge_missing: bool, gate, tag: str, allowed: float) -> None:
-    pk_specs = [plan.spec(k) for k in plan.primary_key]
-    keys = _read_source_keys(source, plan, b, buckets, index, stats, gate)
+    # the key without the tenant column: constant in the compared slice, and of another type
+    # in the warehouse (tenant_id STRING there, the source's discriminator here)
+    kcols = list(key_columns(plan))
+    pk_specs = [plan.spec(k) for k in kcols]
+    keys = _read_source_keys(source, plan, b, buckets, index, stats, gate).select(kcols)
     table = dest.ref(name)
     # the tenant in the name: in a shared dataset another tenant's repair may run meanwhile
     stg_name = f"{STAGING}{plan.tenant}_{name}_{tag}"[:1024]
@@ -592,7 +566,7 @@ def _repair_group(source, dest, plan: TablePlan, name: str, b: Bucketing,
     try:
         if keys.num_rows:
             _load(dest, plan, stg_name, keys)
-        match = " AND ".join(f"{_bq_col(k, 'S')} = {_bq_col(k, 'T')}" for k in plan.primary_key)
+        match = " AND ".join(f"{_bq_col(k, 'S')} = {_bq_col(k, 'T')}" for k in kcols)
         scope = _bq_scope(plan, b, buckets, "T")
         dest_slice = _dest_slice(dest)
         if dest_slice:
@@ -609,7 +583,7 @@ def _repair_group(source, dest, plan: TablePlan, name: str, b: Bucketing,
         if doomed:
             job = dest.sql(f"DELETE FROM {table} T WHERE {gone}", table=name)
             stats.rows_deleted += job.num_dml_affected_rows or 0
-        sel = ", ".join(_bq_col(k, "S") for k in plan.primary_key)
+        sel = ", ".join(_bq_col(k, "S") for k in kcols)
         missing = dest.rows(f"SELECT {sel} FROM {stg} S WHERE NOT EXISTS (SELECT 1 FROM "
                             f"{table} T WHERE {scope} AND {match})")
         stats.rows_missing += len(missing)
@@ -716,8 +690,8 @@ def _merge_missing(source, dest, plan: TablePlan, target: str, missing: list[dic
     """Re-read the source rows BigQuery lacks, by key, and MERGE them (as a sync would)."""
     from hakobu.types import arrow_schema
 
-    keys = [tuple(to_source_value(plan.spec(k), r[k]) for k in plan.primary_key)
-            for r in missing]
+    keys = [tuple(to_source_value(plan.spec(k), r[k]) if k in r else plan.tenant_value
+                  for k in plan.primary_key) for r in missing]
     selects = [s.select_sql for s in plan.specs]
     selects += [zero_flag_select(s, i) for i, s in plan.zero_flag_columns]
     merged = 0

@@ -76,6 +76,7 @@ class Cluster(_Model):
     zero_dates: Literal["to_null", "fail"] = "to_null"
     read_budget: ReadBudget = ReadBudget()
     lag_seconds: int = Field(default=5, ge=0)
+    verify_every: int = Field(default=7, ge=1, le=366)   # nights per full content rotation
 
     _zone = field_validator("timezone")(_check_zone)
 
@@ -160,6 +161,7 @@ class Table(_Model):
     without_primary_key: Literal["refuse", "replace"] = "refuse"
     zero_dates: Literal["to_null", "fail"] | None = None
     export_sensitive: list[Identifier] = []
+    verify_every: int | None = Field(default=None, ge=1, le=366)   # default: the cluster's
 
     @model_validator(mode="after")
     def _consistent(self) -> "Table":

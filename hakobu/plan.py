@@ -47,6 +47,7 @@ class TablePlan:
     # guard costs the server ~5-10 % of a plain read. The connectorx reader reads without it
     # and falls back to it the moment a zero date arrives (resources/mysql_source.iter_chunks).
     guard_zero_dates: bool = True
+    verify_every: int = 7               # nights per full content-verification rotation
     spec_by_name: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):

@@ -29,6 +29,7 @@ from hakobu.types import ColumnSpec
 from resources.bigquery_client import BigQuerySettings, make_client
 
 STATE_TABLE = "_hakobu_state"
+NOTE_SUFFIX = "#verify"          # state row of a table's content-verification rotation
 STAGING_PREFIX = "_hakobu_stg_"
 SHADOW_PREFIX = "_hakobu_shadow_"
 SYNCED_AT = "_hakobu_synced_at"
@@ -122,6 +123,7 @@ class BigQueryDestination:
         self.work_dir = Path(work_dir)
         self.retry = settings.retry()
         self._prefetched: dict[str, "Watermark | None"] = {}   # prefetch_watermarks()
+        self._notes: dict[str, "dict | None"] = {}              # (and the verify notes)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -356,12 +358,36 @@ class BigQueryDestination:
     def prefetch_watermarks(self, tables: list[str]) -> None:
         """Read the watermarks of all `tables` in one query: each table's first read_watermark
         in this run takes its value from here (later ones, e.g. a retry, read again)."""
+        names = list(tables) + [t + NOTE_SUFFIX for t in tables]
         rows = self.rows(f"SELECT table_name, watermark, version FROM {self.ref(STATE_TABLE)} "
                          "WHERE table_name IN UNNEST(@ts)",
-                         [bigquery.ArrayQueryParameter("ts", "STRING", list(tables))])
-        found = {r["table_name"]: Watermark.from_json(r["watermark"], int(r["version"]))
-                 for r in rows}
-        self._prefetched = {t: found.get(t) for t in tables}
+                         [bigquery.ArrayQueryParameter("ts", "STRING", names)])
+        found = {r["table_name"]: r for r in rows}
+        self._prefetched = {t: Watermark.from_json(found[t]["watermark"],
+                                                   int(found[t]["version"]))
+                            if t in found else None for t in tables}
+        self._notes = {t: json.loads(found[t + NOTE_SUFFIX]["watermark"])
+                       if t + NOTE_SUFFIX in found else None for t in tables}
+
+    def read_note(self, table: str) -> dict | None:
+        """The content-verification note of a table (hakobu.verify.VerifyNote), if any."""
+        if table in self._notes:
+            return self._notes.pop(table)
+        rows = self.rows(f"SELECT watermark FROM {self.ref(STATE_TABLE)} WHERE table_name = @t",
+                         [bigquery.ScalarQueryParameter("t", "STRING", table + NOTE_SUFFIX)])
+        return json.loads(rows[0]["watermark"]) if rows else None
+
+    def write_note(self, table: str, note: dict, run_id: str) -> None:
+        """Upsert the note (one MERGE): it only ever moves forward with the nights, and two runs
+        of one tenant never overlap, so it needs no compare-and-set."""
+        p = [bigquery.ScalarQueryParameter("t", "STRING", table + NOTE_SUFFIX),
+             bigquery.ScalarQueryParameter("w", "STRING", json.dumps(note, sort_keys=True)),
+             bigquery.ScalarQueryParameter("r", "STRING", run_id)]
+        self.sql(f"MERGE {self.ref(STATE_TABLE)} T USING (SELECT @t AS table_name) S "
+                 "ON T.table_name = S.table_name "
+                 "WHEN MATCHED THEN UPDATE SET watermark = @w, updated_at = CURRENT_TIMESTAMP(), "
+                 "run_id = @r WHEN NOT MATCHED THEN INSERT (table_name, watermark, version, "
+                 "updated_at, run_id) VALUES (@t, @w, 0, CURRENT_TIMESTAMP(), @r)", p, table=table)
 
     def read_watermark(self, table: str) -> Watermark | None:
         if table in self._prefetched:

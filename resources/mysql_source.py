@@ -252,7 +252,8 @@ class MySQLSource:
                          row_bytes=refl.row_bytes, tenant_column=tcol,
                          tenant_value=tenant.source.tenant_value,
                          zero_dates=table.zero_dates or cluster.zero_dates,
-                         full_replace=full_replace, cursor_index=cursor_index)
+                         full_replace=full_replace, cursor_index=cursor_index,
+                         verify_every=table.verify_every or cluster.verify_every)
 
     @staticmethod
     def _require_index(refl: Reflected, prefix: list[str], cursor: str, tenant: Tenant,
