@@ -7,10 +7,14 @@ in the delivery step itself: the sync compares each table it delivered with the 
 reports that comparison — no second scan of the source, no extra step per table. Selected
 alone (a check-only run from the UI), the step calls `evaluate` below instead.
 
-The comparison is per-bucket row counts and key checksums (hakobu.checksums.compare_table): one
-covering-index query on the source, one aggregate on BigQuery. It passes when every bucket is
-equal; it fails (severity ERROR) with source rows, BigQuery rows and the buckets that differ as
-metadata. Evaluated alone it only reads: the incremental sync repairs; the check verifies.
+The comparison is per-bucket row counts and key checksums over every bucket
+(hakobu.checksums.compare_table: one covering-index query on the source, one aggregate on
+BigQuery), and the content of tonight's slice of buckets value by value (hakobu.verify: every
+bucket once every `verify_every` nights). It passes when every bucket's keys are equal and the
+compared content is equal or was repaired in this run; it fails (severity ERROR) otherwise, with
+source rows, BigQuery rows, the buckets that differ and the rows missing, extra or changed as
+metadata. Its metadata says what was compared (`compared`, `content_slice`) and when a full
+content pass last completed. Evaluated alone it only reads: the sync repairs; the check verifies.
 
 Rows committed in the source after the run's upper bound (lag_seconds) are not in BigQuery yet
 and show as missing: `rows_missing_at_least` vs `rows_extra_at_least` tells a late row from an
@@ -25,8 +29,9 @@ from hakobu.errors import HakobuError
 from resources.bigquery_client import BigQuerySettings
 
 CHECK_NAME = "in_sync_with_source"
-DESCRIPTION = ("the table in the tenant's dataset has the source's rows: per primary-key "
-               "bucket, row count and key checksum are equal")
+DESCRIPTION = ("the table in the tenant's dataset has the source's rows and values: per "
+               "primary-key bucket, row count and key checksum are equal, and tonight's slice "
+               "of buckets (all of them every verify_every nights) is equal value by value")
 
 
 def evaluate(config: Config, tenant_id: str, table: str, *,
@@ -48,8 +53,10 @@ def evaluate(config: Config, tenant_id: str, table: str, *,
         source = source_for(config, tenant)
         plan = source.plan_table(tenant, tenant.table(table))
         dest = destination_for(tenant, settings or BigQuerySettings.from_env())
-        cmp = compare_table(source, dest, plan, bucket_rows=bucket_rows,
-                            gate=governor_for(config.cluster_of(tenant)))
+        gate = governor_for(config.cluster_of(tenant))
+        cmp = compare_table(source, dest, plan, bucket_rows=bucket_rows, gate=gate)
+        if cmp.dest_exists:
+            cmp.content = tonight(source, dest, plan, cmp, gate)
     except HakobuError as exc:
         return dg.AssetCheckResult(**key, passed=False, severity=dg.AssetCheckSeverity.ERROR,
                                    description=f"could not compare: {exc}",
@@ -57,10 +64,21 @@ def evaluate(config: Config, tenant_id: str, table: str, *,
     return result(tenant_id, table, cmp)
 
 
+def tonight(source, dest, plan, cmp: Comparison, gate):
+    """Tonight's content slice, compared read-only (no repair, no rotation state written)."""
+    from hakobu.verify import night_number, night_slice, table_offset, compare_content
+
+    every = plan.verify_every
+    buckets, desc = night_slice(cmp.bucketing, cmp.bucket_ids, every, night_number(),
+                                table_offset(plan.tenant, plan.table, every))
+    return compare_content(source, dest, plan, bucketing=cmp.bucketing, buckets=buckets,
+                           slice_desc=desc, gate=gate)
+
+
 def result(tenant_id: str, table: str, cmp: Comparison) -> dg.AssetCheckResult:
     from assets.customer import customer_key
 
     return dg.AssetCheckResult(asset_key=customer_key(table), check_name=CHECK_NAME,
-                               passed=cmp.equal, severity=dg.AssetCheckSeverity.ERROR,
+                               passed=cmp.in_sync, severity=dg.AssetCheckSeverity.ERROR,
                                description=cmp.summary(),
                                metadata={"tenant": tenant_id, **cmp.metadata()})

@@ -210,6 +210,44 @@ def cmd_status(args) -> int:
     return EXIT_OK
 
 
+# -- verify -------------------------------------------------------------------------------------
+
+def cmd_verify(args) -> int:
+    """A full content comparison of one tenant's tables (customer dataset and warehouse slice),
+    through the cluster's read governor; exit 0 when equal, 1 when different (after --repair:
+    0 only if the repair made every table equal)."""
+    import json
+
+    from hakobu.verify_run import render, verify_tenant
+
+    config = load_config()
+    tables = [t.strip() for t in args.tables.split(",")] if args.tables else None
+    bars: dict = {}
+
+    def show(p) -> None:
+        if args.no_progress or args.json:
+            return
+        from tqdm import tqdm
+
+        bar = bars.get(p.target)
+        if bar is None:
+            bar = bars[p.target] = tqdm(total=p.total, unit="slice", desc=p.target,
+                                        leave=False, dynamic_ncols=True)
+        bar.update(p.done - bar.n)
+
+    try:
+        verdicts = verify_tenant(config, args.tenant, tables=tables, repair=args.repair,
+                                 on_progress=show)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    if args.json:
+        print(json.dumps([v.as_dict() for v in verdicts], indent=2))
+    else:
+        print(render(verdicts))
+    return EXIT_OK if all(v.equal and not v.error for v in verdicts) else EXIT_FAIL
+
+
 # -- demo ---------------------------------------------------------------------------------------
 
 def cmd_demo(args) -> int:
@@ -257,6 +295,24 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--tenants", help="comma-separated tenant ids (default: all)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=cmd_status)
+
+    vf = sub.add_parser("verify", help="compare one tenant's tables with the source value by "
+                                       "value (every bucket); exit 0 equal, 1 different",
+                        description="A full content comparison of a tenant's tables in its "
+                                    "customer dataset (and its slice of the warehouse), read "
+                                    "through the cluster's governor. Names, per table, the rows "
+                                    "missing in BigQuery, extra in BigQuery and changed. Exit "
+                                    "codes: 0 every table equal; 1 a table differs or could not "
+                                    "be compared (with --repair: 0 only if the repair made "
+                                    "every table equal).")
+    vf.add_argument("tenant", help="tenant id (the name of its file in tenants/)")
+    vf.add_argument("--tables", help="comma-separated table names (default: all of the tenant's)")
+    vf.add_argument("--repair", action="store_true",
+                    help="re-read and merge the rows that differ, delete the extra ones, "
+                         "compare again")
+    vf.add_argument("--json", action="store_true", help="machine-readable output")
+    vf.add_argument("--no-progress", action="store_true", help="no progress bar")
+    vf.set_defaults(func=cmd_verify)
 
     d = sub.add_parser("demo", help="start a local MariaDB (if none) and the BigQuery emulator, "
                                     "create demo tenants, load them twice, print the result")

@@ -359,8 +359,8 @@ def after_table(source: MySQLSource, plan: TablePlan, sinks: list[Sink], res: Ta
             except HakobuError as exc:
                 if s.critical:
                     raise
-                s.fail(exc)
-                res.warehouse_error = str(exc)
+                s.fail(exc)              # reported as a failed warehouse/<table>, never "ok"
+                res.warehouse, res.warehouse_error = "failed", str(exc)
     hooks("table_done", table=res.table, plan=plan, sinks=sinks, result=res)
 
 

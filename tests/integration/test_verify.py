@@ -43,6 +43,9 @@ def row(i: int) -> tuple:
             "x,z" if i % 2 else "y")
 
 
+from tests.integration.test_warehouse import datasets, wh_config  # noqa: F401,E402  (fixtures)
+
+
 @pytest.fixture
 def vschema(sql):
     name = unique("hk_vfy")
@@ -232,3 +235,105 @@ def test_the_rotation_state_says_when_a_full_pass_completed(
     # the same night again: not compared twice
     again, _ = nightly_content(source, sink, plan, keys, every=3, night=start + 2)
     assert again.slice_desc == "already verified tonight" and again.buckets_compared == 0
+
+
+# -- the warehouse, and `hakobu verify` ---------------------------------------------------------
+
+def test_warehouse_content_respects_policies_and_shared_table_deletes_reach_it(
+        sql, datasets, wh_config, bq_client, monkeypatch):
+    """Shared tables with key (tenant_id, id): a row deleted in the source disappears from the
+    warehouse too (the repair matches on the key without the tenant column, whose type differs
+    there), hashed columns are verified to hold hashes (a clear value left behind is found and
+    rewritten), dropped columns are not compared."""
+    from tests.integration.test_warehouse import KEY, KEY_ENV, make_members, warehouse_yaml
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    schema = unique("hk_vfy")
+    sql(f"CREATE DATABASE `{schema}` CHARACTER SET utf8mb4")
+    try:
+        make_members(sql, schema, 120, shared=[1, 2])
+        sql(f"ALTER TABLE `{schema}`.members DROP PRIMARY KEY, ADD PRIMARY KEY (tenant_id, id)")
+        tables = "- name: members\n  cursor: updated_at\n  chunk_rows: 50\n"
+        shared = "  tenant_column: tenant_id\n  tenant_value: {v}\n"
+        wh = datasets("hk_vfy")
+        config = wh_config({"t1": (schema, datasets("hk_vfy"), tables, shared.format(v=1)),
+                            "t2": (schema, datasets("hk_vfy"), tables, shared.format(v=2))},
+                           warehouse_yaml(wh))
+        for t in ("t1", "t2"):
+            [r] = sync_tenant(config, t)
+            assert r.ok and r.warehouse == "ok", (r.error, r.warehouse_error)
+        sql(f"DELETE FROM `{schema}`.members WHERE tenant_id = 1 AND id IN (4, 6)")
+        [r] = sync_tenant(config, "t1")
+        assert r.ok and r.warehouse == "ok", r.warehouse_error
+        ids = {x["id"] for x in bq_client.query(
+            f"SELECT id FROM `hakobu-test.{wh}.members` WHERE tenant_id = 't1'").result()}
+        assert 4 not in ids and 6 not in ids and len(ids) == 58
+        # a clear value in a hashed column (e.g. left from before hash_columns listed it)
+        bq_client.query(f"UPDATE `hakobu-test.{wh}.members` SET email = 'clear@example.com' "
+                        "WHERE tenant_id = 't1' AND id = 8").result()
+        from hakobu.verify_run import verify_tenant
+
+        [cust, whv] = verify_tenant(config, "t1")
+        assert cust.equal and cust.target == "customer/members"
+        assert whv.target == "warehouse/members" and whv.changed == 1 and not whv.equal
+        [_, fixed] = verify_tenant(config, "t1", repair=True)
+        assert fixed.repaired and fixed.equal
+        [row] = bq_client.query(f"SELECT email FROM `hakobu-test.{wh}.members` "
+                                "WHERE tenant_id = 't1' AND id = 8").result()
+        assert row["email"] != "clear@example.com" and len(row["email"]) == 64
+        # the other tenant's slice was never touched, and is equal
+        assert all(v.equal for v in verify_tenant(config, "t2"))
+    finally:
+        sql(f"DROP DATABASE IF EXISTS `{schema}`")
+
+
+def test_a_warehouse_failure_is_never_reported_ok(sql, datasets, wh_config, monkeypatch):
+    from tests.integration.test_warehouse import KEY, KEY_ENV, make_members, warehouse_yaml
+    import hakobu.verify as hv
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    schema = unique("hk_vfy")
+    sql(f"CREATE DATABASE `{schema}` CHARACTER SET utf8mb4")
+    try:
+        make_members(sql, schema, 30)
+        config = wh_config({"a": (schema, datasets("hk_vfy"),
+                                  "- name: members\n  cursor: updated_at\n")},
+                           warehouse_yaml(datasets("hk_vfy")))
+        [r] = sync_tenant(config, "a")
+        assert r.ok and r.warehouse == "ok"
+
+        orig = hv.compare_content
+
+        def broken(*a, **k):
+            if getattr(k.get("sink"), "kind", "") == "warehouse":
+                from hakobu.errors import LoadError
+                raise LoadError("injected failure inside the warehouse comparison")
+            return orig(*a, **k)
+        monkeypatch.setattr(hv, "compare_content", broken)
+        [r] = sync_tenant(config, "a")
+        assert r.ok, r.error                                  # the customer is delivered
+        assert r.warehouse == "failed" and "injected" in r.warehouse_error
+    finally:
+        sql(f"DROP DATABASE IF EXISTS `{schema}`")
+
+
+def test_cli_verify_exit_codes_counts_and_repair(sql, vschema, vdataset, make_config, bq_env,
+                                                 capsys):
+    import json
+
+    from hakobu.cli import main
+
+    _, source, dest, plan, _ = setup(sql, vschema, vdataset, make_config, n=120)
+    assert main(["verify", "a", "--no-progress"]) == 0
+    assert "equal" in capsys.readouterr().out
+    dest.sql(f"UPDATE {dest.ref('things')} SET d = 0 WHERE id IN (1, 2, 3)")
+    dest.sql(f"DELETE FROM {dest.ref('things')} WHERE id = 50")
+    assert main(["verify", "a", "--json"]) == 1
+    [v] = json.loads(capsys.readouterr().out)
+    assert (v["target"], v["missing"], v["extra"], v["changed"]) == ("customer/things", 1, 0, 3)
+    assert main(["verify", "a", "--tables", "things", "--repair", "--no-progress"]) == 0
+    assert "repaired, now equal" in capsys.readouterr().out
+    assert main(["verify", "a", "--no-progress"]) == 0
+    assert diff_table(source, dest, plan).equal
+    assert main(["verify", "a", "--tables", "nope"]) == 1
+    assert "unknown table 'nope'" in capsys.readouterr().err
