@@ -9,7 +9,9 @@ and the machine by a full run of every goal (quick or --only runs write
 .local/bench/BENCHMARKS.partial.md unless --out); the raw figures go to bench/BENCHMARKS.json
 (beside --out otherwise), from which --render-only rewrites the report after bench/analysis.md
 (the hand-written analysis appended to it) changes. `read-once` is bench/read_once.py's goal
-(the internal warehouse reads the source once), run here so `make bench` prints every goal.
+(the internal warehouse reads the source once) and `verify-cost` bench/verify_cost.py's (one
+night's content-verification slice against a full read), run here so `make bench` prints every
+goal.
 
 Fixture tables live in the `hakobu_bench` schema of the server in HAKOBU_MYSQL_HOST/PORT/USER
 (default 127.0.0.1:3306, root) and are reused across runs.
@@ -26,7 +28,8 @@ from bench.fixtures import SCHEMA, Server, ensure_table, table_size
 from bench.report import Goal, Report, from_json, machine_info, to_json, write
 
 REPO = Path(__file__).resolve().parent.parent
-GOAL_ORDER = ("throughput", "memory", "budget", "incremental", "fanout", "read-once")
+GOAL_ORDER = ("throughput", "memory", "budget", "incremental", "fanout", "read-once",
+              "verify-cost")
 # the goals each block reports (op, target, unit), so a failing block still prints its lines
 GOAL_NAMES = {"throughput": {"extract-vs-connectorx": (">=", 0.9, "x"),
                              "extract-vs-pandas": (">=", 10, "x")},
@@ -34,7 +37,8 @@ GOAL_NAMES = {"throughput": {"extract-vs-connectorx": (">=", 0.9, "x"),
               "budget": {"budget-compliance": ("<=", 1.10, "x"), "budget-time": ("<=", 1.15, "x")},
               "incremental": {"incremental-cost": ("<=", 0.05, "x")},
               "fanout": {"fanout-overhead": ("<=", 1.25, "x")},
-              "read-once": {"read-once": ("<=", 1.1, "x")}}    # bench/read_once.py (warehouse)
+              "read-once": {"read-once": ("<=", 1.1, "x")},    # bench/read_once.py (warehouse)
+              "verify-cost": {"verify-cost": ("<=", round(1.25 / 7, 3), "x")}}  # verify_cost.py
 
 
 def json_path(out: Path) -> Path:
@@ -140,6 +144,23 @@ def main(argv=None) -> int:
                     f"{m['physical_page_reads']['off']:,}, chunks "
                     f"{m['chunk_queries']['on']} vs {m['chunk_queries']['off']} (lowest of "
                     f"{m['reps']} runs each).")
+            elif block == "verify-cost":
+                from bench import verify_cost
+
+                m = verify_cost.measure(20_000 if args.quick else 200_000)
+                g = verify_cost.goal(m)
+                report.goals.append(g)
+                report.section(
+                    "7. Content verification: one night's slice vs a full read",
+                    f"`bench/verify_cost.py`: a {m['rows']:,}-row table, verify_every "
+                    f"{m['every']}; logical page reads (`Innodb_buffer_pool_read_requests`) of a "
+                    f"full read {m['full_read']:,}, of each night's content slice "
+                    f"{', '.join(f'{n:,}' for n in m['nights'])} (mean {m['ratio']:.3f}x, "
+                    f"largest {m['max_ratio']:.3f}x; the {m['every']} nights together "
+                    f"{m['sum_ratio']:.2f}x: every bucket once). {g.note.split('; ')[-1]}.")
+                if m["busy_sessions_max"]:
+                    log(f"  verify-cost: {m['busy_sessions_max']} other sessions were active "
+                        "during the measurement (server-wide counters)")
             elif block == "fanout":
                 from bench import fanout
 
