@@ -499,9 +499,8 @@ def open_tenant_run(config: Config, tenant_id: str, *, tables: list[str] | None,
     for n in names:
         try:
             run.plans[n] = source.plan_table(tenant, tenant.table(n))
-        except HakobuError as exc:
-            log.error("%s/%s refused: %s", tenant.tenant, n, exc)
-            run.results[n] = TableResult(tenant.tenant, n, ok=False, error=str(exc))
+        except Exception as exc:    # noqa: BLE001 — one table's failure is its result
+            run.results[n] = failed_result(tenant.tenant, n, exc, "refused")
             if on_result is not None:
                 on_result(run.results[n])
     if not run.plans:
@@ -522,15 +521,36 @@ def open_tenant_run(config: Config, tenant_id: str, *, tables: list[str] | None,
     return run
 
 
+def failed_result(tenant: str, table: str, exc: Exception, what: str = "failed") -> TableResult:
+    """A table's failure as its result, so the tenant's other tables still load.
+
+    hakobu's own errors (HakobuError) already say what happened and what to do. Anything else
+    (a KeyError, a TypeError, a pyarrow error) is a bug or a case nobody foresaw: it must not
+    take the tenant's other tables down with it, so it is caught here too (Exception only — a
+    KeyboardInterrupt or a dying process still stops the run), named with its type, and logged
+    with its traceback at debug level. Every unit of work is idempotent, so a rerun after the
+    fix resumes from the table's last watermark."""
+    if isinstance(exc, HakobuError):
+        log.error("%s/%s %s: %s", tenant, table, what, exc)
+        return TableResult(tenant, table, ok=False, error=str(exc))
+    log.error("%s/%s %s with an unexpected %s: %s", tenant, table, what, type(exc).__name__, exc)
+    log.debug("%s/%s: traceback of the unexpected error", tenant, table, exc_info=exc)
+    text = str(HakobuError(
+        f"unexpected {type(exc).__name__} in table {table!r}: {exc!r}", tenant=tenant, table=table,
+        hint="only this table stopped; the tenant's other tables went on. Its watermark moves "
+             "only after a merge, so a rerun is exact; run with debug logging (hakobu.sync) for "
+             "the traceback and report it"))
+    return TableResult(tenant, table, ok=False, error=text)
+
+
 def run_tables(run: TenantRun, fn: Callable[[str], TableResult], workers: int,
                on_result: Callable[[TableResult], None] | None = None) -> list[TableResult]:
     """Run fn per planned table, side by side up to `workers`; a table's failure is its result."""
     def one(name: str) -> TableResult:
         try:
             r = fn(name)
-        except HakobuError as exc:
-            log.error("%s/%s failed: %s", run.tenant.tenant, name, exc)
-            r = TableResult(run.tenant.tenant, name, ok=False, error=str(exc))
+        except Exception as exc:    # noqa: BLE001 — one table's failure is its result
+            r = failed_result(run.tenant.tenant, name, exc)
         if on_result is not None:
             on_result(r)
         return r
