@@ -38,6 +38,7 @@ class TablePlan:
     chunk_rows: int                     # rows per Arrow batch handed on (staged, accounted)
     tenant_column: str | None = None
     tenant_value: Any = None
+    tenant_type: str | None = None      # the tenant column's MySQL DATA_TYPE (tenant_predicate)
     zero_dates: Literal["to_null", "fail"] = "to_null"
     full_replace: bool = False
     cursor_index: str | None = None     # the index starting with ([tenant column,] cursor)
@@ -113,6 +114,74 @@ def col_ref(name: str) -> str:
     return f"{SRC}.{quote_ident(name)}"
 
 
+INT_TYPES = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint"}
+STRING_TYPES = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set"}
+BYTES_TYPES = {"binary", "varbinary"}
+
+
+def tenant_value_problem(data_type: str, value: Any) -> str | None:
+    """Why `value` cannot select a tenant's rows by a column of `data_type`, or None.
+
+    MySQL compares across types by converting silently: `'1x' = 1`, `'01' = 1` and `'1 ' = 1`
+    are all true for a VARCHAR column compared with the integer 1, and an INT column compared
+    with the string '1x' matches 1. A tenant_value of another type than its column would read
+    other tenants' rows, so the value must have the column's own type: an integer for an
+    integer column, a string for a string (or binary) column."""
+    t = data_type.lower()
+    if t in INT_TYPES:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return (f"is {type(value).__name__} {value!r}, but the column is an integer column "
+                    f"({t}): MySQL would compare it as a number and match other values")
+        return None
+    if t in STRING_TYPES or t in BYTES_TYPES:
+        if not isinstance(value, str):
+            return (f"is {type(value).__name__} {value!r}, but the column is a string column "
+                    f"({t}): MySQL would compare the column as a number, so '0{value}', "
+                    f"'{value} ' and '{value}x' would match too")
+        return None
+    return (f"selects by a {t} column; tenant columns must be integer or string (CHAR, "
+            "VARCHAR, ENUM, BINARY...) columns")
+
+
+def tenant_predicate(plan: "TablePlan") -> str:
+    """The WHERE condition that selects the plan's tenant in a shared table, compared in the
+    column's own type, so a tenant can never read another tenant's rows:
+    - an integer column with an integer literal (`_src.t = 3`);
+    - a string column with a string literal and also byte for byte, because the column's
+      collation would otherwise make 'acme' match 'ACME' and, under PAD SPACE collations,
+      'acme ': `_src.t = 'acme' AND CAST(CONVERT(_src.t USING utf8mb4) AS BINARY) = X'61636d65'`
+      (the first half drives the (tenant, cursor) index, the second filters exactly; the
+      column is converted to utf8mb4 first so a latin1 column compares its characters, not
+      its encoding);
+    - a binary column with the value's UTF-8 bytes (binary columns already compare bytes).
+    A value of another type than its column is refused (plan_table does so before any read,
+    naming the tenant file; here it is a last guard)."""
+    from hakobu.errors import SchemaError
+
+    col = col_ref(plan.tenant_column)
+    value, t = plan.tenant_value, plan.tenant_type
+    if t is None and plan.tenant_column in plan.spec_by_name:
+        t = plan.spec(plan.tenant_column).info.data_type
+    if t is None:
+        raise SchemaError(f"the type of tenant column {plan.tenant_column!r} is unknown",
+                          tenant=plan.tenant, table=plan.table,
+                          hint="internal: plans come from MySQLSource.plan_table, which "
+                               "reflects it")
+    t = t.lower()
+    problem = tenant_value_problem(t, value)
+    if problem:
+        raise SchemaError(f"tenant_value {problem}", tenant=plan.tenant, table=plan.table,
+                          hint="write tenant_value in the tenant file with the tenant column's "
+                               "own type")
+    if t in INT_TYPES:
+        return f"{col} = {int(value)}"
+    if t in BYTES_TYPES:
+        return f"{col} = {mysql_literal(value.encode('utf-8'))}"
+    exact = "X'" + value.encode("utf-8").hex() + "'" if value else "''"
+    return (f"{col} = {mysql_literal(value)} AND "
+            f"CAST(CONVERT({col} USING utf8mb4) AS BINARY) = {exact}")
+
+
 def keyset_after(columns: tuple[str, ...], values: tuple) -> str:
     """`a > x OR (a = x AND (b > y OR (b = y AND c > z)))`: strictly after (x, y, z)."""
     col = col_ref(columns[0])
@@ -143,7 +212,7 @@ def chunk_sql(plan: TablePlan, pass_: Pass, after: tuple | None, upper: Any = No
     selects += [zero_flag_select(s, i) for i, s in plan.zero_flag_columns]
     where = []
     if plan.tenant_column is not None:
-        where.append(f"{col_ref(plan.tenant_column)} = {mysql_literal(plan.tenant_value)}")
+        where.append(tenant_predicate(plan))
     keys = plan.key_columns(pass_)
     if pass_ in ("main", "initial"):
         c = col_ref(plan.cursor)
@@ -176,7 +245,7 @@ def replace_sql(plan: TablePlan) -> str:
     selects += [zero_flag_select(s, i) for i, s in plan.zero_flag_columns]
     where = ""
     if plan.tenant_column is not None:
-        where = f" WHERE {col_ref(plan.tenant_column)} = {mysql_literal(plan.tenant_value)}"
+        where = f" WHERE {tenant_predicate(plan)}"
     return (f"SELECT {', '.join(selects)} FROM {quote_ident(plan.schema)}."
             f"{quote_ident(plan.table)} AS {SRC}{where}")
 

@@ -26,7 +26,8 @@ from sqlalchemy.engine import URL
 from hakobu.config import Cluster, Table, Tenant
 from hakobu.errors import (HakobuError, SchemaError, SourceError, SourceUnavailable,
                            TypeContractError)
-from hakobu.plan import MIN_DATETIME, TablePlan
+from hakobu.plan import (INT_TYPES, MIN_DATETIME, SRC, TablePlan, col_ref, tenant_predicate,
+                         tenant_value_problem)
 from hakobu.types import ZERO_FLAG_PREFIX, ColumnInfo, column_spec, conform, python_column
 
 SESSION_INIT = "SET time_zone = '+00:00'"
@@ -49,6 +50,18 @@ STREAM_BATCH_ROWS = 16_384   # rows per batch connectorx decodes
 TRIM_EVERY = int(os.environ.get("HAKOBU_TRIM_EVERY", "4"))
 _BQ_COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,299}")
 READERS = ("connectorx", "pymysql")
+
+
+# the tenant-file key a plan_table error is about (hakobu validate prints its line)
+_ROLE_KEYS = {"cursor": ("cursor",), "primary key": ("primary_key",), "excluded": ("exclude",),
+              "tenant": ("source", "tenant_column")}
+
+
+def at_key(exc: HakobuError, *key: str) -> HakobuError:
+    """Mark an error with the tenant-file key it is about: `("cursor",)` for a key of the
+    table's entry, `("source", "tenant_value")` for one of the tenant's source."""
+    exc.config_key = key
+    return exc
 
 
 @dataclass(frozen=True)
@@ -205,15 +218,29 @@ class MySQLSource:
 
         def need(col: str, role: str) -> str:
             if col.lower() not in by_name:
-                raise SchemaError(f"{role} column {col!r} does not exist in {schema}.{name}",
-                                  tenant=t, table=name,
-                                  hint=f"columns are: {', '.join(c.name for c in refl.columns)}; "
-                                       f"fix {tenant.file}")
+                raise at_key(SchemaError(
+                    f"{role} column {col!r} does not exist in {schema}.{name}",
+                    tenant=t, table=name,
+                    hint=f"columns are: {', '.join(c.name for c in refl.columns)}; "
+                         f"fix {tenant.file}"), *_ROLE_KEYS[role])
             return by_name[col.lower()].name
 
         excluded = {need(c, "excluded").lower() for c in table.exclude}
         cursor = need(table.cursor, "cursor") if table.cursor else None
         tcol = need(tenant.source.tenant_column, "tenant") if tenant.source.shared else None
+        ttype = by_name[tcol.lower()].data_type if tcol else None
+        if tcol:
+            problem = tenant_value_problem(ttype, tenant.source.tenant_value)
+            if problem:
+                value = tenant.source.tenant_value
+                fix = (f'tenant_value: "{value}" (quoted)' if isinstance(value, int)
+                       else "an unquoted integer" if ttype in INT_TYPES
+                       else "a value of the column's type")
+                raise at_key(SchemaError(
+                    f"source.tenant_value for tenant column {tcol!r} of {schema}.{name} "
+                    f"{problem}; the tenant could receive another tenant's rows",
+                    tenant=t, table=name, hint=f"write {fix} in {tenant.file}"),
+                    "source", "tenant_value")
         pk = [need(c, "primary key") for c in table.primary_key] if table.primary_key \
             else list(refl.primary_key)
         full_replace = False
@@ -250,7 +277,7 @@ class MySQLSource:
                          primary_key=tuple(pk), cursor=None if full_replace else cursor,
                          chunk_rows=table.chunk_rows, query_rows=table.query_rows,
                          row_bytes=refl.row_bytes, tenant_column=tcol,
-                         tenant_value=tenant.source.tenant_value,
+                         tenant_value=tenant.source.tenant_value, tenant_type=ttype,
                          zero_dates=table.zero_dates or cluster.zero_dates,
                          full_replace=full_replace, cursor_index=cursor_index)
 
@@ -270,10 +297,9 @@ class MySQLSource:
 
     def pk_bounds(self, plan: TablePlan) -> tuple[int, int] | None:
         """MIN and MAX of a single integer primary key (index ends only: two dives)."""
-        pk = _q(plan.primary_key[0])
-        where = f" WHERE {_q(plan.tenant_column)} = :tv" if plan.tenant_column else ""
-        lo, hi = self.query(f"SELECT MIN({pk}), MAX({pk}) FROM {_q(plan.schema)}."
-                            f"{_q(plan.table)}{where}", {"tv": plan.tenant_value})[0]
+        pk = col_ref(plan.primary_key[0])
+        lo, hi = self.query(f"SELECT MIN({pk}), MAX({pk}) FROM {_from(plan)}"
+                            f"{_tenant_where(plan)}")[0]
         return None if lo is None else (int(lo), int(hi))
 
     # -- bounds ---------------------------------------------------------------------------
@@ -289,9 +315,8 @@ class MySQLSource:
             return None, {}
         spec = plan.spec(plan.cursor)
         if not plan.cursor_is_temporal:
-            row = self.query(f"SELECT MAX({_q(plan.cursor)}) FROM {_q(plan.schema)}.{_q(plan.table)}"
-                             + (f" WHERE {_q(plan.tenant_column)} = :tv" if plan.tenant_column
-                                else ""), {"tv": plan.tenant_value})[0]
+            row = self.query(f"SELECT MAX({col_ref(plan.cursor)}) FROM {_from(plan)}"
+                             f"{_tenant_where(plan)}")[0]
             top = row[0]
             return (None if top is None else top + 1), {"upper_basis": "max+1"}
         now_s, trx_s, basis = self._clock()
@@ -674,6 +699,15 @@ def _cx_parallel(source: MySQLSource, plan: TablePlan, pass_: str, upper: Any,
         for i in take:
             if got[i] < limit or (after[i] is not None and after[i][-1] >= ranges[i][1] - 1):
                 done[i] = True
+
+
+def _from(plan: TablePlan) -> str:
+    return f"{_q(plan.schema)}.{_q(plan.table)} AS {SRC}"
+
+
+def _tenant_where(plan: TablePlan) -> str:
+    """The tenant's rows of a shared table, compared in the column's own type (plan.py)."""
+    return f" WHERE {tenant_predicate(plan)}" if plan.tenant_column else ""
 
 
 def _q(name: str) -> str:
