@@ -34,6 +34,7 @@ from hakobu.plan import SRC, TablePlan, max_key_below, tenant_predicate
 from hakobu.sinks import Sink, build_sinks, staging
 from hakobu.sqlquote import quote_ident
 from hakobu.sync import (NO_HOOKS, Hooks, TableResult, TenantRun, _Fanout, _summarise,
+                         refuse_duplicate_keys,
                          after_table, bound_utc, open_tenant_run, run_tables, sync_table,
                          watermark_utc, with_retries)
 from resources.bigquery_client import BigQuerySettings
@@ -156,6 +157,8 @@ def backfill_table(run: TenantRun, name: str, *, hooks: Hooks = NO_HOOKS,
     if wh_error:
         res.warehouse, res.warehouse_error = "failed", wh_error
     fan = _Fanout(res, sinks)
+    if not plan.key_enforced:
+        refuse_duplicate_keys(source, plan, gov)     # a complete read: before any shadow
     if plan.cursor is not None:
         fan.each("reading the watermark", lambda s: s.read_watermark())
     total, basis = estimate_rows(run, plan)

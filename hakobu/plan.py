@@ -42,6 +42,14 @@ class TablePlan:
     zero_dates: Literal["to_null", "fail"] = "to_null"
     full_replace: bool = False
     cursor_index: str | None = None     # the index starting with ([tenant column,] cursor)
+    # The index whose leading columns are the primary key, in order: PRIMARY, or for a key
+    # declared with primary_key: a UNIQUE (or any) index on those columns; None when there is
+    # none (key-order reads then pin no index, and first loads read in cursor order).
+    key_index: str | None = "PRIMARY"
+    # Whether the source itself guarantees the key unique (PRIMARY, or a UNIQUE index on some
+    # of the key's columns). A declared key that nothing enforces is checked for duplicates
+    # before every complete read (hakobu.sync.refuse_duplicate_keys).
+    key_enforced: bool = True
     query_rows: int | None = None       # rows per keyset query; None: from QUERY_BYTES
     row_bytes: int | None = None        # the server's average row length (information_schema)
     # Date columns are read through a guard that turns zero dates into NULL (types.py); the
@@ -84,8 +92,10 @@ class TablePlan:
     def initial_in_pk_order(self) -> bool:
         """An initial load reads in primary-key order (sequential on the clustered index) rather
         than through the cursor index (one random lookup per row), unless the table is shared
-        and its key does not start with the tenant column (a pk scan would read every tenant)."""
-        if not self.primary_key or self.cursor is None:
+        and its key does not start with the tenant column (a pk scan would read every tenant),
+        or no index is ordered by the key (a declared primary_key without one: every query
+        would scan and sort the whole table, so the cursor index reads it instead)."""
+        if not self.primary_key or self.cursor is None or self.key_index is None:
             return False
         return self.tenant_column is None or self.primary_key[0] == self.tenant_column
 
@@ -239,6 +249,21 @@ def chunk_sql(plan: TablePlan, pass_: Pass, after: tuple | None, upper: Any = No
     return sql
 
 
+def duplicate_key_sql(plan: TablePlan) -> str:
+    """The first key value held by more than one of the tenant's rows, with its count. A MERGE
+    on a key that is not unique would collapse those rows into one (or, across runs, overwrite
+    one with the other), and keyset reads (`key > last`) would skip the second of a pair that
+    straddles two queries — so a declared key that no index enforces is checked before every
+    complete read. Along the key's index when it has one (no temp table), else a scan."""
+    keys = ", ".join(col_ref(k) for k in plan.primary_key)
+    hint = (f" FORCE INDEX ({quote_ident(plan.key_index)})"
+            if plan.key_index not in (None, "PRIMARY") else "")
+    where = f" WHERE {tenant_predicate(plan)}" if plan.tenant_column is not None else ""
+    return (f"SELECT {keys}, COUNT(*) AS n FROM {quote_ident(plan.schema)}."
+            f"{quote_ident(plan.table)} AS {SRC}{hint}{where} GROUP BY {keys} "
+            "HAVING COUNT(*) > 1 LIMIT 1")
+
+
 def replace_sql(plan: TablePlan) -> str:
     """The single streamed SELECT of a table without a primary key (full atomic replace)."""
     selects = [s.select_sql for s in plan.specs]
@@ -252,15 +277,20 @@ def replace_sql(plan: TablePlan) -> str:
 
 def _force_index(plan: TablePlan, pass_: Pass) -> str:
     if pass_ in ("full", "initial"):
-        return " FORCE INDEX (PRIMARY)" if not plan.full_replace else ""
+        if plan.full_replace or plan.key_index is None:
+            return ""
+        if plan.key_index == "PRIMARY":
+            return " FORCE INDEX (PRIMARY)"
+        return f" FORCE INDEX ({quote_ident(plan.key_index)})"
     if plan.cursor_index:
         return f" FORCE INDEX ({quote_ident(plan.cursor_index)})"
     return ""
 
 
 def splittable(plan: TablePlan) -> bool:
-    """Parallel pk-range reads need a single integer primary key."""
-    return (len(plan.primary_key) == 1
+    """Parallel pk-range reads need a single integer primary key, and an index on it (each
+    range, and its MIN/MAX, is an index range)."""
+    return (len(plan.primary_key) == 1 and plan.key_index is not None
             and plan.spec(plan.primary_key[0]).info.data_type in
             {"tinyint", "smallint", "mediumint", "int", "integer", "bigint"})
 

@@ -175,6 +175,8 @@ def sync_table(source: MySQLSource, dest: BigQueryDestination | None, tenant: Te
     fan = _Fanout(res, sinks)
     gov = governor or ReadGovernor.unlimited()
     lock = state_lock or threading.Lock()
+    if not plan.key_enforced and fan.active and (plan.cursor is None or plan.key_index):
+        refuse_duplicate_keys(source, plan, gov)
     fan.each("preparing the table", lambda s: s.prepare())
 
     def read(pass_: str, after, upper):
@@ -239,6 +241,8 @@ def sync_table(source: MySQLSource, dest: BigQueryDestination | None, tenant: Te
     else:
         fan.each("reading the watermark", lambda s: s.read_watermark())
         after = common_start([s.previous.key if s.previous else None for s in fan.active])
+        if after is None and not plan.key_enforced and not plan.key_index:
+            refuse_duplicate_keys(source, plan, gov)     # a first load: a complete read
         upper, res.bound = source.upper_bound(plan)
         pending_key = None
         if after is None and plan.initial_in_pk_order:
@@ -269,6 +273,29 @@ def sync_table(source: MySQLSource, dest: BigQueryDestination | None, tenant: Te
     res.throttled_s = gov.throttled_seconds(tenant.tenant, table_name)
     res.duration_s = time.monotonic() - t0
     return res
+
+
+def refuse_duplicate_keys(source: MySQLSource, plan: TablePlan, gov: ReadGovernor) -> None:
+    """Stop the table, before anything is written, when rows share a declared primary key that
+    no UNIQUE index enforces: merged on it they would collapse into one row in BigQuery (or one
+    would overwrite the other on a later run), silently. Run before every run where an index
+    is ordered by the key (an index scan, no temp table), else before every complete read
+    (first load, full read, backfill), where the whole table is read anyway."""
+    from hakobu.errors import SchemaError
+    from hakobu.plan import duplicate_key_sql
+
+    with gov.slot(plan.tenant, plan.table):
+        rows = source.query(duplicate_key_sql(plan))
+    if rows:
+        *values, n = rows[0]
+        key = dict(zip(plan.primary_key, values))
+        raise SchemaError(
+            f"declared primary key {list(plan.primary_key)} of {plan.schema}.{plan.table} is not "
+            f"unique: {n} rows have {key}; merged on it they would become one row in BigQuery",
+            tenant=plan.tenant, table=plan.table,
+            hint="declare columns that identify a row as primary_key: (a UNIQUE index on them "
+                 "in MySQL makes the source enforce it), or remove primary_key: and set "
+                 "without_primary_key: replace (the table is then reloaded whole)")
 
 
 def initial_load(source, plan, fan, sinks, upper, gov, res, hooks, flush, lock, run_id) -> None:

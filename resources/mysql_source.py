@@ -70,6 +70,7 @@ class Reflected:
     primary_key: list[str]
     indexes: dict[str, list[str]]      # index name → columns in order
     row_bytes: int | None = None       # AVG_ROW_LENGTH (an estimate; None when unknown)
+    unique: frozenset[str] = frozenset()   # names of the UNIQUE indexes (PRIMARY included)
 
 
 class MySQLSource:
@@ -179,13 +180,14 @@ class MySQLSource:
         indexes: dict[str, list[str]] = {}
         for name, col, _ in stats:
             indexes.setdefault(name, []).append(col)
+        unique = frozenset(name for name, _, non_unique in stats if not int(non_unique))
         columns = [ColumnInfo(name=r[0], data_type=r[1].lower(), column_type=r[2],
                               nullable=r[3] == "YES", precision=r[4], scale=r[5],
                               datetime_precision=r[6],
                               is_json=r[1].lower() == "json" or r[0] in json_cols)
                    for r in cols]
         return Reflected(columns, indexes.get("PRIMARY", []), indexes,
-                         int(avg) if avg else None)
+                         int(avg) if avg else None, unique)
 
     @staticmethod
     def _json_columns(conn, schema: str, table: str, names: list[str]) -> set[str]:
@@ -243,6 +245,18 @@ class MySQLSource:
                     "source", "tenant_value")
         pk = [need(c, "primary key") for c in table.primary_key] if table.primary_key \
             else list(refl.primary_key)
+        if table.primary_key:
+            nullable = [c for c in pk if by_name[c.lower()].nullable]
+            if nullable:
+                raise at_key(SchemaError(
+                    f"declared primary key column(s) {nullable} of {schema}.{name} can be NULL: "
+                    "a NULL key never matches in the MERGE (NULL = NULL is not true), so such "
+                    "a row would be inserted again on every run, and rows whose keys differ "
+                    "only by NULL could not be told apart", tenant=t, table=name,
+                    hint=f"make them NOT NULL in MySQL (ALTER TABLE {schema}.{name} MODIFY "
+                         f"{nullable[0]} ... NOT NULL) or declare NOT NULL columns that "
+                         f"identify a row as primary_key: in {tenant.file}"), "primary_key")
+        key_index, key_enforced = self._key_index(refl, pk)
         full_replace = False
         if not pk:
             if table.without_primary_key != "replace":
@@ -255,7 +269,8 @@ class MySQLSource:
             full_replace = True
         cursor_index = None
         if cursor and not full_replace:
-            cursor_index = self._require_index(refl, [tcol] if tcol else [], cursor, tenant, table)
+            cursor_index = self._require_index(refl, [tcol] if tcol else [], cursor, tenant, table,
+                                               pk)
         cluster = self.cluster
         specs = []
         for col in refl.columns:
@@ -279,17 +294,50 @@ class MySQLSource:
                          row_bytes=refl.row_bytes, tenant_column=tcol,
                          tenant_value=tenant.source.tenant_value, tenant_type=ttype,
                          zero_dates=table.zero_dates or cluster.zero_dates,
-                         full_replace=full_replace, cursor_index=cursor_index)
+                         full_replace=full_replace, cursor_index=cursor_index,
+                         key_index=None if full_replace else key_index,
+                         key_enforced=full_replace or key_enforced)
+
+    @staticmethod
+    def _key_index(refl: Reflected, pk: list[str]) -> tuple[str | None, bool]:
+        """(the index ordered by the key, whether the source enforces the key unique).
+
+        The index: PRIMARY when the key is the table's primary key; else a UNIQUE index on
+        exactly the key's columns in order, else any index starting with them (ordered by the
+        key all the same); else None. Enforced: PRIMARY is the key, or some UNIQUE index's
+        columns are all key columns (then no two rows can share the key)."""
+        want = [c.lower() for c in pk]
+        if not want:
+            return None, False
+        lower = {n: [c.lower() for c in cols] for n, cols in refl.indexes.items()}
+        enforced = any(set(cols) <= set(want) for n, cols in lower.items() if n in refl.unique)
+        if lower.get("PRIMARY") == want:
+            return "PRIMARY", True
+        exact = sorted(n for n, cols in lower.items() if cols == want and n in refl.unique)
+        if exact:
+            return exact[0], enforced
+        leading = sorted(lower, key=lambda n: (n not in refl.unique, n != "PRIMARY", n))
+        for n in leading:
+            if lower[n][:len(want)] == want:
+                return n, enforced
+        return None, enforced
 
     @staticmethod
     def _require_index(refl: Reflected, prefix: list[str], cursor: str, tenant: Tenant,
-                       table: Table) -> str:
+                       table: Table, pk: list[str] | None = None) -> str:
         """Keyset chunks on (cursor, pk) are only cheap with an index starting with
-        (tenant column,) cursor; without it every chunk is a full scan and sort."""
+        (tenant column,) cursor; without it every chunk is a full scan and sort. One that goes
+        on with the key's columns is preferred: a table without a PRIMARY KEY has only a hidden
+        row id behind the cursor in its secondary indexes, so ORDER BY cursor, key would sort."""
         want = [c.lower() for c in prefix + [cursor]]
-        for name, cols in sorted(refl.indexes.items()):
-            if [c.lower() for c in cols[:len(want)]] == want:
+        full = want + [c.lower() for c in pk or []]
+        found = [name for name, cols in sorted(refl.indexes.items())
+                 if [c.lower() for c in cols[:len(want)]] == want]
+        for name in found:
+            if [c.lower() for c in refl.indexes[name][:len(full)]] == full:
                 return name
+        if found:
+            return found[0]
         cols = ", ".join(prefix + [cursor])
         raise SchemaError(f"no index starts with ({cols}); every chunk would scan the table",
                           tenant=tenant.tenant, table=table.name,
