@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 
 from hakobu.config import Config
 from hakobu.errors import HakobuError, LoadError
-from hakobu.plan import TablePlan, max_key_below
+from hakobu.plan import SRC, TablePlan, max_key_below, tenant_predicate
 from hakobu.sinks import Sink, build_sinks, staging
 from hakobu.sqlquote import quote_ident
 from hakobu.sync import (NO_HOOKS, Hooks, TableResult, TenantRun, _Fanout, _summarise,
+                         refuse_duplicate_keys,
                          after_table, bound_utc, open_tenant_run, run_tables, sync_table,
                          watermark_utc, with_retries)
 from resources.bigquery_client import BigQuerySettings
@@ -119,7 +120,7 @@ def count_sql(plan: TablePlan) -> tuple[str, dict]:
     on the tenant column), else the InnoDB estimate from information_schema (no scan at all)."""
     if plan.tenant_column is not None:
         return (f"SELECT COUNT(*) FROM {quote_ident(plan.schema)}.{quote_ident(plan.table)} "
-                f"WHERE {quote_ident(plan.tenant_column)} = :v", {"v": plan.tenant_value})
+                f"AS {SRC} WHERE {tenant_predicate(plan)}", {})
     return ("SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = :s "
             "AND TABLE_NAME = :t", {"s": plan.schema, "t": plan.table})
 
@@ -156,6 +157,8 @@ def backfill_table(run: TenantRun, name: str, *, hooks: Hooks = NO_HOOKS,
     if wh_error:
         res.warehouse, res.warehouse_error = "failed", wh_error
     fan = _Fanout(res, sinks)
+    if not plan.key_enforced:
+        refuse_duplicate_keys(source, plan, gov)     # a complete read: before any shadow
     if plan.cursor is not None:
         fan.each("reading the watermark", lambda s: s.read_watermark())
     total, basis = estimate_rows(run, plan)

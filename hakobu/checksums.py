@@ -178,7 +178,8 @@ def _from(plan: TablePlan, index: str | None = None) -> str:
 def _tenant_where(plan: TablePlan) -> list[str]:
     if plan.tenant_column is None:
         return []
-    return [f"{col_ref(plan.tenant_column)} = {mysql_literal(plan.tenant_value)}"]
+    from hakobu.plan import tenant_predicate  # the one rule for selecting a tenant's rows
+    return [tenant_predicate(plan)]
 
 
 def _where(conds: list[str]) -> str:

@@ -8,6 +8,7 @@ DAGSTER_HOME (default: .local/dagster_home in the repository), so they show in `
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -54,7 +55,9 @@ def cmd_validate(args) -> int:
 
 def check_sources(config: Config) -> list[str]:
     """Reflect every declared table on its cluster: unknown tables/columns, missing keys and
-    indexes, types hakobu cannot deliver. Nothing is read or written."""
+    indexes, types hakobu cannot deliver, tenant values of another type than their column,
+    tenants whose values the column's collation takes for one. Each problem names the file and
+    line it is about. Nothing is read or written."""
     from hakobu.sync import source_for
 
     out = []
@@ -63,13 +66,70 @@ def check_sources(config: Config) -> list[str]:
             source = source_for(config, tenant)
             source.ping()
         except HakobuError as exc:
-            out.append(f"{tenant.file}: tenant {tenant.tenant}: {exc}")
+            out.append(f"{config.where(tenant.tenant, 'cluster')}: tenant {tenant.tenant}: {exc}")
             continue
         for table in tenant.tables:
             try:
                 source.plan_table(tenant, table)
             except HakobuError as exc:
-                out.append(f"{tenant.file}: {exc}")
+                key = getattr(exc, "config_key", None)
+                at = (config.where(tenant.tenant, *key) if key and key[0] == "source"
+                      else config.table_where(tenant.tenant, table.name, key and key[-1]))
+                out.append(f"{at}: {exc}")
+    out += collation_collisions(config)
+    return out
+
+
+def collation_collisions(config: Config) -> list[str]:
+    """Tenants of one shared table whose string tenant_values differ as written but are equal
+    under the tenant column's collation ('café' and 'cafe' under utf8mb4_general_ci; 'ß' and
+    'ss' under unicode_ci): the application takes them for one tenant, so their rows would be
+    delivered to either dataset. The server compares them, in the column's own collation."""
+    from hakobu.sqlquote import mysql_literal
+    from hakobu.sync import source_for
+
+    groups: dict[tuple, list] = {}
+    for t in config.tenants.values():
+        if t.source.shared and isinstance(t.source.tenant_value, str):
+            c = config.cluster_of(t)
+            key = (c.host.lower(), c.port, t.source.schema_.lower(),
+                   t.source.tenant_column.lower())
+            groups.setdefault(key, []).append(t)
+    out = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        first = members[0]
+        tables = sorted({x.name for m in members for x in m.tables})
+        try:
+            source = source_for(config, first)
+            rows = source.query(
+                "SELECT TABLE_NAME, CHARACTER_SET_NAME, COLLATION_NAME FROM "
+                "information_schema.COLUMNS WHERE TABLE_SCHEMA = :s AND COLUMN_NAME = :c",
+                {"s": first.source.schema_, "c": first.source.tenant_column})
+        except HakobuError as exc:
+            out.append(f"{config.where(first.tenant, 'source')}: {exc}")
+            continue
+        reported: set[tuple[str, str]] = set()
+        for table, charset, collation in rows:
+            if table not in tables or not charset or not re.fullmatch(r"\w+", collation + charset):
+                continue
+            vals = [f"SELECT {i} AS i, CONVERT({mysql_literal(m.source.tenant_value)} USING "
+                    f"{charset}) COLLATE {collation} AS v" for i, m in enumerate(members)]
+            union = " UNION ALL ".join(vals)
+            pairs = source.query(f"WITH x AS ({union}) SELECT a.i, b.i FROM x a JOIN x b "
+                                 "ON a.i < b.i AND a.v = b.v")
+            for i, j in pairs:
+                a, b = members[i], members[j]
+                if (a.tenant, b.tenant) in reported:
+                    continue
+                reported.add((a.tenant, b.tenant))
+                out.append(
+                    f"{config.where(b.tenant, 'source', 'tenant_value')}: source.tenant_value: "
+                    f"tenants {a.tenant!r} ({a.file}) and {b.tenant!r} read the same rows of "
+                    f"{first.source.schema_}.{table}: {a.source.tenant_value!r} and "
+                    f"{b.source.tenant_value!r} are equal under the tenant column's collation "
+                    f"{collation} — give each tenant a value of its own")
     return out
 
 

@@ -13,7 +13,7 @@ Layout of a config directory (HAKOBU_CONFIG_DIR, default: the repository root):
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -116,6 +116,16 @@ class Source(_Model):
     tenant_value: int | str | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("tenant_value", mode="before")
+    @classmethod
+    def _plain_value(cls, value: Any) -> Any:
+        # YAML reads `yes`/`true` as a bool and `1.0` as a float, which pydantic would quietly
+        # turn into 1: a tenant_value is an integer or a string, exactly as written
+        if isinstance(value, (bool, float)):
+            raise ValueError(f"{value!r} is a {type(value).__name__}; write the tenant's "
+                             "integer id unquoted, or a string id in quotes")
+        return value
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> "Source":
@@ -251,6 +261,23 @@ class Config:
     tenants: dict[str, Tenant]
     warehouse: Warehouse | None = None
     extra_datasets: tuple[ExtraDataset, ...] = ()
+    # tenant id → {key path: line} of its file, so later checks (hakobu validate against the
+    # sources) can still name the line they are about
+    lines: dict[str, dict[tuple, int]] = field(default_factory=dict, compare=False, repr=False)
+
+    def where(self, tenant_id: str, *loc) -> str:
+        """`file:line` of a key of a tenant's file, e.g. where('a', 'tables', 0, 'primary_key')
+        (the nearest enclosing key that is written, when that one is not)."""
+        t = self.tenants[tenant_id]
+        return f"{t.file}:{_line_of(self.lines.get(tenant_id, {}), tuple(loc))}"
+
+    def table_where(self, tenant_id: str, table: str, key: str | None = None) -> str:
+        """`file:line` of a table's entry (or of one of its keys) in the tenant's file."""
+        t = self.tenants[tenant_id]
+        i = next((i for i, x in enumerate(t.tables) if x.name == table), None)
+        if i is None:
+            return self.where(tenant_id, "tables")
+        return self.where(tenant_id, "tables", i, *([key] if key else []))
 
     @property
     def permissions_file(self) -> Path:
@@ -406,11 +433,13 @@ def _load_clusters(path: Path, errors: list[ConfigError]) -> dict[str, Cluster]:
 
 
 def load_tenant_file(path: Path, clusters: dict[str, Cluster],
-                     errors: list[ConfigError]) -> Tenant | None:
+                     errors: list[ConfigError], lines_out: dict | None = None) -> Tenant | None:
     parsed = _read_yaml(path, errors)
     if parsed is None:
         return None
     data, lines = parsed
+    if lines_out is not None:
+        lines_out.update(lines)
     if not isinstance(data, dict):
         errors.append(ConfigError(f"{path}:1: expected a mapping with tenant, cluster, source, "
                                   "destination, schedule, deliver_by and tables"))
@@ -443,32 +472,28 @@ def load_config(root: Path | None = None) -> Config:
                                         hint="set HAKOBU_CONFIG_DIR to a directory with tenants/")])
     clusters = _load_clusters(tdir / CLUSTERS_FILE, errors)
     tenants: dict[str, Tenant] = {}
-    datasets: dict[tuple[str, str], str] = {}
+    all_lines: dict[str, dict[tuple, int]] = {}
     for path in sorted(tdir.glob("*.y*ml")):
         if path.name in RESERVED_FILES or path.suffix not in {".yaml", ".yml"}:
             continue
-        tenant = load_tenant_file(path, clusters, errors)
+        lines: dict[tuple, int] = {}
+        tenant = load_tenant_file(path, clusters, errors, lines)
         if tenant is None:
             continue
         if tenant.tenant in tenants:
             errors.append(ConfigError(f"{path}:1: tenant {tenant.tenant!r} is also defined in "
                                       f"{tenants[tenant.tenant].file}"))
             continue
-        key = (tenant.destination.project, tenant.destination.dataset)
-        if key in datasets:
-            errors.append(ConfigError(
-                f"{path}: destination {key[0]}.{key[1]} is already the dataset of tenant "
-                f"{datasets[key]!r}", hint="every tenant needs its own customer dataset"))
-            continue
-        datasets[key] = tenant.tenant
         tenants[tenant.tenant] = tenant
-    _check_shared_sources(tenants, errors)
+        all_lines[tenant.tenant] = lines
     warehouse = _load_single(tdir / WAREHOUSE_FILE, "warehouse", Warehouse, errors)
+    tenants = _check_datasets(tenants, all_lines, warehouse, tdir / WAREHOUSE_FILE, errors)
+    _check_shared_sources(tenants, all_lines, clusters, errors)
     extras = _load_list(tdir / DATASETS_FILE, "datasets", ExtraDataset, errors)
     if errors:
         raise ConfigErrors(errors)
     return Config(root=root, clusters=clusters, tenants=tenants, warehouse=warehouse,
-                  extra_datasets=tuple(extras))
+                  extra_datasets=tuple(extras), lines=all_lines)
 
 
 def _load_single(path: Path, key: str, model: type[_Model], errors: list[ConfigError]):
@@ -509,13 +534,122 @@ def _load_list(path: Path, key: str, model: type[_Model], errors: list[ConfigErr
     return out
 
 
-def _check_shared_sources(tenants: dict[str, Tenant], errors: list[ConfigError]) -> None:
-    """Two tenants reading the same schema must be told apart by a discriminator value."""
-    seen: dict[tuple, str] = {}
+def _dataset_key(project: str, dataset: str) -> tuple[str, str]:
+    """Two dataset ids that BigQuery may take for one. Dataset names are case-sensitive by
+    default but case-insensitive in datasets created so (`is_case_insensitive`), and projects
+    are lower-case: names that differ only in case are treated as one dataset."""
+    return project.lower(), dataset.lower()
+
+
+def _check_datasets(tenants: dict[str, Tenant], lines: dict[str, dict], warehouse: "Warehouse | None",
+                    warehouse_file: Path, errors: list[ConfigError]) -> dict[str, Tenant]:
+    """Every tenant has its own customer dataset, which is not the internal warehouse's either:
+    a shared dataset would show one customer another's tables (and the warehouse's tables have
+    the customers' table names). The second tenant of a pair is refused."""
+    seen: dict[tuple[str, str], str] = {}
+    wh = _dataset_key(warehouse.project, warehouse.dataset) if warehouse else None
+    kept = {}
     for t in tenants.values():
-        key = (t.cluster, t.source.schema_, t.source.tenant_column, str(t.source.tenant_value))
-        if key in seen:
+        d = t.destination
+        key = _dataset_key(d.project, d.dataset)
+        at = f"{t.file}:{_line_of(lines[t.tenant], ('destination', 'dataset'))}"
+        if key == wh:
             errors.append(ConfigError(
-                f"{t.file}: source: tenants {seen[key]!r} and {t.tenant!r} read the same rows",
-                hint="give each tenant its own schema, or its own tenant_value"))
+                f"{at}: destination.dataset: {d.project}.{d.dataset} is the internal warehouse's "
+                f"dataset ({warehouse_file})", tenant=None,
+                hint="give the tenant a dataset of its own; the warehouse holds every tenant's "
+                     "rows"))
+            continue
+        if key in seen:
+            other = tenants[seen[key]]
+            same = "" if (other.destination.dataset == d.dataset) else \
+                f" ({other.destination.dataset!r}: BigQuery may take names differing only in " \
+                "case for one)"
+            errors.append(ConfigError(
+                f"{at}: destination.dataset: {d.project}.{d.dataset} is already the dataset of "
+                f"tenant {seen[key]!r} in {other.file}{same}",
+                hint="every tenant needs its own customer dataset"))
+            continue
         seen[key] = t.tenant
+        kept[t.tenant] = t
+    return kept
+
+
+def _shared_value_key(value: Any) -> tuple[str, Any]:
+    """A tenant value as the most lenient MySQL string column would compare it: case folded,
+    trailing spaces dropped (PAD SPACE). `hakobu validate` asks the server about the column's
+    real collation (accents, ß = ss, ...); this offline check needs no server."""
+    if isinstance(value, str):
+        return "str", value.rstrip(" ").casefold()
+    return "int", value
+
+
+def _check_shared_sources(tenants: dict[str, Tenant], lines: dict[str, dict],
+                          clusters: dict[str, Cluster], errors: list[ConfigError]) -> None:
+    """No two tenants may read the same rows. Tenants reading one schema of one server (by
+    host and port: two cluster names may point at one server; schema names compared without
+    case) are refused unless all of them are told apart by the same tenant column, with values
+    of one type (MySQL compares `'1x' = 1` as true) that differ even under a case-insensitive,
+    PAD SPACE collation ('acme', 'ACME' and 'acme ' are one value there)."""
+    groups: dict[tuple, list[Tenant]] = {}
+    for t in tenants.values():
+        c = clusters.get(t.cluster)
+        server = (c.host.lower(), c.port) if c else (t.cluster,)
+        groups.setdefault((server, t.source.schema_.lower()), []).append(t)
+
+    def at(t: Tenant, *loc) -> str:
+        return f"{t.file}:{_line_of(lines[t.tenant], loc)}"
+
+    for (_, schema), members in groups.items():
+        if len(members) < 2:
+            continue
+        first = members[0]
+        names = ", ".join(repr(m.tenant) for m in members)
+        whole = [m for m in members if not m.source.shared]
+        for m in whole:
+            others = ", ".join(repr(o.tenant) for o in members if o is not m)
+            errors.append(ConfigError(
+                f"{at(m, 'source', 'schema')}: source.schema: tenant {m.tenant!r} reads the whole "
+                f"schema {m.source.schema_!r}, which tenant(s) {others} read too",
+                hint="a schema shared by several tenants needs tenant_column and tenant_value "
+                     "in every one of their files"))
+        if whole:
+            continue
+        columns = {m.source.tenant_column.lower() for m in members}
+        if len(columns) > 1:
+            errors.append(ConfigError(
+                f"{at(first, 'source', 'tenant_column')}: source.tenant_column: tenants {names} "
+                f"share schema {first.source.schema_!r} but tell their rows apart by different "
+                f"columns ({', '.join(sorted(columns))}): a row could belong to several",
+                hint="use the same tenant_column in every tenant of the schema"))
+            continue
+        ints = [m for m in members if isinstance(m.source.tenant_value, int)]
+        strs = [m for m in members if isinstance(m.source.tenant_value, str)]
+        if ints and strs:
+            # the odd ones out are reported (strings on a tie): most likely the wrong ones
+            odd, rest = (ints, strs) if len(ints) < len(strs) else (strs, ints)
+            kind, other = ("an integer", "strings") if odd is ints else ("a string", "integers")
+            for m in odd:
+                errors.append(ConfigError(
+                    f"{at(m, 'source', 'tenant_value')}: source.tenant_value: "
+                    f"{m.source.tenant_value!r} is {kind} where tenant(s) "
+                    f"{', '.join(repr(o.tenant) for o in rest)} of schema "
+                    f"{first.source.schema_!r} use {other}; MySQL compares '1x' = 1 and "
+                    "'01' = 1 as true, so the tenants' rows could mix",
+                    hint="write every tenant's value in the tenant column's type: integers "
+                         "unquoted for an integer column, all quoted for a string column"))
+            continue
+        seen: dict[tuple, Tenant] = {}
+        for m in members:
+            key = _shared_value_key(m.source.tenant_value)
+            if key in seen:
+                o = seen[key]
+                how = "the same value" if o.source.tenant_value == m.source.tenant_value else \
+                    "values equal under a case-insensitive or PAD SPACE collation"
+                errors.append(ConfigError(
+                    f"{at(m, 'source', 'tenant_value')}: source: tenants {o.tenant!r} "
+                    f"({o.file}) and {m.tenant!r} read the same rows: tenant_value "
+                    f"{o.source.tenant_value!r} and {m.source.tenant_value!r} are {how}",
+                    hint="give each tenant its own schema, or its own tenant_value"))
+                continue
+            seen[key] = m

@@ -38,9 +38,18 @@ class TablePlan:
     chunk_rows: int                     # rows per Arrow batch handed on (staged, accounted)
     tenant_column: str | None = None
     tenant_value: Any = None
+    tenant_type: str | None = None      # the tenant column's MySQL DATA_TYPE (tenant_predicate)
     zero_dates: Literal["to_null", "fail"] = "to_null"
     full_replace: bool = False
     cursor_index: str | None = None     # the index starting with ([tenant column,] cursor)
+    # The index whose leading columns are the primary key, in order: PRIMARY, or for a key
+    # declared with primary_key: a UNIQUE (or any) index on those columns; None when there is
+    # none (key-order reads then pin no index, and first loads read in cursor order).
+    key_index: str | None = "PRIMARY"
+    # Whether the source itself guarantees the key unique (PRIMARY, or a UNIQUE index on some
+    # of the key's columns). A declared key that nothing enforces is checked for duplicates
+    # before every complete read (hakobu.sync.refuse_duplicate_keys).
+    key_enforced: bool = True
     query_rows: int | None = None       # rows per keyset query; None: from QUERY_BYTES
     row_bytes: int | None = None        # the server's average row length (information_schema)
     # Date columns are read through a guard that turns zero dates into NULL (types.py); the
@@ -84,8 +93,10 @@ class TablePlan:
     def initial_in_pk_order(self) -> bool:
         """An initial load reads in primary-key order (sequential on the clustered index) rather
         than through the cursor index (one random lookup per row), unless the table is shared
-        and its key does not start with the tenant column (a pk scan would read every tenant)."""
-        if not self.primary_key or self.cursor is None:
+        and its key does not start with the tenant column (a pk scan would read every tenant),
+        or no index is ordered by the key (a declared primary_key without one: every query
+        would scan and sort the whole table, so the cursor index reads it instead)."""
+        if not self.primary_key or self.cursor is None or self.key_index is None:
             return False
         return self.tenant_column is None or self.primary_key[0] == self.tenant_column
 
@@ -112,6 +123,74 @@ def col_ref(name: str) -> str:
     """A column of the source table, qualified so it can never resolve to a SELECT alias
     (ORDER BY `c` would sort by the zero-date guard expression aliased `c`: a filesort)."""
     return f"{SRC}.{quote_ident(name)}"
+
+
+INT_TYPES = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint"}
+STRING_TYPES = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set"}
+BYTES_TYPES = {"binary", "varbinary"}
+
+
+def tenant_value_problem(data_type: str, value: Any) -> str | None:
+    """Why `value` cannot select a tenant's rows by a column of `data_type`, or None.
+
+    MySQL compares across types by converting silently: `'1x' = 1`, `'01' = 1` and `'1 ' = 1`
+    are all true for a VARCHAR column compared with the integer 1, and an INT column compared
+    with the string '1x' matches 1. A tenant_value of another type than its column would read
+    other tenants' rows, so the value must have the column's own type: an integer for an
+    integer column, a string for a string (or binary) column."""
+    t = data_type.lower()
+    if t in INT_TYPES:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return (f"is {type(value).__name__} {value!r}, but the column is an integer column "
+                    f"({t}): MySQL would compare it as a number and match other values")
+        return None
+    if t in STRING_TYPES or t in BYTES_TYPES:
+        if not isinstance(value, str):
+            return (f"is {type(value).__name__} {value!r}, but the column is a string column "
+                    f"({t}): MySQL would compare the column as a number, so '0{value}', "
+                    f"'{value} ' and '{value}x' would match too")
+        return None
+    return (f"selects by a {t} column; tenant columns must be integer or string (CHAR, "
+            "VARCHAR, ENUM, BINARY...) columns")
+
+
+def tenant_predicate(plan: "TablePlan") -> str:
+    """The WHERE condition that selects the plan's tenant in a shared table, compared in the
+    column's own type, so a tenant can never read another tenant's rows:
+    - an integer column with an integer literal (`_src.t = 3`);
+    - a string column with a string literal and also byte for byte, because the column's
+      collation would otherwise make 'acme' match 'ACME' and, under PAD SPACE collations,
+      'acme ': `_src.t = 'acme' AND CAST(CONVERT(_src.t USING utf8mb4) AS BINARY) = X'61636d65'`
+      (the first half drives the (tenant, cursor) index, the second filters exactly; the
+      column is converted to utf8mb4 first so a latin1 column compares its characters, not
+      its encoding);
+    - a binary column with the value's UTF-8 bytes (binary columns already compare bytes).
+    A value of another type than its column is refused (plan_table does so before any read,
+    naming the tenant file; here it is a last guard)."""
+    from hakobu.errors import SchemaError
+
+    col = col_ref(plan.tenant_column)
+    value, t = plan.tenant_value, plan.tenant_type
+    if t is None and plan.tenant_column in plan.spec_by_name:
+        t = plan.spec(plan.tenant_column).info.data_type
+    if t is None:
+        raise SchemaError(f"the type of tenant column {plan.tenant_column!r} is unknown",
+                          tenant=plan.tenant, table=plan.table,
+                          hint="internal: plans come from MySQLSource.plan_table, which "
+                               "reflects it")
+    t = t.lower()
+    problem = tenant_value_problem(t, value)
+    if problem:
+        raise SchemaError(f"tenant_value {problem}", tenant=plan.tenant, table=plan.table,
+                          hint="write tenant_value in the tenant file with the tenant column's "
+                               "own type")
+    if t in INT_TYPES:
+        return f"{col} = {int(value)}"
+    if t in BYTES_TYPES:
+        return f"{col} = {mysql_literal(value.encode('utf-8'))}"
+    exact = "X'" + value.encode("utf-8").hex() + "'" if value else "''"
+    return (f"{col} = {mysql_literal(value)} AND "
+            f"CAST(CONVERT({col} USING utf8mb4) AS BINARY) = {exact}")
 
 
 def keyset_after(columns: tuple[str, ...], values: tuple) -> str:
@@ -144,7 +223,7 @@ def chunk_sql(plan: TablePlan, pass_: Pass, after: tuple | None, upper: Any = No
     selects += [zero_flag_select(s, i) for i, s in plan.zero_flag_columns]
     where = []
     if plan.tenant_column is not None:
-        where.append(f"{col_ref(plan.tenant_column)} = {mysql_literal(plan.tenant_value)}")
+        where.append(tenant_predicate(plan))
     keys = plan.key_columns(pass_)
     if pass_ in ("main", "initial"):
         c = col_ref(plan.cursor)
@@ -171,28 +250,48 @@ def chunk_sql(plan: TablePlan, pass_: Pass, after: tuple | None, upper: Any = No
     return sql
 
 
+def duplicate_key_sql(plan: TablePlan) -> str:
+    """The first key value held by more than one of the tenant's rows, with its count. A MERGE
+    on a key that is not unique would collapse those rows into one (or, across runs, overwrite
+    one with the other), and keyset reads (`key > last`) would skip the second of a pair that
+    straddles two queries — so a declared key that no index enforces is checked before every
+    complete read. Along the key's index when it has one (no temp table), else a scan."""
+    keys = ", ".join(col_ref(k) for k in plan.primary_key)
+    hint = (f" FORCE INDEX ({quote_ident(plan.key_index)})"
+            if plan.key_index not in (None, "PRIMARY") else "")
+    where = f" WHERE {tenant_predicate(plan)}" if plan.tenant_column is not None else ""
+    return (f"SELECT {keys}, COUNT(*) AS n FROM {quote_ident(plan.schema)}."
+            f"{quote_ident(plan.table)} AS {SRC}{hint}{where} GROUP BY {keys} "
+            "HAVING COUNT(*) > 1 LIMIT 1")
+
+
 def replace_sql(plan: TablePlan) -> str:
     """The single streamed SELECT of a table without a primary key (full atomic replace)."""
     selects = [s.select_sql for s in plan.specs]
     selects += [zero_flag_select(s, i) for i, s in plan.zero_flag_columns]
     where = ""
     if plan.tenant_column is not None:
-        where = f" WHERE {col_ref(plan.tenant_column)} = {mysql_literal(plan.tenant_value)}"
+        where = f" WHERE {tenant_predicate(plan)}"
     return (f"SELECT {', '.join(selects)} FROM {quote_ident(plan.schema)}."
             f"{quote_ident(plan.table)} AS {SRC}{where}")
 
 
 def _force_index(plan: TablePlan, pass_: Pass) -> str:
     if pass_ in ("full", "initial"):
-        return " FORCE INDEX (PRIMARY)" if not plan.full_replace else ""
+        if plan.full_replace or plan.key_index is None:
+            return ""
+        if plan.key_index == "PRIMARY":
+            return " FORCE INDEX (PRIMARY)"
+        return f" FORCE INDEX ({quote_ident(plan.key_index)})"
     if plan.cursor_index:
         return f" FORCE INDEX ({quote_ident(plan.cursor_index)})"
     return ""
 
 
 def splittable(plan: TablePlan) -> bool:
-    """Parallel pk-range reads need a single integer primary key."""
-    return (len(plan.primary_key) == 1
+    """Parallel pk-range reads need a single integer primary key, and an index on it (each
+    range, and its MIN/MAX, is an index range)."""
+    return (len(plan.primary_key) == 1 and plan.key_index is not None
             and plan.spec(plan.primary_key[0]).info.data_type in
             {"tinyint", "smallint", "mediumint", "int", "integer", "bigint"})
 

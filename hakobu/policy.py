@@ -5,8 +5,9 @@ warehouse — and both are fed from the plan this module returns, so the rules b
 skipped by one path and kept by another:
 
 - Credentials-like columns (passwords and their hashes or digests, salts, tokens, secrets, API,
-  access and private keys) are never selected from the source at all, unless the tenant file lists
-  them in the table's `export_sensitive`. Even then they go to the customer's dataset only: the
+  access and private keys; recognised anywhere in the name, see `is_sensitive`) are never
+  selected from the source at all, unless the tenant file lists them in the table's
+  `export_sensitive`. Even then they go to the customer's dataset only: the
   internal warehouse never holds another company's credentials.
 - The warehouse drops `drop_columns`, replaces `hash_columns` by a keyed hash (HMAC-SHA256, hex),
   drops the source's own tenant discriminator column and adds `tenant_id` (STRING).
@@ -33,15 +34,28 @@ from hakobu.types import ColumnSpec, arrow_schema
 # -- credentials-like columns -------------------------------------------------------------------
 
 _WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
-SENSITIVE_WORDS = frozenset({
-    "password", "passwords", "passwd", "pwd", "passphrase", "secret", "secrets", "token",
-    "tokens", "salt", "credential", "credentials", "apikey", "privatekey", "otp",
-})
-SENSITIVE_PAIRS = frozenset({
-    ("api", "key"), ("private", "key"), ("secret", "key"), ("access", "key"), ("auth", "key"),
-    ("signing", "key"), ("encryption", "key"), ("client", "secret"),
-})
-SENSITIVE_FRAGMENTS = ("password", "passwd")  # e.g. encryptedpassword, userpasswd
+# Found anywhere in the name, once it is lower-cased and stripped of everything but letters and
+# digits (`AuthToken`, `x_api_token`, `authtoken` and `auth-token` all read `...token...`):
+# credentials are named in one word as often as in several (`clientsecret`, `privkey`).
+# Each fragment is one that innocent names practically never contain.
+SENSITIVE_FRAGMENTS = (
+    "passw", "passcode", "passphrase", "passkey", "pwd", "pwhash", "passhash", "pinhash",
+    "token", "secret", "credential",
+    "apikey", "accesskey", "privkey", "privatekey", "authkey", "signingkey", "encryptionkey",
+    "hmackey", "sessionkey", "masterkey", "sshkey", "licensekey", "mfaseed", "otpseed",
+)
+# Innocent words that contain a fragment; taken out of the name before the fragments are
+# looked for (`secretary_token` still reads `token`).
+INNOCENT_FRAGMENTS = ("secretar", "secretion", "tokenizer", "bypass", "compass")
+# Too short or too common to look for inside other words: whole words only (`salt`, `user_pin`,
+# `otp_code`; never `salty`, `spinner` or `hotpot`).
+SENSITIVE_WORDS = frozenset({"salt", "salts", "pin", "otp", "totp", "hotp", "jwt", "bearer",
+                             "cvv", "cvc", "cvv2"})
+SENSITIVE_PAIRS = frozenset({("mfa", "seed"), ("mfa", "code"), ("mfa", "key"),
+                             ("recovery", "code"), ("recovery", "codes"), ("backup", "codes")})
+# A column of these types cannot hold a credential, whatever its name says: a timestamp says
+# when (`password_changed_at`, `token_expires_at`, Devise's `reset_password_sent_at`), not what.
+NEVER_CREDENTIAL_TYPES = frozenset({"date", "datetime", "timestamp", "time", "year"})
 
 
 def column_words(name: str) -> list[str]:
@@ -49,11 +63,21 @@ def column_words(name: str) -> list[str]:
     return [w.lower() for w in _WORDS.findall(name)]
 
 
-def is_sensitive(name: str) -> bool:
-    """Whether a column name looks like it holds a credential (Rails/Devise/Django/Laravel names
-    included: encrypted_password, password_digest, reset_password_token, remember_token, ...)."""
-    low = name.lower()
-    if any(f in low for f in SENSITIVE_FRAGMENTS):
+def is_sensitive(name: str, data_type: str | None = None) -> bool:
+    """Whether a column looks like it holds a credential (Rails/Devise/Django/Laravel names
+    included: encrypted_password, password_digest, reset_password_token, remember_token, ...).
+
+    Errs on the side of withholding — a withheld column is one line of export_sensitive away,
+    a leaked credential cannot be taken back — but not on plain words: `keyword`, `monkey`,
+    `passenger_count`, `api_version`, `access_level`, `salty`, `secretary` are delivered. With
+    the column's MySQL data_type, temporal columns are never credentials (see
+    NEVER_CREDENTIAL_TYPES)."""
+    if data_type is not None and data_type.lower() in NEVER_CREDENTIAL_TYPES:
+        return False
+    flat = re.sub(r"[^a-z0-9]", "", name.lower())
+    for innocent in INNOCENT_FRAGMENTS:
+        flat = flat.replace(innocent, "")
+    if any(f in flat for f in SENSITIVE_FRAGMENTS):
         return True
     words = column_words(name)
     if any(w in SENSITIVE_WORDS for w in words):
@@ -70,7 +94,7 @@ def export_plan(plan: TablePlan, table: Table) -> TablePlan:
     """
     allowed = {c.lower() for c in table.export_sensitive}
     withheld = [s.name for s in plan.specs
-                if is_sensitive(s.name) and s.name.lower() not in allowed]
+                if is_sensitive(s.name, s.info.data_type) and s.name.lower() not in allowed]
     if not withheld:
         return plan
     needed = {*plan.primary_key, *([plan.cursor] if plan.cursor else []),
@@ -205,7 +229,7 @@ def warehouse_table(plan: TablePlan, warehouse: Warehouse) -> WarehouseTable:
         low = s.name.lower()
         if s.name == discriminator:
             continue
-        if is_sensitive(s.name) or (low in drop and low not in hashed):
+        if is_sensitive(s.name, s.info.data_type) or (low in drop and low not in hashed):
             if s.name in plan.primary_key:
                 raise SchemaError(
                     f"primary key column {s.name!r} cannot be dropped from the warehouse",

@@ -175,6 +175,8 @@ def sync_table(source: MySQLSource, dest: BigQueryDestination | None, tenant: Te
     fan = _Fanout(res, sinks)
     gov = governor or ReadGovernor.unlimited()
     lock = state_lock or threading.Lock()
+    if not plan.key_enforced and fan.active and (plan.cursor is None or plan.key_index):
+        refuse_duplicate_keys(source, plan, gov)
     fan.each("preparing the table", lambda s: s.prepare())
 
     def read(pass_: str, after, upper):
@@ -239,6 +241,8 @@ def sync_table(source: MySQLSource, dest: BigQueryDestination | None, tenant: Te
     else:
         fan.each("reading the watermark", lambda s: s.read_watermark())
         after = common_start([s.previous.key if s.previous else None for s in fan.active])
+        if after is None and not plan.key_enforced and not plan.key_index:
+            refuse_duplicate_keys(source, plan, gov)     # a first load: a complete read
         upper, res.bound = source.upper_bound(plan)
         pending_key = None
         if after is None and plan.initial_in_pk_order:
@@ -269,6 +273,29 @@ def sync_table(source: MySQLSource, dest: BigQueryDestination | None, tenant: Te
     res.throttled_s = gov.throttled_seconds(tenant.tenant, table_name)
     res.duration_s = time.monotonic() - t0
     return res
+
+
+def refuse_duplicate_keys(source: MySQLSource, plan: TablePlan, gov: ReadGovernor) -> None:
+    """Stop the table, before anything is written, when rows share a declared primary key that
+    no UNIQUE index enforces: merged on it they would collapse into one row in BigQuery (or one
+    would overwrite the other on a later run), silently. Run before every run where an index
+    is ordered by the key (an index scan, no temp table), else before every complete read
+    (first load, full read, backfill), where the whole table is read anyway."""
+    from hakobu.errors import SchemaError
+    from hakobu.plan import duplicate_key_sql
+
+    with gov.slot(plan.tenant, plan.table):
+        rows = source.query(duplicate_key_sql(plan))
+    if rows:
+        *values, n = rows[0]
+        key = dict(zip(plan.primary_key, values))
+        raise SchemaError(
+            f"declared primary key {list(plan.primary_key)} of {plan.schema}.{plan.table} is not "
+            f"unique: {n} rows have {key}; merged on it they would become one row in BigQuery",
+            tenant=plan.tenant, table=plan.table,
+            hint="declare columns that identify a row as primary_key: (a UNIQUE index on them "
+                 "in MySQL makes the source enforce it), or remove primary_key: and set "
+                 "without_primary_key: replace (the table is then reloaded whole)")
 
 
 def initial_load(source, plan, fan, sinks, upper, gov, res, hooks, flush, lock, run_id) -> None:
@@ -527,9 +554,8 @@ def open_tenant_run(config: Config, tenant_id: str, *, tables: list[str] | None,
     for n in names:
         try:
             run.plans[n] = source.plan_table(tenant, tenant.table(n))
-        except HakobuError as exc:
-            log.error("%s/%s refused: %s", tenant.tenant, n, exc)
-            run.results[n] = TableResult(tenant.tenant, n, ok=False, error=str(exc))
+        except Exception as exc:    # noqa: BLE001 — one table's failure is its result
+            run.results[n] = failed_result(tenant.tenant, n, exc, "refused")
             if on_result is not None:
                 on_result(run.results[n])
     if not run.plans:
@@ -550,15 +576,36 @@ def open_tenant_run(config: Config, tenant_id: str, *, tables: list[str] | None,
     return run
 
 
+def failed_result(tenant: str, table: str, exc: Exception, what: str = "failed") -> TableResult:
+    """A table's failure as its result, so the tenant's other tables still load.
+
+    hakobu's own errors (HakobuError) already say what happened and what to do. Anything else
+    (a KeyError, a TypeError, a pyarrow error) is a bug or a case nobody foresaw: it must not
+    take the tenant's other tables down with it, so it is caught here too (Exception only — a
+    KeyboardInterrupt or a dying process still stops the run), named with its type, and logged
+    with its traceback at debug level. Every unit of work is idempotent, so a rerun after the
+    fix resumes from the table's last watermark."""
+    if isinstance(exc, HakobuError):
+        log.error("%s/%s %s: %s", tenant, table, what, exc)
+        return TableResult(tenant, table, ok=False, error=str(exc))
+    log.error("%s/%s %s with an unexpected %s: %s", tenant, table, what, type(exc).__name__, exc)
+    log.debug("%s/%s: traceback of the unexpected error", tenant, table, exc_info=exc)
+    text = str(HakobuError(
+        f"unexpected {type(exc).__name__} in table {table!r}: {exc!r}", tenant=tenant, table=table,
+        hint="only this table stopped; the tenant's other tables went on. Its watermark moves "
+             "only after a merge, so a rerun is exact; run with debug logging (hakobu.sync) for "
+             "the traceback and report it"))
+    return TableResult(tenant, table, ok=False, error=text)
+
+
 def run_tables(run: TenantRun, fn: Callable[[str], TableResult], workers: int,
                on_result: Callable[[TableResult], None] | None = None) -> list[TableResult]:
     """Run fn per planned table, side by side up to `workers`; a table's failure is its result."""
     def one(name: str) -> TableResult:
         try:
             r = fn(name)
-        except HakobuError as exc:
-            log.error("%s/%s failed: %s", run.tenant.tenant, name, exc)
-            r = TableResult(run.tenant.tenant, name, ok=False, error=str(exc))
+        except Exception as exc:    # noqa: BLE001 — one table's failure is its result
+            r = failed_result(run.tenant.tenant, name, exc)
         if on_result is not None:
             on_result(r)
         return r

@@ -26,7 +26,8 @@ from sqlalchemy.engine import URL
 from hakobu.config import Cluster, Table, Tenant
 from hakobu.errors import (HakobuError, SchemaError, SourceError, SourceUnavailable,
                            TypeContractError)
-from hakobu.plan import MIN_DATETIME, TablePlan
+from hakobu.plan import (INT_TYPES, MIN_DATETIME, SRC, TablePlan, col_ref, tenant_predicate,
+                         tenant_value_problem)
 from hakobu.types import ZERO_FLAG_PREFIX, ColumnInfo, column_spec, conform, python_column
 
 SESSION_INIT = "SET time_zone = '+00:00'"
@@ -51,12 +52,25 @@ _BQ_COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,299}")
 READERS = ("connectorx", "pymysql")
 
 
+# the tenant-file key a plan_table error is about (hakobu validate prints its line)
+_ROLE_KEYS = {"cursor": ("cursor",), "primary key": ("primary_key",), "excluded": ("exclude",),
+              "tenant": ("source", "tenant_column")}
+
+
+def at_key(exc: HakobuError, *key: str) -> HakobuError:
+    """Mark an error with the tenant-file key it is about: `("cursor",)` for a key of the
+    table's entry, `("source", "tenant_value")` for one of the tenant's source."""
+    exc.config_key = key
+    return exc
+
+
 @dataclass(frozen=True)
 class Reflected:
     columns: list[ColumnInfo]
     primary_key: list[str]
     indexes: dict[str, list[str]]      # index name → columns in order
     row_bytes: int | None = None       # AVG_ROW_LENGTH (an estimate; None when unknown)
+    unique: frozenset[str] = frozenset()   # names of the UNIQUE indexes (PRIMARY included)
 
 
 class MySQLSource:
@@ -166,13 +180,14 @@ class MySQLSource:
         indexes: dict[str, list[str]] = {}
         for name, col, _ in stats:
             indexes.setdefault(name, []).append(col)
+        unique = frozenset(name for name, _, non_unique in stats if not int(non_unique))
         columns = [ColumnInfo(name=r[0], data_type=r[1].lower(), column_type=r[2],
                               nullable=r[3] == "YES", precision=r[4], scale=r[5],
                               datetime_precision=r[6],
                               is_json=r[1].lower() == "json" or r[0] in json_cols)
                    for r in cols]
         return Reflected(columns, indexes.get("PRIMARY", []), indexes,
-                         int(avg) if avg else None)
+                         int(avg) if avg else None, unique)
 
     @staticmethod
     def _json_columns(conn, schema: str, table: str, names: list[str]) -> set[str]:
@@ -205,17 +220,43 @@ class MySQLSource:
 
         def need(col: str, role: str) -> str:
             if col.lower() not in by_name:
-                raise SchemaError(f"{role} column {col!r} does not exist in {schema}.{name}",
-                                  tenant=t, table=name,
-                                  hint=f"columns are: {', '.join(c.name for c in refl.columns)}; "
-                                       f"fix {tenant.file}")
+                raise at_key(SchemaError(
+                    f"{role} column {col!r} does not exist in {schema}.{name}",
+                    tenant=t, table=name,
+                    hint=f"columns are: {', '.join(c.name for c in refl.columns)}; "
+                         f"fix {tenant.file}"), *_ROLE_KEYS[role])
             return by_name[col.lower()].name
 
         excluded = {need(c, "excluded").lower() for c in table.exclude}
         cursor = need(table.cursor, "cursor") if table.cursor else None
         tcol = need(tenant.source.tenant_column, "tenant") if tenant.source.shared else None
+        ttype = by_name[tcol.lower()].data_type if tcol else None
+        if tcol:
+            problem = tenant_value_problem(ttype, tenant.source.tenant_value)
+            if problem:
+                value = tenant.source.tenant_value
+                fix = (f'tenant_value: "{value}" (quoted)' if isinstance(value, int)
+                       else "an unquoted integer" if ttype in INT_TYPES
+                       else "a value of the column's type")
+                raise at_key(SchemaError(
+                    f"source.tenant_value for tenant column {tcol!r} of {schema}.{name} "
+                    f"{problem}; the tenant could receive another tenant's rows",
+                    tenant=t, table=name, hint=f"write {fix} in {tenant.file}"),
+                    "source", "tenant_value")
         pk = [need(c, "primary key") for c in table.primary_key] if table.primary_key \
             else list(refl.primary_key)
+        if table.primary_key:
+            nullable = [c for c in pk if by_name[c.lower()].nullable]
+            if nullable:
+                raise at_key(SchemaError(
+                    f"declared primary key column(s) {nullable} of {schema}.{name} can be NULL: "
+                    "a NULL key never matches in the MERGE (NULL = NULL is not true), so such "
+                    "a row would be inserted again on every run, and rows whose keys differ "
+                    "only by NULL could not be told apart", tenant=t, table=name,
+                    hint=f"make them NOT NULL in MySQL (ALTER TABLE {schema}.{name} MODIFY "
+                         f"{nullable[0]} ... NOT NULL) or declare NOT NULL columns that "
+                         f"identify a row as primary_key: in {tenant.file}"), "primary_key")
+        key_index, key_enforced = self._key_index(refl, pk)
         full_replace = False
         if not pk:
             if table.without_primary_key != "replace":
@@ -228,7 +269,8 @@ class MySQLSource:
             full_replace = True
         cursor_index = None
         if cursor and not full_replace:
-            cursor_index = self._require_index(refl, [tcol] if tcol else [], cursor, tenant, table)
+            cursor_index = self._require_index(refl, [tcol] if tcol else [], cursor, tenant, table,
+                                               pk)
         cluster = self.cluster
         specs = []
         for col in refl.columns:
@@ -250,20 +292,53 @@ class MySQLSource:
                          primary_key=tuple(pk), cursor=None if full_replace else cursor,
                          chunk_rows=table.chunk_rows, query_rows=table.query_rows,
                          row_bytes=refl.row_bytes, tenant_column=tcol,
-                         tenant_value=tenant.source.tenant_value,
+                         tenant_value=tenant.source.tenant_value, tenant_type=ttype,
                          zero_dates=table.zero_dates or cluster.zero_dates,
                          full_replace=full_replace, cursor_index=cursor_index,
+                         key_index=None if full_replace else key_index,
+                         key_enforced=full_replace or key_enforced,
                          verify_every=table.verify_every or cluster.verify_every)
 
     @staticmethod
+    def _key_index(refl: Reflected, pk: list[str]) -> tuple[str | None, bool]:
+        """(the index ordered by the key, whether the source enforces the key unique).
+
+        The index: PRIMARY when the key is the table's primary key; else a UNIQUE index on
+        exactly the key's columns in order, else any index starting with them (ordered by the
+        key all the same); else None. Enforced: PRIMARY is the key, or some UNIQUE index's
+        columns are all key columns (then no two rows can share the key)."""
+        want = [c.lower() for c in pk]
+        if not want:
+            return None, False
+        lower = {n: [c.lower() for c in cols] for n, cols in refl.indexes.items()}
+        enforced = any(set(cols) <= set(want) for n, cols in lower.items() if n in refl.unique)
+        if lower.get("PRIMARY") == want:
+            return "PRIMARY", True
+        exact = sorted(n for n, cols in lower.items() if cols == want and n in refl.unique)
+        if exact:
+            return exact[0], enforced
+        leading = sorted(lower, key=lambda n: (n not in refl.unique, n != "PRIMARY", n))
+        for n in leading:
+            if lower[n][:len(want)] == want:
+                return n, enforced
+        return None, enforced
+
+    @staticmethod
     def _require_index(refl: Reflected, prefix: list[str], cursor: str, tenant: Tenant,
-                       table: Table) -> str:
+                       table: Table, pk: list[str] | None = None) -> str:
         """Keyset chunks on (cursor, pk) are only cheap with an index starting with
-        (tenant column,) cursor; without it every chunk is a full scan and sort."""
+        (tenant column,) cursor; without it every chunk is a full scan and sort. One that goes
+        on with the key's columns is preferred: a table without a PRIMARY KEY has only a hidden
+        row id behind the cursor in its secondary indexes, so ORDER BY cursor, key would sort."""
         want = [c.lower() for c in prefix + [cursor]]
-        for name, cols in sorted(refl.indexes.items()):
-            if [c.lower() for c in cols[:len(want)]] == want:
+        full = want + [c.lower() for c in pk or []]
+        found = [name for name, cols in sorted(refl.indexes.items())
+                 if [c.lower() for c in cols[:len(want)]] == want]
+        for name in found:
+            if [c.lower() for c in refl.indexes[name][:len(full)]] == full:
                 return name
+        if found:
+            return found[0]
         cols = ", ".join(prefix + [cursor])
         raise SchemaError(f"no index starts with ({cols}); every chunk would scan the table",
                           tenant=tenant.tenant, table=table.name,
@@ -271,10 +346,9 @@ class MySQLSource:
 
     def pk_bounds(self, plan: TablePlan) -> tuple[int, int] | None:
         """MIN and MAX of a single integer primary key (index ends only: two dives)."""
-        pk = _q(plan.primary_key[0])
-        where = f" WHERE {_q(plan.tenant_column)} = :tv" if plan.tenant_column else ""
-        lo, hi = self.query(f"SELECT MIN({pk}), MAX({pk}) FROM {_q(plan.schema)}."
-                            f"{_q(plan.table)}{where}", {"tv": plan.tenant_value})[0]
+        pk = col_ref(plan.primary_key[0])
+        lo, hi = self.query(f"SELECT MIN({pk}), MAX({pk}) FROM {_from(plan)}"
+                            f"{_tenant_where(plan)}")[0]
         return None if lo is None else (int(lo), int(hi))
 
     # -- bounds ---------------------------------------------------------------------------
@@ -290,9 +364,8 @@ class MySQLSource:
             return None, {}
         spec = plan.spec(plan.cursor)
         if not plan.cursor_is_temporal:
-            row = self.query(f"SELECT MAX({_q(plan.cursor)}) FROM {_q(plan.schema)}.{_q(plan.table)}"
-                             + (f" WHERE {_q(plan.tenant_column)} = :tv" if plan.tenant_column
-                                else ""), {"tv": plan.tenant_value})[0]
+            row = self.query(f"SELECT MAX({col_ref(plan.cursor)}) FROM {_from(plan)}"
+                             f"{_tenant_where(plan)}")[0]
             top = row[0]
             return (None if top is None else top + 1), {"upper_basis": "max+1"}
         now_s, trx_s, basis = self._clock()
@@ -675,6 +748,15 @@ def _cx_parallel(source: MySQLSource, plan: TablePlan, pass_: str, upper: Any,
         for i in take:
             if got[i] < limit or (after[i] is not None and after[i][-1] >= ranges[i][1] - 1):
                 done[i] = True
+
+
+def _from(plan: TablePlan) -> str:
+    return f"{_q(plan.schema)}.{_q(plan.table)} AS {SRC}"
+
+
+def _tenant_where(plan: TablePlan) -> str:
+    """The tenant's rows of a shared table, compared in the column's own type (plan.py)."""
+    return f" WHERE {tenant_predicate(plan)}" if plan.tenant_column else ""
 
 
 def _q(name: str) -> str:

@@ -159,3 +159,82 @@ def test_query_rows_below_chunk_rows_is_refused_with_the_line(tmp_path):
     ok = "tenant: a\ncluster: main\n" + GOOD.replace(
         "    cursor: updated_at", "    cursor: updated_at\n    query_rows: 100000")
     assert load_config(write(tmp_path, {"a.yaml": ok})).tenant("a").tables[0].query_rows == 100000
+
+
+# -- issue #11 item 9: tenants never overlap (offline checks) -----------------------------------
+
+def shared(tid: str, value: str, *, schema="shop", column="tenant_id", cluster="main",
+           dataset=None) -> str:
+    body = GOOD.replace("  schema: shop_a\n", f"  schema: {schema}\n  tenant_column: {column}\n"
+                                               f"  tenant_value: {value}\n")
+    return f"tenant: {tid}\ncluster: {cluster}\n" + body.replace("cust_a", dataset or f"cust_{tid}")
+
+
+@pytest.mark.parametrize("a,b,says", [
+    ("1", '"1x"', "'1x' is a string where tenant(s) 'a' of schema 'shop' use integers"),
+    ("1", '"01"', "'1x' = 1 and '01' = 1"),
+    ('"acme"', '"ACME"', "equal under a case-insensitive or PAD SPACE collation"),
+    ('"acme"', '"acme "', "equal under a case-insensitive or PAD SPACE collation"),
+    ("3", "3", "are the same value"),
+    ('"3"', "'3'", "are the same value"),
+])
+def test_tenant_values_that_mysql_could_take_for_one_are_refused(tmp_path, a, b, says):
+    root = write(tmp_path, {"a.yaml": shared("a", a), "b.yaml": shared("b", b)})
+    [err] = errors_of(root)
+    assert "b.yaml:6: source" in err and "'a'" in err, err
+    assert says in err, err
+
+
+def test_distinct_tenant_values_of_one_type_are_fine(tmp_path):
+    root = write(tmp_path, {"a.yaml": shared("a", '"acme"'), "b.yaml": shared("b", '"acme2"'),
+                            "c.yaml": shared("c", "3", schema="shop2"),
+                            "d.yaml": shared("d", "4", schema="shop2")})
+    assert set(load_config(root).tenants) == {"a", "b", "c", "d"}
+
+
+def test_a_whole_schema_tenant_beside_shared_tenants_is_refused(tmp_path):
+    whole = "tenant: w\ncluster: main\n" + GOOD.replace("shop_a", "shop").replace("cust_a", "cw")
+    root = write(tmp_path, {"a.yaml": shared("a", "1"), "w.yaml": whole})
+    [err] = errors_of(root)
+    assert "w.yaml:4: source.schema: tenant 'w' reads the whole schema 'shop'" in err
+    assert "'a'" in err and "tenant_column and tenant_value" in err
+
+
+def test_tenants_of_one_schema_must_use_one_tenant_column(tmp_path):
+    root = write(tmp_path, {"a.yaml": shared("a", "1"),
+                            "b.yaml": shared("b", "2", column="account_id")})
+    [err] = errors_of(root)
+    assert "different columns (account_id, tenant_id)" in err and "a.yaml:5" in err
+
+
+def test_one_server_under_two_cluster_names_or_schema_case_is_one_source(tmp_path):
+    root = write(tmp_path, {"a.yaml": shared("a", "7"),
+                            "b.yaml": shared("b", "7", cluster="alias", schema="SHOP")})
+    (root / "tenants" / "clusters.yaml").write_text(
+        "clusters:\n  main:\n    host: db.local\n    user: u\n"
+        "  alias:\n    host: DB.local\n    port: 3306\n    user: v\n")
+    [err] = errors_of(root)
+    assert "tenants 'a'" in err and "'b' read the same rows" in err
+
+
+@pytest.mark.parametrize("value", ["yes", "true", "1.0"])
+def test_tenant_value_must_be_an_integer_or_a_string(tmp_path, value):
+    [err] = errors_of(write(tmp_path, {"a.yaml": shared("a", value)}))
+    assert "a.yaml:6: source.tenant_value:" in err and "integer id unquoted" in err
+
+
+def test_dataset_names_differing_only_in_case_are_one_dataset(tmp_path):
+    root = write(tmp_path, {"a.yaml": "tenant: a\ncluster: main\n" + GOOD,
+                            "b.yaml": "tenant: b\ncluster: main\n"
+                                      + GOOD.replace("shop_a", "shop_b").replace("cust_a", "CUST_A")})
+    [err] = errors_of(root)
+    assert "b.yaml:7: destination.dataset: hakobu-test.CUST_A is already the dataset of tenant " \
+           "'a'" in err and "differing only in case" in err
+
+
+def test_a_tenant_dataset_cannot_be_the_warehouse(tmp_path):
+    root = write(tmp_path, {"a.yaml": "tenant: a\ncluster: main\n" + GOOD.replace("cust_a", "DWH"),
+                            "warehouse.yaml": "warehouse:\n  project: hakobu-test\n"
+                                              "  dataset: dwh\n"})
+    [err] = errors_of(root)
+    assert "a.yaml:7: destination.dataset: hakobu-test.DWH is the internal warehouse's" in err

@@ -51,7 +51,8 @@ def test_full_pass_reads_in_primary_key_order():
 
 
 def test_shared_table_filters_the_tenant():
-    q = chunk_sql(plan(tenant_column="tenant_id", tenant_value=3), "main", None, None)
+    q = chunk_sql(plan(tenant_column="tenant_id", tenant_value=3, tenant_type="int"), "main",
+                  None, None)
     assert "_src.`tenant_id` = 3" in q
 
 
@@ -107,3 +108,34 @@ def test_unguarded_plan_reads_dates_as_stored():
     assert "INTERVAL 0" not in f and "__hakobu_zero_" not in f
     assert "`updated_at` AS `updated_at`" in f
     assert guarded.zero_flag_columns and not fast.zero_flag_columns
+
+
+# issue #11 item 9: the tenant filter compares in the tenant column's own type
+
+@pytest.mark.parametrize("data_type,value,sql", [
+    ("int", 3, "_src.`tenant_id` = 3"),
+    ("bigint", 0, "_src.`tenant_id` = 0"),
+    ("varchar", "acme", "_src.`tenant_id` = _utf8mb4 X'61636d65' AND CAST(CONVERT("
+                        "_src.`tenant_id` USING utf8mb4) AS BINARY) = X'61636d65'"),
+    ("char", "1", "_src.`tenant_id` = _utf8mb4 X'31' AND CAST(CONVERT(_src.`tenant_id` USING "
+                  "utf8mb4) AS BINARY) = X'31'"),
+    ("varbinary", "ab", "_src.`tenant_id` = X'6162'"),
+])
+def test_tenant_predicate_compares_in_the_columns_type(data_type, value, sql):
+    from hakobu.plan import tenant_predicate
+
+    p = plan(tenant_column="tenant_id", tenant_value=value, tenant_type=data_type)
+    assert tenant_predicate(p) == sql
+    assert sql in chunk_sql(p, "main", None, None)
+
+
+@pytest.mark.parametrize("data_type,value", [("int", "1x"), ("int", "1"), ("int", True),
+                                             ("varchar", 1), ("enum", 2), ("date", "2026-01-01"),
+                                             ("decimal", 3)])
+def test_tenant_predicate_refuses_a_value_of_another_type(data_type, value):
+    from hakobu.errors import SchemaError
+    from hakobu.plan import tenant_predicate
+
+    p = plan(tenant_column="tenant_id", tenant_value=value, tenant_type=data_type)
+    with pytest.raises(SchemaError, match="tenant_value .*(integer|string)"):
+        tenant_predicate(p)

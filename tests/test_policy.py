@@ -123,3 +123,56 @@ def test_shared_read_starts_at_the_earliest_watermark():
     assert common_start([(dt.date(2026, 1, 2), 1), (dt.date(2026, 1, 2), 2)])[0] == \
         dt.date(2026, 1, 1)
     assert common_start([(Decimal("3.5"), 1), (Decimal("3.5"), 2)])[0] == Decimal("2.5")
+
+
+# Issue #11 item 8: credentials-like names are recognised anywhere in the name (one word or
+# several, any case), as README.md promises; plain words are not.
+CREDENTIALS_ANYWHERE = [
+    "authtoken", "refreshtoken", "accesstoken", "tokenhash", "clientsecret", "apisecret",
+    "secretkey", "accesskey", "privkey", "pw_hash", "pass_hash", "passcode", "AuthToken",
+    "api_key", "apiKey", "otp_secret", "session_key", "encrypted_password", "password_digest",
+    "private_key_pem", "x_api_token", "mfa_seed", "X-Api-Key", "userpasswd", "PWD", "apikeys",
+    "signingKey", "hmac_key", "ssh_private_key", "webhook_secret", "passphrase", "passkey",
+    "salt", "password_salt", "otp", "totp_code", "user_pin", "jwt", "secretary_token",
+    "recovery_codes", "aws_access_key_id", "oauth_credentials", "card_cvv",
+]
+INNOCENT_NAMES = [
+    "tokenizer_version", "salty", "passenger_count", "keyword", "monkey", "api_version",
+    "access_level", "secretary", "hashtag", "compass", "content_hash", "passport_number",
+    "bypass_cache", "session_id", "sort_key", "partition_key", "primary_key_hint", "turkey",
+    "hotpot", "spinner", "author", "email_digest", "salty_snacks", "pinned",
+]
+
+
+@pytest.mark.parametrize("name", CREDENTIALS_ANYWHERE)
+def test_credentials_are_recognised_anywhere_in_the_name(name):
+    assert is_sensitive(name), name
+    assert is_sensitive(name, "varchar") and is_sensitive(name, "blob")
+
+
+@pytest.mark.parametrize("name", INNOCENT_NAMES)
+def test_plain_words_containing_parts_of_credentials_are_delivered(name):
+    assert not is_sensitive(name), name
+
+
+@pytest.mark.parametrize("name", ["password_changed_at", "token_expires_at",
+                                  "reset_password_sent_at", "secret_rotated_on"])
+@pytest.mark.parametrize("data_type", ["datetime", "timestamp", "date"])
+def test_a_timestamp_about_a_credential_is_not_one(name, data_type):
+    """A temporal column says when, not what: delivered. The same name as text is withheld."""
+    assert not is_sensitive(name, data_type)
+    assert is_sensitive(name, "varchar") and is_sensitive(name)
+
+
+def test_export_and_warehouse_withhold_credentials_named_in_one_word():
+    plan = plan_of({"id": "bigint", "updated_at": "datetime", "authtoken": "varchar",
+                    "clientsecret": "varchar", "privkey": "blob", "pw_hash": "char",
+                    "password_changed_at": "datetime", "keyword": "varchar"})
+    out = export_plan(plan, Table(name="members"))
+    names = [s.name for s in out.specs]
+    assert names == ["id", "updated_at", "password_changed_at", "keyword"]
+    released = export_plan(plan, Table(name="members", export_sensitive=["AUTHTOKEN"]))
+    assert "authtoken" in [s.name for s in released.specs]
+    wt = warehouse_table(released, Warehouse(project="hakobu-demo", dataset="d"))
+    assert "authtoken" not in [s.name for s in wt.specs]       # never to the warehouse
+    assert "password_changed_at" in [s.name for s in wt.specs]
