@@ -215,6 +215,11 @@ def test_a_cursor_that_goes_backwards_is_found_by_the_rotation_and_at_once_by_ve
     sync_tenant(config, "a")
     got = compare_content(source, dest, plan)
     assert [k[0] for k in got.changed] == [900]
+    from hakobu.verify_run import verify_tenant
+
+    [v] = verify_tenant(config, "a", repair=True)          # `hakobu verify a --repair`
+    assert v.changed == 1 and v.repaired and v.equal
+    assert diff_table(source, dest, plan).equal
 
 
 def test_the_rotation_state_says_when_a_full_pass_completed(
@@ -375,3 +380,23 @@ def test_keys_of_every_type_load_verify_and_find_deletes(sql, vschema, vdataset,
         assert compare_content(source, dest, plan).equal
         dest.sql(f"UPDATE {dest.ref('k')} SET note = 'stale' WHERE note = 'n3'")
         assert len(compare_content(source, dest, plan).changed) == 1
+
+
+def test_the_dagster_check_says_what_it_compared_and_fails_on_a_changed_value(
+        sql, vschema, vdataset, make_config, bq_env):
+    from assets import checks
+
+    config, source, dest, plan, _ = setup(sql, vschema, vdataset, make_config, n=60)
+    ok = checks.evaluate(config, "a", "things")
+    assert ok.passed, ok.description
+    md = {k: getattr(v, "value", v) for k, v in ok.metadata.items()}
+    assert md["compared"].startswith("keys in all") and "content" in md["compared"]
+    assert "content_buckets_compared" in md
+    # a changed value in a bucket of tonight's slice: keys equal, content not, and the check
+    # (which only reads) fails; with verify_every 1 every bucket is tonight's
+    config2 = make_config({"a": (vschema, vdataset, THINGS + "  verify_every: 1\n")})
+    dest.sql(f"UPDATE {dest.ref('things')} SET v = 'stale' WHERE id = 30")
+    bad = checks.evaluate(config2, "a", "things")
+    md = {k: getattr(v, "value", v) for k, v in bad.metadata.items()}
+    assert not bad.passed and md["content_rows_changed"] == 1 and md["buckets_differing"] == 0
+    assert "content" in bad.description and "DIFFERENT" in bad.description
