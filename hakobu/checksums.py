@@ -686,6 +686,22 @@ def _load(dest, plan: TablePlan, stg_name: str, keys: pa.Table) -> None:
         path.unlink(missing_ok=True)
 
 
+def read_by_keys(source, plan: TablePlan, keys: list[tuple], gate=None, on_query=None):
+    """The source rows with these primary keys, as the sync reads them (its SELECT expressions
+    and zero-date policy), KEYS_PER_QUERY keys a query, each query under the read gate."""
+    selects = [s.select_sql for s in plan.specs]
+    selects += [zero_flag_select(s, i) for i, s in plan.zero_flag_columns]
+    for i in range(0, len(keys), KEYS_PER_QUERY):
+        where = _tenant_where(plan) + [_key_list_sql(plan, keys[i:i + KEYS_PER_QUERY])]
+        sql = f"SELECT {', '.join(selects)} FROM {_from(plan)}{_where(where)}"
+        with _slot(gate, plan):
+            batch = source.read_chunk(plan, sql)
+        if on_query is not None:
+            on_query()
+        if batch.num_rows:
+            yield batch
+
+
 def _merge_missing(source, dest, plan: TablePlan, target: str, missing: list[dict],
                    stats: RepairStats, gate, tag: str) -> int:
     """Re-read the source rows BigQuery lacks, by key, and MERGE them (as a sync would)."""
@@ -693,18 +709,14 @@ def _merge_missing(source, dest, plan: TablePlan, target: str, missing: list[dic
 
     keys = [tuple(to_source_value(plan.spec(k), r[k]) if k in r else plan.tenant_value
                   for k in plan.primary_key) for r in missing]
-    selects = [s.select_sql for s in plan.specs]
-    selects += [zero_flag_select(s, i) for i, s in plan.zero_flag_columns]
+
+    def counted() -> None:
+        stats.source_queries += 1
+
     merged = 0
     with dest.staging_file(target, arrow_schema(list(plan.specs))) as sf:
-        for i in range(0, len(keys), KEYS_PER_QUERY):
-            where = _tenant_where(plan) + [_key_list_sql(plan, keys[i:i + KEYS_PER_QUERY])]
-            sql = f"SELECT {', '.join(selects)} FROM {_from(plan)}{_where(where)}"
-            with _slot(gate, plan):
-                batch = source.read_chunk(plan, sql)
-            stats.source_queries += 1
-            if batch.num_rows:
-                sf.write(batch)
+        for batch in read_by_keys(source, plan, keys, gate, on_query=counted):
+            sf.write(batch)
         path = sf.close()
         if path is not None:
             m = dest.merge(target, [path], list(plan.specs), list(plan.primary_key),

@@ -30,15 +30,12 @@ from dataclasses import dataclass, field
 from hakobu.canonical import Part, bq_key_text, bq_row_hash, comparable, my_key_text, my_row_hash
 from hakobu.checksums import (Bucketing, _bq_bucket, _bq_scope, _dest_slice, _from, _my_bucket,
                               _my_range, _my_rows, _ranges, _slot, _tenant_where, _where,
-                              choose_bucketing, key_columns)
+                              choose_bucketing, key_columns, read_by_keys)
 from hakobu.errors import LoadError
 from hakobu.plan import TablePlan
-from hakobu.sqlquote import mysql_literal
-from hakobu.types import zero_flag_select
 
 DEFAULT_VERIFY_EVERY = 7
 DRILL_BUCKETS = 200         # differing buckets drilled into per source query
-KEYS_PER_QUERY = 1000
 
 
 @dataclass
@@ -328,31 +325,6 @@ def _delete_extra(dest, plan: TablePlan, cmp: ContentComparison, table_ref: str)
                        [bigquery.ArrayQueryParameter("keys", "STRING", keys)], table=cmp.table)
         deleted += job.num_dml_affected_rows or 0
     return deleted
-
-
-def _key_sql(plan: TablePlan, keys: list[tuple]) -> str:
-    from hakobu.plan import col_ref
-
-    pk = plan.primary_key
-    if len(pk) == 1:
-        return f"{col_ref(pk[0])} IN ({', '.join(mysql_literal(k[0]) for k in keys)})"
-    return "(" + " OR ".join(
-        "(" + " AND ".join(f"{col_ref(c)} = {mysql_literal(v)}" for c, v in zip(pk, k)) + ")"
-        for k in keys) + ")"
-
-
-def read_by_keys(source, plan: TablePlan, keys: list[tuple], gate=None):
-    """The source rows with these primary keys, as the sync reads them (its SELECT expressions
-    and zero-date policy), in chunks of KEYS_PER_QUERY keys."""
-    selects = [s.select_sql for s in plan.specs]
-    selects += [zero_flag_select(s, i) for i, s in plan.zero_flag_columns]
-    for i in range(0, len(keys), KEYS_PER_QUERY):
-        where = _tenant_where(plan) + [_key_sql(plan, keys[i:i + KEYS_PER_QUERY])]
-        sql = f"SELECT {', '.join(selects)} FROM {_from(plan)}{_where(where)}"
-        with _slot(gate, plan):
-            batch = source.read_chunk(plan, sql)
-        if batch.num_rows:
-            yield batch
 
 
 def _merge_rows(source, plan: TablePlan, sink, keys: list[tuple], gate, run_id: str) -> int:
