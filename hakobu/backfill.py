@@ -167,12 +167,14 @@ def backfill_table(run: TenantRun, name: str, *, hooks: Hooks = NO_HOOKS,
     if plan.cursor is not None:
         held_at = common_start([s.previous.key if s.previous else None for s in fan.active])
         upper, res.bound = source.upper_bound(plan, held_at)
-        if upper is NOTHING:     # a numeric cursor held by an open writer, nothing to hold it at
+        if upper is NOTHING or res.bound.get("held_by_trx_ids"):
+            # A numeric cursor's bound held by an open writer: the shadow would lack every row
+            # changed since the last watermark, and the swap would hide them until the next run.
             raise SourceUnavailable(
-                "an open transaction that started before the cursor's maximum was read is still "
-                "open, so no cursor value is known to be final; nothing was swapped",
-                tenant=tenant.tenant, table=name,
-                hint=f"retry when it has finished ({res.bound.get('held_by_trx_ids')})")
+                "a transaction that started before the cursor's maximum was read is still open, "
+                "so rows changed since the last delivery cannot be read safely; nothing was "
+                "swapped", tenant=tenant.tenant, table=name,
+                hint=f"retry when it has finished (InnoDB trx {res.bound.get('held_by_trx_ids')})")
     # the whole table: in primary-key order where the plan allows it (sequential on the
     # clustered index, like an initial load), else through the cursor index; then the rows
     # whose cursor is NULL or a zero date

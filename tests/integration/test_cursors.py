@@ -166,6 +166,10 @@ def test_each_cursor_row_is_in_exactly_one_pass(sql, cur_schema, mysql_server, m
         assert sorted(ids) == sorted([*zoo, *range(100, 500)]), "a row read twice or never"
         for i, (_, want) in zoo.items():
             assert i in seen[want], (i, zoo[i], {p: i in v for p, v in seen.items()})
+        # a first load reads the main pass's rows in primary-key order: the same partition
+        first = pa.concat_tables([b for b, _ in iter_chunks(source, plan, "initial", None, None)])
+        assert sorted(first.column("id").to_pylist()) == sorted(seen["main"])
+        assert None not in first.column("updated_at").to_pylist()
         assert plan.cursor_years == {"span": (2024, 2025, 2026),
                                      "walk": (1000, 2024, 2025, 2026, 9999), "scan": None}[years]
         zeros_sql = hp.chunk_sql(plan, "zeros", None, None)

@@ -308,3 +308,36 @@ def test_system_zone_conversion_never_places_a_start_late(tmp_path, tokyo):
     finally:
         ny.stop()
         shutil.rmtree(tmp_path / "ny", ignore_errors=True)
+
+
+def test_backfill_refuses_to_swap_while_a_numeric_bound_is_held(tokyo, tk, tk_schema, tk_config,
+                                                                monkeypatch, bq_client):
+    """A backfill reads the whole table below the bound and swaps it in: under a bound held by
+    an open writer the swap would hide every row changed since the last delivery. It refuses
+    (transient, retried) and leaves the table as it was; once the writer is done it succeeds."""
+    import hakobu.sync as hs
+    from hakobu.backfill import backfill_tenant
+
+    monkeypatch.setenv("HAKOBU_WRITER_WAIT_SECONDS", "0.3")
+    monkeypatch.setattr(hs, "RETRY_BASE_S", 0.01)
+    ddl, rows, table, write_a, write_b = (x.format(s=f"`{tk_schema}`") for x in KINDS["version"])
+    tk(ddl)
+    tk(rows)
+    config = tk_config(table)
+    assert run(config)["items"].ok
+    a = Writer(tokyo)
+    try:
+        a(write_a)
+        tk(write_b)
+        [r] = backfill_tenant(config, "a")
+        assert not r.ok and "still open" in r.error and "nothing was swapped" in r.error
+        ds = config.tenant("a").destination.dataset
+        got = dict(bq_client.query(f"SELECT id, note FROM `hakobu-test.{ds}.items`").result())
+        assert len(got) == 10 and got[4] == "v1"              # untouched, row 4 still there
+        a.commit()
+    finally:
+        a.close()
+    [r] = backfill_tenant(config, "a")
+    assert r.ok, r.error
+    d = diff(config, "items")
+    assert d.equal, d.summary() + f" different={d.different}"
