@@ -341,3 +341,28 @@ def test_backfill_refuses_to_swap_while_a_numeric_bound_is_held(tokyo, tk, tk_sc
     assert r.ok, r.error
     d = diff(config, "items")
     assert d.equal, d.summary() + f" different={d.different}"
+
+
+def test_first_load_under_an_open_writer_reads_nothing_through_the_cursor(tokyo, tk, tk_schema,
+                                                                         tk_config, monkeypatch):
+    """No watermark to hold at: a first load while an older writer is open reads no row through
+    the cursor (NULL-cursor rows still arrive) and writes no watermark; the next run loads."""
+    monkeypatch.setenv("HAKOBU_WRITER_WAIT_SECONDS", "0.3")
+    ddl, rows, table, write_a, _ = (x.format(s=f"`{tk_schema}`") for x in KINDS["version"])
+    tk(ddl.replace("version BIGINT NOT NULL", "version BIGINT NULL"))
+    tk(rows)
+    tk(f"UPDATE `{tk_schema}`.items SET version = NULL WHERE id = 10")
+    config = tk_config(table)
+    a = Writer(tokyo)
+    try:
+        a(write_a)
+        r = run(config)["items"]
+        assert r.ok, r.error
+        assert r.bound["upper_bound"] == "nothing (held)" and r.rows_read == 1, r
+        a.commit()
+    finally:
+        a.close()
+    r = run(config)["items"]
+    assert r.ok and r.mode == "initial", r
+    d = diff(config, "items")
+    assert d.equal, d.summary() + f" different={d.different}"
