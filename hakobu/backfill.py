@@ -29,13 +29,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hakobu.config import Config
-from hakobu.errors import HakobuError, LoadError
-from hakobu.plan import SRC, TablePlan, max_key_below, tenant_predicate
+from hakobu.errors import HakobuError, LoadError, SourceUnavailable
+from hakobu.plan import NOTHING, SRC, TablePlan, max_key_below, tenant_predicate
 from hakobu.sinks import Sink, build_sinks, staging
 from hakobu.sqlquote import quote_ident
 from hakobu.sync import (NO_HOOKS, Hooks, TableResult, TenantRun, _Fanout, _summarise,
                          refuse_duplicate_keys,
-                         after_table, bound_utc, open_tenant_run, run_tables, sync_table,
+                         after_table, bound_utc, common_start, open_tenant_run, run_tables,
+                         sync_table,
                          watermark_utc, with_retries)
 from resources.bigquery_client import BigQuerySettings
 from resources.bigquery_dest import Watermark
@@ -167,7 +168,16 @@ def backfill_table(run: TenantRun, name: str, *, hooks: Hooks = NO_HOOKS,
     fan.each("creating the shadow table", lambda s: s.prepare_shadow())
     upper = None
     if plan.cursor is not None:
-        upper, res.bound = source.upper_bound(plan)
+        held_at = common_start([s.previous.key if s.previous else None for s in fan.active])
+        upper, res.bound = source.upper_bound(plan, held_at)
+        if upper is NOTHING or res.bound.get("held_by_trx_ids"):
+            # A numeric cursor's bound held by an open writer: the shadow would lack every row
+            # changed since the last watermark, and the swap would hide them until the next run.
+            raise SourceUnavailable(
+                "a transaction that started before the cursor's maximum was read is still open, "
+                "so rows changed since the last delivery cannot be read safely; nothing was "
+                "swapped", tenant=tenant.tenant, table=name,
+                hint=f"retry when it has finished (InnoDB trx {res.bound.get('held_by_trx_ids')})")
     # the whole table: in primary-key order where the plan allows it (sequential on the
     # clustered index, like an initial load), else through the cursor index; then the rows
     # whose cursor is NULL or a zero date

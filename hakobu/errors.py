@@ -56,6 +56,12 @@ class SchemaError(SourceError):
     incompatible type change). Stops this table only."""
 
 
+class CursorTypeError(SchemaError):
+    """The declared cursor column's type cannot order a keyset the way hakobu compares it (a
+    string compares by collation in MySQL, by code point in Python; a float has no exact
+    successor). Refused at planning, so `hakobu validate` reports it before any run."""
+
+
 class TypeContractError(SchemaError):
     """A value or type the destination cannot hold exactly."""
 

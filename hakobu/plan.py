@@ -8,17 +8,31 @@ A test runs EXPLAIN on every generated query.
 
 import datetime as dt
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal
 
 import pyarrow as pa
 
 from hakobu.sqlquote import mysql_literal, quote_ident
-from hakobu.types import ColumnSpec, zero_flag_select
+from hakobu.types import INT_TYPES, ColumnInfo, ColumnSpec, zero_flag_select
 
-# MySQL's smallest valid DATE/DATETIME; zero dates ('0000-00-00') and zero-in-date values sort
-# below it, so `c >= MIN_DATETIME` is index-driven and excludes them.
+# MySQL's smallest valid DATE/DATETIME. Zero dates ('0000-00-00') and values with year 0 sort
+# below it, but zero-in-date and invalid values of later years do NOT: MariaDB orders DATE and
+# DATETIME by their packed fields, so '2026-00-10' and '2026-05-00' sort between valid dates
+# ('2025-12-31' < '2026-00-10' < '2026-01-01') and `c >= MIN_DATETIME` is true for them
+# (verified on MariaDB 10.11). See _guarded and zero_gaps.
 MIN_DATETIME = dt.datetime(1000, 1, 1)
 TEMPORAL = {"date", "datetime", "timestamp"}
+# DATE and DATETIME can hold zero-in-date ('2026-00-10', '2026-05-00') and, under
+# ALLOW_INVALID_DATES, invalid values ('2026-02-30'); all are delivered as NULL. TIMESTAMP cannot.
+CIVIL_DATES = {"date", "datetime"}
+# Cursor types whose order hakobu can reproduce exactly outside the server: numbers and times.
+# Strings compare by collation in MySQL ('a' = 'A ' under a PAD SPACE _ci collation) and by code
+# point in Python; floats have no exact successor. Those are refused (cursor_type_problem).
+CURSOR_TYPES = INT_TYPES | {"decimal", "numeric"} | TEMPORAL
+# The zeros pass finds zero-in-date values through one index range per month of every year the
+# cursor holds (zero_gaps); past this many years it scans the cursor index instead.
+MAX_GAP_YEARS = 100
 
 Pass = Literal["main", "initial", "nulls", "zeros", "full"]
 QUERY_BYTES = 64 * 2**20        # default size of one keyset query's result (see rows_per_query)
@@ -57,6 +71,10 @@ class TablePlan:
     # and falls back to it the moment a zero date arrives (resources/mysql_source.iter_chunks).
     guard_zero_dates: bool = True
     verify_every: int = 7               # nights per full content-verification rotation
+    # The years the (DATE/DATETIME) cursor holds at or above MIN_DATETIME, from the source at
+    # planning: the zeros pass reads zero-in-date values through the month gaps of these years
+    # only (zero_gaps). None: unknown or too many — the zeros pass scans the cursor index.
+    cursor_years: tuple[int, ...] | None = None
     spec_by_name: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
@@ -114,6 +132,43 @@ class TablePlan:
         if self.zero_dates != "fail" or not self.guard_zero_dates:
             return []
         return [(i, s) for i, s in enumerate(self.specs) if s.zero_guarded]
+
+
+class _Nothing:
+    """An upper bound below every cursor value: this run reads no row through the cursor.
+
+    Returned for a numeric cursor when the bound is held (an open writer may still commit a
+    value below anything we could read past) and there is no watermark to hold it at."""
+
+    def __repr__(self) -> str:
+        return "nothing (held)"
+
+    __str__ = __repr__
+
+
+NOTHING = _Nothing()
+
+
+def cursor_type_problem(info: ColumnInfo) -> str | None:
+    """Why a column cannot be a cursor, or None. Keyset reads and watermarks compare cursor
+    values outside the server (common_start, max_key_below, the next bound): that is exact for
+    integers, DECIMAL and dates/times, and wrong for strings (MySQL compares them by collation,
+    PAD SPACE and case-insensitively; Python and Arrow by code point), binary, floats (no exact
+    successor, rounding on the way back as a literal), JSON, BIT, ENUM/SET (compared by index
+    in MySQL) and the rest."""
+    t = info.data_type.lower()
+    if info.is_json or t not in CURSOR_TYPES:
+        return (f"type {info.column_type!r} cannot be a cursor: only integer, DECIMAL, DATE, "
+                "DATETIME and TIMESTAMP cursors are compared the same way in MySQL and in hakobu")
+    return None
+
+
+def just_above(spec: ColumnSpec, value: Any) -> Any:
+    """The smallest value of a numeric cursor's type above `value`: an exclusive bound that
+    admits `value` and nothing newer (DECIMAL(12,2): 10.00 -> 10.01, not 11.00)."""
+    if isinstance(value, Decimal) or spec.info.data_type in {"decimal", "numeric"}:
+        return Decimal(value) + Decimal(1).scaleb(-(spec.info.scale or 0))
+    return int(value) + 1
 
 
 SRC = "_src"  # table alias: WHERE and ORDER BY name columns, never the SELECT's aliases
@@ -207,13 +262,20 @@ def chunk_sql(plan: TablePlan, pass_: Pass, after: tuple | None, upper: Any = No
               pk_range: tuple[int, int] | None = None) -> str:
     """The SELECT for the next chunk of a pass.
 
-    main:  rows with a cursor, (cursor, pk) > after, cursor < upper (exclusive), ordered by key.
+    main:  rows with a deliverable cursor, (cursor, pk) > after, cursor < upper (exclusive),
+           ordered by key.
     initial: the first load: the main pass's rows (cursor < upper) in primary-key order.
     nulls: rows whose cursor is NULL, pk > after (re-read every run; within NULL the cursor
            index is ordered by pk, so no sort).
-    zeros: rows whose temporal cursor is a zero date, pk > after (re-read every run; the
-           cursor index selects only them, they are sorted by pk — they should be rare).
+    zeros: rows whose temporal cursor is delivered as NULL — zero dates, zero-in-date and
+           invalid values ('0000-00-00', '2026-00-10', '2026-05-00', '2026-02-30') — and valid
+           values below MIN_DATETIME, pk > after (re-read every run; the cursor index selects
+           only them, they are sorted by pk — they should be rare).
     full:  every row, pk > after (tables without a cursor).
+
+    Every row with a non-NULL cursor is in exactly one of main and zeros: main requires what
+    zeros excludes (`c >= MIN_DATETIME` and a deliverable value). So a main-pass key never holds
+    a NULL cursor, and a watermark never does. `upper` NOTHING reads no row (a held bound).
 
     The access path is pinned with FORCE INDEX: on an initial load the range covers the whole
     table and the optimizer may otherwise choose a full scan + filesort of every row per chunk,
@@ -229,14 +291,18 @@ def chunk_sql(plan: TablePlan, pass_: Pass, after: tuple | None, upper: Any = No
         c = col_ref(plan.cursor)
         if plan.cursor_is_temporal:
             where.append(f"{c} >= {mysql_literal(MIN_DATETIME)}")
+            if plan.spec(plan.cursor).info.data_type in CIVIL_DATES:
+                where.append(f"{_guarded(plan)} IS NOT NULL")
         else:
             where.append(f"{c} IS NOT NULL")
-        if upper is not None:
+        if upper is NOTHING:
+            where.append("FALSE")
+        elif upper is not None:
             where.append(f"{c} < {mysql_literal(upper)}")
     elif pass_ == "nulls":
         where.append(f"{col_ref(plan.cursor)} IS NULL")
     elif pass_ == "zeros":
-        where.append(f"{col_ref(plan.cursor)} < {mysql_literal(MIN_DATETIME)}")
+        where.append(_zeros_where(plan))
     if pk_range is not None:            # one split of a parallel read: lo <= pk < hi
         pk = col_ref(plan.primary_key[0])
         where.append(f"{pk} >= {mysql_literal(pk_range[0])} AND {pk} < {mysql_literal(pk_range[1])}")
@@ -263,6 +329,54 @@ def duplicate_key_sql(plan: TablePlan) -> str:
     return (f"SELECT {keys}, COUNT(*) AS n FROM {quote_ident(plan.schema)}."
             f"{quote_ident(plan.table)} AS {SRC}{hint}{where} GROUP BY {keys} "
             "HAVING COUNT(*) > 1 LIMIT 1")
+
+
+def _guarded(plan: TablePlan) -> str:
+    """The cursor through the zero-date guard: NULL for zero dates, zero-in-date and invalid
+    values. The same date arithmetic as the delivered column (types._zero_guard), so "read by
+    the main pass" and "delivered with a non-NULL cursor" are one and the same condition."""
+    unit = "DAY" if plan.spec(plan.cursor).info.data_type == "date" else "SECOND"
+    return f"({col_ref(plan.cursor)} + INTERVAL 0 {unit})"
+
+
+def zero_gaps(data_type: str, years: tuple[int, ...]) -> list[tuple[Any, Any]]:
+    """Open intervals (lo, hi) of a DATE/DATETIME index between the end of one month and the
+    start of the next, for the given years: exactly where zero-in-date and invalid values of
+    those years sort ('2026-05-00' and '2026-04-31' lie after '2026-04-30 23:59:59' and before
+    '2026-05-01'; '2026-00-10' after '2025-12-31 23:59:59' and before '2026-01-01'). lo is the
+    month's last second (a DATETIME(6) value within it is filtered out again by the
+    deliverability test), so each interval is an index range of only such values."""
+    out = []
+    for y in years:
+        for m in range(1, 13):
+            first = dt.date(y, m, 1)
+            last = first - dt.timedelta(days=1)
+            if data_type == "date":
+                out.append((last, first))
+            else:
+                out.append((dt.datetime.combine(last, dt.time(23, 59, 59)),
+                            dt.datetime.combine(first, dt.time())))
+    return out
+
+
+def _zeros_where(plan: TablePlan) -> str:
+    """The zeros pass: everything the main pass leaves out of non-NULL cursors. Values below
+    MIN_DATETIME are one index range; zero-in-date values of later years sit in the month gaps
+    of the years the cursor holds (zero_gaps), one small range each. Without the year list the
+    condition scans the cursor index (correct, costlier)."""
+    c = col_ref(plan.cursor)
+    low = f"{c} < {mysql_literal(MIN_DATETIME)}"
+    data_type = plan.spec(plan.cursor).info.data_type
+    if data_type not in CIVIL_DATES:
+        return low
+    bad = f"{_guarded(plan)} IS NULL"
+    if plan.cursor_years is None:
+        return f"({low} OR ({c} IS NOT NULL AND {bad}))"    # (NULL is the nulls pass's)
+    if not plan.cursor_years:
+        return low
+    gaps = " OR ".join(f"({c} > {mysql_literal(lo)} AND {c} < {mysql_literal(hi)})"
+                       for lo, hi in zero_gaps(data_type, plan.cursor_years))
+    return f"({low} OR (({gaps}) AND {bad}))"
 
 
 def replace_sql(plan: TablePlan) -> str:
@@ -342,12 +456,22 @@ def _to_delivered(spec: ColumnSpec, value: Any) -> Any:
 
 
 def last_key(plan: TablePlan, batch: pa.Table, pass_: Pass) -> tuple:
-    """The key of the last row of a chunk, as typed values that render back into MySQL SQL."""
+    """The key of the last row of a chunk, as typed values that render back into MySQL SQL.
+
+    A main-pass key with a NULL cursor would stall the table for good (`c > NULL` is never
+    true): chunk_sql keeps such rows out of the main pass, and this refuses one loudly."""
     row = batch.num_rows - 1
     out = []
     for name in plan.key_columns(pass_):
         value = batch.column(name)[row].as_py()
         out.append(to_source_value(plan.spec(name), value))
+    if pass_ == "main" and out[0] is None:
+        from hakobu.errors import SourceError
+
+        raise SourceError(f"a keyset read handed on a row whose cursor {plan.cursor!r} is "
+                          f"delivered as NULL (key {tuple(out[1:])}); its watermark would stall "
+                          "the table", tenant=plan.tenant, table=plan.table,
+                          hint="this is a bug in hakobu's main-pass predicate; please report it")
     return tuple(out)
 
 
@@ -362,3 +486,65 @@ def to_source_value(spec: ColumnSpec, value: Any) -> Any:
             return value.astimezone(ZoneInfo(spec.source_timezone)).replace(tzinfo=None)
         return value.astimezone(dt.timezone.utc).replace(tzinfo=None)  # UTC session
     return value
+
+
+def repeated_span(zone: str, civil: dt.datetime) -> tuple[dt.datetime, dt.datetime,
+                                                          dt.datetime] | None:
+    """When the naive time `civil` in `zone` falls in a span that zone's clocks pass twice (a
+    daylight-saving fall-back: America/New_York on 2025-11-02 shows 01:00-02:00 EDT, then
+    01:00-02:00 EST), return (first civil value of the span, its end (exclusive), the UTC
+    instant the clock went back); else None. Pure: from the tz database (zoneinfo)."""
+    import math
+    from zoneinfo import ZoneInfo
+
+    z = ZoneInfo(zone)
+    first, second = civil.replace(tzinfo=z, fold=0), civil.replace(tzinfo=z, fold=1)
+    before, after = first.utcoffset(), second.utcoffset()
+    if before is None or after is None or before <= after:   # unique, or in a spring-forward gap
+        return None
+    # The clock goes back at a whole second between the two instants that read `civil`.
+    lo = math.floor(first.timestamp())            # still on the earlier (larger) offset
+    hi = math.ceil(second.timestamp())            # already on the later one
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if dt.datetime.fromtimestamp(mid, z).utcoffset() == before:
+            lo = mid
+        else:
+            hi = mid
+    back = dt.datetime.fromtimestamp(hi, dt.timezone.utc)
+    naive = back.replace(tzinfo=None)
+    return naive + after, naive + before, back
+
+
+def fold_restart(plan: TablePlan, after: tuple | None,
+                 bound_utc: "str | dt.datetime | None") -> tuple | None:
+    """Where the main pass starts, given the watermark `after` and the run's upper bound as a UTC
+    instant: `after` itself, unless the cluster's clock went back (DST fall-back) over the
+    watermark.
+
+    A DATETIME cursor is civil time in the cluster's zone; when that zone falls back, civil time
+    repeats a span (01:00-02:00 in New York), so rows stamped in the second pass get cursor values
+    below a watermark taken in the first pass and would never be read. So while the watermark
+    lies inside a repeated span and the clock has gone back by the bound, the read restarts at the
+    span's first civil value: the rows of that span are read again (the MERGE on the primary key
+    makes that harmless) and the second pass's rows are delivered by the first run after the
+    clock went back. Once the watermark is past the span (a run whose bound is past the second
+    pass), no restart. Cost: the rows changed within the repeated span, re-read by each run whose
+    watermark lies in it — typically one or two runs a year per zone with DST.
+
+    DATE cursors need none of this (the bound admits a date only once every instant of it has
+    passed), nor TIMESTAMP cursors (UTC)."""
+    if after is None or plan.cursor is None or bound_utc is None:
+        return after
+    spec = plan.spec(plan.cursor)
+    w = after[0]
+    if spec.info.data_type != "datetime" or not isinstance(w, dt.datetime):
+        return after
+    span = repeated_span(spec.source_timezone, w)
+    if span is None:
+        return after
+    start, _end, back = span
+    bound = dt.datetime.fromisoformat(bound_utc) if isinstance(bound_utc, str) else bound_utc
+    if back > bound:
+        return after            # not gone back yet at the bound: every earlier stamp is lower
+    return (start - dt.timedelta(microseconds=1), *after[1:])

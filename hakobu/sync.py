@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 from hakobu.config import Config, Tenant
 from hakobu.errors import HakobuError
-from hakobu.plan import TablePlan
+from hakobu.plan import TablePlan, fold_restart
 from hakobu.sinks import Sink, build_sinks, staging
 from resources.bigquery_client import BigQuerySettings
 from resources.bigquery_dest import BigQueryDestination
@@ -243,7 +243,10 @@ def sync_table(source: MySQLSource, dest: BigQueryDestination | None, tenant: Te
         after = common_start([s.previous.key if s.previous else None for s in fan.active])
         if after is None and not plan.key_enforced and not plan.key_index:
             refuse_duplicate_keys(source, plan, gov)     # a first load: a complete read
-        upper, res.bound = source.upper_bound(plan)
+        upper, res.bound = source.upper_bound(plan, after)
+        start = fold_restart(plan, after, bound_utc(res.bound))   # DST fall-back: re-read
+        if start != after:
+            res.bound["reread_from_dst_fold"], after = str(start[0]), start
         pending_key = None
         if after is None and plan.initial_in_pk_order:
             initial_load(source, plan, fan, sinks, upper, gov, res, hooks, flush, lock, run_id)

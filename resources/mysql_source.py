@@ -12,7 +12,9 @@ import dataclasses
 import datetime as dt
 import os
 import re
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,13 +26,53 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from hakobu.config import Cluster, Table, Tenant
-from hakobu.errors import (HakobuError, SchemaError, SourceError, SourceUnavailable,
-                           TypeContractError)
-from hakobu.plan import (INT_TYPES, MIN_DATETIME, SRC, TablePlan, col_ref, tenant_predicate,
+from hakobu.errors import (CursorTypeError, HakobuError, SchemaError, SourceError,
+                           SourceUnavailable, TypeContractError)
+from hakobu.plan import (CIVIL_DATES, INT_TYPES, MAX_GAP_YEARS, MIN_DATETIME, NOTHING, SRC,
+                         TablePlan, col_ref, cursor_type_problem, just_above, tenant_predicate,
                          tenant_value_problem)
 from hakobu.types import ZERO_FLAG_PREFIX, ColumnInfo, column_spec, conform, python_column
 
 SESSION_INIT = "SET time_zone = '+00:00'"
+
+
+def system_to_utc_sql(expr: str) -> str:
+    """SQL turning a DATETIME in the server's *system* time zone into UTC, in any session.
+
+    INNODB_TRX.trx_started is such a value, whatever the session's time_zone says (hakobu's
+    sessions say +00:00, so UNIX_TIMESTAMP(trx_started) alone is off by the system zone's
+    offset: 9 h in the future on a JST host, and an open transaction never held the bound).
+    CONVERT_TZ from 'SYSTEM' needs no time-zone tables. In a fall-back hour the civil value is
+    ambiguous; LEAST with the value an hour earlier, shifted back, takes the earlier reading, so
+    the result is never later than the true instant (at worst an hour early, an hour a year;
+    zones whose clocks go back by more than an hour are not covered)."""
+    return (f"LEAST(CONVERT_TZ({expr}, 'SYSTEM', '+00:00'), "
+            f"CONVERT_TZ({expr} - INTERVAL 1 HOUR, 'SYSTEM', '+00:00') + INTERVAL 1 HOUR)")
+
+
+# Open transactions that have written or locked rows (consistent reads take no locks and cannot
+# hold rows stamped below a bound), with their start as a unix time never later than the true
+# one (trx_started has whole seconds, truncated). Our own row tells whether the answer is fresh:
+# INNODB_TRX is served from a cache that InnoDB refills only when nobody read it for 100 ms
+# (sessions polling it faster keep it stale for good; measured on MariaDB 10.11), so a listing
+# can lack a transaction that began just before it. The query runs inside our own transaction
+# and carries a nonce: only a refill made during this very query shows the nonce in our row's
+# trx_query.
+OPEN_TRX_SQL = (
+    "SELECT /* hakobu-open-trx {nonce} */ trx_id, "
+    f"UNIX_TIMESTAMP({system_to_utc_sql('trx_started')}), "
+    "trx_mysql_thread_id = CONNECTION_ID() AND LOCATE('{nonce}', trx_query) > 0, "
+    "trx_mysql_thread_id <> CONNECTION_ID() AND trx_autocommit_non_locking = 0 "
+    "AND (trx_rows_modified > 0 OR trx_lock_structs > 0) "
+    "FROM information_schema.INNODB_TRX")
+TRX_CACHE_S = 0.11          # InnoDB refills the INNODB_TRX cache after 100 ms without readers
+TRX_FRESH_TIMEOUT_S = 5.0   # then give up (transient): someone reads INNODB_TRX non-stop
+
+
+def writer_wait_seconds() -> float:
+    """How long a numeric-cursor bound waits for the writers that were open when it read the
+    cursor's MAX (HAKOBU_WRITER_WAIT_SECONDS, default 10 s): usually milliseconds."""
+    return float(os.environ.get("HAKOBU_WRITER_WAIT_SECONDS") or 10)
 
 
 def _malloc_trim():
@@ -86,6 +128,10 @@ class MySQLSource:
         self._password = cluster.password()
         self._engine: sa.Engine | None = None
         self._zero_dated: set[tuple[str, str]] = set()   # (schema, table) known to hold some
+        self._stuck: set[int] = set()    # writers a bound already waited for in vain (trx ids)
+        self._trx_lock = threading.Lock()
+        self._trx_read_at = 0.0          # monotonic time of our last INNODB_TRX read
+        self._trx_snapshot: tuple[float, dict[int, float]] | None = None  # (asked at, writers)
 
     def has_zero_dates(self, plan: TablePlan) -> bool:
         return (plan.schema, plan.table) in self._zero_dated
@@ -269,6 +315,16 @@ class MySQLSource:
             full_replace = True
         cursor_index = None
         if cursor and not full_replace:
+            problem = cursor_type_problem(by_name[cursor.lower()])
+            if problem:
+                raise CursorTypeError(
+                    f"cursor column {cursor!r} of {schema}.{name}: {problem}",
+                    tenant=t, table=name,
+                    hint=f"in {tenant.file or 'the tenant file'}, table {name!r}: declare as "
+                         "cursor a DATETIME/TIMESTAMP column stamped on every change, or an "
+                         "integer/DECIMAL column from a monotone allocator (AUTO_INCREMENT, a "
+                         "version counter); or remove `cursor:` to read the table in full "
+                         "every run")
             cursor_index = self._require_index(refl, [tcol] if tcol else [], cursor, tenant, table,
                                                pk)
         cluster = self.cluster
@@ -288,7 +344,7 @@ class MySQLSource:
             except TypeContractError as exc:
                 exc.tenant, exc.table = t, name
                 raise SchemaError(str(exc)) from exc
-        return TablePlan(tenant=t, schema=schema, table=name, specs=tuple(specs),
+        plan = TablePlan(tenant=t, schema=schema, table=name, specs=tuple(specs),
                          primary_key=tuple(pk), cursor=None if full_replace else cursor,
                          chunk_rows=table.chunk_rows, query_rows=table.query_rows,
                          row_bytes=refl.row_bytes, tenant_column=tcol,
@@ -298,6 +354,34 @@ class MySQLSource:
                          key_index=None if full_replace else key_index,
                          key_enforced=full_replace or key_enforced,
                          verify_every=table.verify_every or cluster.verify_every)
+        if plan.cursor and plan.spec(plan.cursor).info.data_type in CIVIL_DATES:
+            plan = dataclasses.replace(plan, cursor_years=self.cursor_years(plan))
+        return plan
+
+    def cursor_years(self, plan: TablePlan) -> tuple[int, ...] | None:
+        """The years a DATE/DATETIME cursor holds at or above MIN_DATETIME (zero-in-date values
+        included: YEAR('2026-00-10') is 2026), for the zeros pass's index ranges. One query on
+        the index ends when the span is short; else one index dive per year present; None past
+        MAX_GAP_YEARS years (the zeros pass then scans the cursor index)."""
+        c, tbl = col_ref(plan.cursor), _from(plan)
+        scope = f"{tenant_predicate(plan)} AND " if plan.tenant_column else ""
+        args = {"lo": MIN_DATETIME}
+        lo, hi = self.query(f"SELECT YEAR(MIN({c})), YEAR(MAX({c})) FROM {tbl} "
+                            f"WHERE {scope}{c} >= :lo", args)[0]
+        if lo is None:
+            return ()
+        if hi - lo < MAX_GAP_YEARS:
+            return tuple(range(int(lo), int(hi) + 1))
+        years = [int(lo)]
+        while len(years) <= MAX_GAP_YEARS:
+            # the first value after the end of that year (DATE columns compare as midnight)
+            end = dt.datetime(years[-1], 12, 31, 23, 59, 59, 999999)
+            nxt = self.query(f"SELECT YEAR(MIN({c})) FROM {tbl} WHERE {scope}{c} > :end",
+                             {**args, "end": end})[0][0]
+            if nxt is None:
+                return tuple(years)
+            years.append(int(nxt))
+        return None
 
     @staticmethod
     def _key_index(refl: Reflected, pk: list[str]) -> tuple[str | None, bool]:
@@ -353,21 +437,20 @@ class MySQLSource:
 
     # -- bounds ---------------------------------------------------------------------------
 
-    def upper_bound(self, plan: TablePlan) -> tuple[Any, dict]:
+    def upper_bound(self, plan: TablePlan, after: tuple | None = None) -> tuple[Any, dict]:
         """Exclusive upper cursor bound for this run, from the source's own clock.
 
         Every row with cursor < bound is committed: the bound is at most `now - lag` and at
         most the start of the oldest open read-write transaction (its rows, stamped by the
-        server at or after its start, cannot be below it). Returns (bound, facts for metadata).
+        server at or after its start, cannot be below it). Numeric cursors: see
+        _numeric_bound (`after` is the watermark the run reads from). Returns (bound, facts
+        for metadata).
         """
         if plan.cursor is None:
             return None, {}
         spec = plan.spec(plan.cursor)
         if not plan.cursor_is_temporal:
-            row = self.query(f"SELECT MAX({col_ref(plan.cursor)}) FROM {_from(plan)}"
-                             f"{_tenant_where(plan)}")[0]
-            top = row[0]
-            return (None if top is None else top + 1), {"upper_basis": "max+1"}
+            return self._numeric_bound(plan, after)
         now_s, trx_s, basis = self._clock()
         bound_s = now_s - self.cluster.lag_seconds
         facts = {"source_now_utc": _utc(now_s).isoformat(), "lag_seconds": self.cluster.lag_seconds}
@@ -385,18 +468,128 @@ class MySQLSource:
         facts["upper_bound"] = str(bound)
         return max(bound, MIN_DATETIME) if isinstance(bound, dt.datetime) else bound, facts
 
+    def _numeric_bound(self, plan: TablePlan, after: tuple | None) -> tuple[Any, dict]:
+        """The bound of an integer or DECIMAL cursor (a version counter, an AUTO_INCREMENT id).
+
+        Such values are allocated in increasing order (AUTO_INCREMENT, a counter row, a sequence)
+        but committed in any order: a transaction may hold 11 uncommitted while 12 commits, and
+        `MAX + 1` would let the watermark pass 11 for good. So: read M = MAX(cursor) (committed
+        rows) with the server's time, *then* the writers open on the server. A value <= M still
+        uncommitted was allocated before M, by a transaction that started before that moment
+        and holds locks since it wrote: one of those writers (later ones allocate above M and do
+        not matter). Wait until every one of them has finished: then every value <= M is
+        committed or gone, and the bound is just above M. A writer that stays open longer than
+        writer_wait_seconds() holds the bound where the last run left it, just above the
+        watermark (values at or below it were final then), or at NOTHING on a first load; the
+        next run moves on. Without PROCESS the writers cannot be seen: the bound is just above
+        M and the metadata says a late commit below it would be missed."""
+        spec = plan.spec(plan.cursor)
+        top, at = self.query(f"SELECT MAX({col_ref(plan.cursor)}), UNIX_TIMESTAMP(NOW(6)) FROM "
+                             f"{_from(plan)}{_tenant_where(plan)}")[0]
+        read = time.monotonic()
+        facts: dict = {"cursor_max": str(top)}
+        held = just_above(spec, after[0]) if after is not None and after[0] is not None else None
+        free = just_above(spec, top) if top is not None else None
+        writers = self._open_writers(not_before=read)
+        if writers is None:
+            facts["upper_basis"] = ("max-only (no PROCESS privilege to see open transactions: "
+                                    "a value committed late below the bound is not delivered)")
+            bound = free
+        else:
+            # a writer whose (never later than true) start is after the MAX read started after it
+            older = {i: t for i, t in writers.items() if t <= float(at)}
+            still = self._wait_for_writers(older)
+            if not still:
+                facts["upper_basis"] = "max+open-writers-finished"
+                bound = free
+            else:
+                facts["upper_basis"] = "held (a writer open since before the max is still open)"
+                facts["held_by_open_transaction_since"] = _utc(min(older[i] for i in still)
+                                                              ).isoformat()
+                facts["held_by_trx_ids"] = ",".join(str(i) for i in sorted(still))
+                bound = None
+        if held is not None and (bound is None or bound < held):
+            bound = held          # never below what an earlier run already made final
+        if bound is None:
+            bound = NOTHING
+        facts["upper_bound"] = str(bound)
+        return bound, facts
+
+    def _open_writers(self, not_before: float | None = None) -> dict[int, float] | None:
+        """Open transactions that have written or locked rows: trx id → start (unix seconds,
+        never later than the true start), from a listing of INNODB_TRX made after `not_before`
+        (time.monotonic(); default now) — so every writer that began before an observation the
+        caller made earlier (a MAX, the clock) and is still open is in it. A fresh listing
+        another thread got after `not_before` is shared. None without the PROCESS privilege."""
+        import pymysql
+
+        not_before = time.monotonic() if not_before is None else not_before
+        deadline = time.monotonic() + TRX_FRESH_TIMEOUT_S
+        with self._trx_lock:
+            while True:
+                snap = self._trx_snapshot
+                if snap is not None and snap[0] >= not_before:
+                    return snap[1]
+                idle = TRX_CACHE_S - (time.monotonic() - self._trx_read_at)
+                if idle > 0:
+                    time.sleep(idle)
+                asked = time.monotonic()
+                nonce = uuid.uuid4().hex
+                with self._errors("listing open transactions"):
+                    conn = self.engine.raw_connection()
+                    try:
+                        cur = conn.cursor()
+                        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                        try:
+                            cur.execute(OPEN_TRX_SQL.format(nonce=nonce))
+                        except pymysql.err.MySQLError as exc:
+                            if exc.args and exc.args[0] in (1227, 1142):   # no PROCESS
+                                return None
+                            raise
+                        rows = cur.fetchall()
+                        conn.rollback()
+                    finally:
+                        conn.close()
+                self._trx_read_at = time.monotonic()
+                if any(r[2] for r in rows):
+                    # a start that cannot be read is taken as the epoch: it holds everything
+                    writers = {int(r[0]): float(r[1]) if r[1] is not None else 0.0
+                               for r in rows if r[3]}
+                    self._trx_snapshot = (asked, writers)
+                    return writers
+                if time.monotonic() >= deadline:
+                    raise SourceUnavailable(
+                        "information_schema.INNODB_TRX did not refresh within "
+                        f"{TRX_FRESH_TIMEOUT_S:.0f} s (something reads it without pause), so open "
+                        "transactions cannot be seen", hint="retry; find the session polling "
+                        "INNODB_TRX (SHOW PROCESSLIST) if it persists")
+
+    def _wait_for_writers(self, writers: dict[int, float]) -> set[int]:
+        """Poll INNODB_TRX until none of `writers` is open, for up to writer_wait_seconds();
+        return those still open. A writer this source already waited for in vain is not waited
+        for again (one stuck session costs one wait per process, not one per table)."""
+        pending = set(writers)
+        deadline = time.monotonic() + writer_wait_seconds()
+        while pending:
+            now = self._open_writers()
+            if now is None:
+                break
+            pending &= set(now)
+            if not pending or pending <= self._stuck or time.monotonic() >= deadline:
+                break
+        if pending:
+            self._stuck |= pending
+        return pending
+
     def _clock(self) -> tuple[float, float | None, str]:
         now_s = float(self.query("SELECT UNIX_TIMESTAMP(NOW(6))")[0][0])
-        try:
-            # Only transactions that have written or locked rows can hold rows stamped below
-            # the bound; consistent reads (reports, checksums) take no locks and are ignored.
-            trx = self.query("SELECT UNIX_TIMESTAMP(MIN(trx_started)) FROM "
-                             "information_schema.INNODB_TRX WHERE trx_autocommit_non_locking = 0 "
-                             "AND (trx_rows_modified > 0 OR trx_lock_structs > 0) "
-                             "AND trx_mysql_thread_id <> CONNECTION_ID()")[0][0]
-            return now_s, (float(trx) if trx is not None else None), "lag+open-transactions"
-        except SourceError:
+        read = time.monotonic()
+        # Only transactions that have written or locked rows can hold rows stamped below
+        # the bound; consistent reads (reports, checksums) take no locks and are ignored.
+        writers = self._open_writers(not_before=read)
+        if writers is None:
             return now_s, None, "lag-only (no PROCESS privilege to see open transactions)"
+        return now_s, (min(writers.values()) if writers else None), "lag+open-transactions"
 
     # -- reading --------------------------------------------------------------------------
 

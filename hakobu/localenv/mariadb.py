@@ -141,6 +141,26 @@ def ensure_mysql(state_dir: Path, *, host: str = DEFAULT_HOST, port: int = DEFAU
         return _start_private(state_dir, timeout, avoid_ports=avoid)
 
 
+def start_private(state_dir: Path, *, system_timezone: str | None = None,
+                  timeout: float = 60.0) -> MySQLServer:
+    """Always start a private MariaDB in `state_dir` (never the shared server), on a free port.
+
+    `system_timezone` (an IANA name such as Asia/Tokyo) becomes the server's **system** time
+    zone (the TZ of the mariadbd process): what NOW() returns in sessions that keep the default
+    `time_zone = SYSTEM`, and the zone of INNODB_TRX.trx_started whatever the session says.
+    Tests use it to see code that silently assumes a UTC host. The caller stops it."""
+    state_dir = Path(state_dir).expanduser().resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    env = None
+    if system_timezone is not None:
+        env = {**os.environ, "TZ": system_timezone}
+    with _locked(state_dir / ".lock"):
+        server = _running_private(state_dir, timeout)
+        if server is not None:
+            return server
+        return _start_private(state_dir, timeout, avoid_ports={DEFAULT_PORT}, env=env)
+
+
 # --- probing --------------------------------------------------------------------------------------
 
 def _can_login(host: str, port: int, user: str, timeout: float = 3.0) -> bool:
@@ -349,7 +369,8 @@ def _choose_port(port_file: Path, avoid: set[int]) -> int:
             return port
 
 
-def _start_private(state_dir: Path, timeout: float, avoid_ports: set[int]) -> MySQLServer:
+def _start_private(state_dir: Path, timeout: float, avoid_ports: set[int],
+                   env: dict[str, str] | None = None) -> MySQLServer:
     mariadbd, install_db = _binaries()
     p = _paths(state_dir)
     datadir = p["data"]
@@ -366,7 +387,7 @@ def _start_private(state_dir: Path, timeout: float, avoid_ports: set[int]) -> My
                *SERVER_OPTIONS, *_as_root_flags()]
         with open(p["log"], "ab") as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+                                    stderr=subprocess.STDOUT, start_new_session=True, env=env)
         _CHILDREN[proc.pid] = proc
         server = MySQLServer(host="127.0.0.1", port=port, user="root", private=True, pid=proc.pid,
                              socket=str(p["socket"]), datadir=datadir, log=p["log"])

@@ -37,6 +37,11 @@ def setup(sql, schema, mysql_server, *, n=100, zero_at=None, reader="connectorx"
     return source, source.plan_table(tenant, tenant.tables[0])
 
 
+def select_list(sql: str) -> str:
+    """The SELECT list of a chunk query (its WHERE tests the cursor through the guard anyway)."""
+    return sql.split(" FROM ")[0]
+
+
 def spy(monkeypatch, source):
     """Record the SQL of every query the source streams."""
     seen = []
@@ -59,7 +64,7 @@ def test_one_query_hands_on_several_chunks(sql, schema, mysql_server, monkeypatc
     assert all(b.num_rows <= 10 for b, _ in chunks) and len(chunks) >= 10
     assert len(seen) == 3                                  # 40 + 40 + 15 rows: three queries
     assert all(q.endswith("LIMIT 40") for q in seen)
-    assert "INTERVAL 0" not in seen[0]                     # no zero date: the fast path
+    assert "INTERVAL 0" not in select_list(seen[0])        # no zero date: the fast path
     assert chunks[-1][1] == (dt.datetime(2026, 1, 1, 0, 1, 35), 95)
     source.dispose()
 
@@ -72,7 +77,7 @@ def test_zero_date_mid_stream_falls_back_to_the_guard(sql, schema, mysql_server,
     assert ids == list(range(1, 101))                      # nothing lost, nothing twice
     born = dict(zip(ids, rows.column("born").to_pylist()))
     assert born[57] is None and born[56] == dt.date(2000, 2, 26)
-    assert "INTERVAL 0" not in seen[0] and "INTERVAL 0 DAY" in seen[1]
+    assert "INTERVAL 0" not in select_list(seen[0]) and "INTERVAL 0 DAY" in select_list(seen[1])
     assert source.has_zero_dates(plan)
     # the same source reads this table guarded from the start now
     seen.clear()
