@@ -7,6 +7,8 @@ Every test changes existing rows and compares delivered content (hakobu.reconcil
 the nightly key reconcile cannot hide a broken read."""
 
 import datetime as dt
+import re
+
 
 import pyarrow as pa
 import pytest
@@ -318,7 +320,7 @@ def test_string_and_other_unorderable_cursors_are_refused(sql, cur_schema, cur_d
     assert main(["validate"]) == 1
     err = capsys.readouterr().err
     for col, ctype in REFUSED.items():
-        assert f"a.yaml: a/t_{col}: cursor column '{col}'" in err, err
+        assert re.search(rf"a\.yaml:\d+: a/t_{col}: cursor column '{col}'", err), err
     assert "c_int" not in err and "c_dec" not in err
     results = {r.table: r for r in sync_tenant(config, "a", tables=["t_c_varchar", "t_c_int"])}
     assert not results["t_c_varchar"].ok and "cannot be a cursor" in results["t_c_varchar"].error
