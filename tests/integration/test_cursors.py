@@ -9,7 +9,6 @@ the nightly key reconcile cannot hide a broken read."""
 import datetime as dt
 import re
 
-
 import pyarrow as pa
 import pytest
 
