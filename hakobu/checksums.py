@@ -206,7 +206,8 @@ def source_aggregate_sql(plan: TablePlan, b: Bucketing) -> str:
         agg = "0 AS s, 0 AS x"
     else:
         agg = f"0 AS s, BIT_XOR({_my_hash(plan)}) AS x"
-    group = "" if b.mode == "count" else " GROUP BY b ORDER BY NULL"
+    # GROUP BY 1, not the alias: MariaDB resolves a name in GROUP BY to a column before an alias
+    group = "" if b.mode == "count" else " GROUP BY 1 ORDER BY NULL"
     return (f"SELECT {_my_bucket(plan, b)} AS b, COUNT(*) AS n, {agg} FROM {_from(plan)}"
             f"{_where(_tenant_where(plan))}{group}")
 
@@ -285,7 +286,7 @@ def dest_aggregate_sql(plan: TablePlan, b: Bucketing, table_ref: str,
         agg = "0 AS s, 0 AS x"
     else:
         agg = f"0 AS s, BIT_XOR({_bq_hash(plan, 'T')}) AS x"
-    group = "" if b.mode == "count" else " GROUP BY b"   # (the emulator mis-groups a constant)
+    group = "" if b.mode == "count" else " GROUP BY 1"   # (the emulator mis-groups a constant)
     return (f"SELECT {_bq_bucket(plan, b, 'T')} AS b, COUNT(*) AS n, {agg} FROM {table_ref} T"
             f"{_bq_where(dest_slice)}{group}")
 

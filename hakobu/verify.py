@@ -24,10 +24,12 @@ tenant's tables over the nights). `hakobu verify` compares every bucket at once.
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 
-from hakobu.canonical import Part, bq_key_text, bq_row_hash, comparable, my_key_text, my_row_hash
+from hakobu.canonical import (Part, bq_key_text, bq_row_hash, bq_text, comparable, is_json,
+                              my_key_text, my_row_hash, my_text)
 from hakobu.checksums import (Bucketing, _bq_bucket, _bq_scope, _dest_slice, _from, _my_bucket,
                               _my_range, _my_rows, _ranges, _slot, _tenant_where, _where,
                               choose_bucketing, key_columns, read_by_keys)
@@ -51,6 +53,7 @@ class ContentComparison:
     missing: list[tuple] = field(default_factory=list)      # source keys (raw) not in BigQuery
     extra: list[str] = field(default_factory=list)          # BigQuery key texts not in source
     changed: list[tuple] = field(default_factory=list)      # source keys whose content differs
+    duplicated: list[str] = field(default_factory=list)     # key texts BigQuery holds twice
     rows_compared: int = 0
     repaired: bool = False
     rows_merged: int = 0
@@ -64,7 +67,7 @@ class ContentComparison:
 
     def counts(self) -> dict:
         return {"missing": len(self.missing), "extra": len(self.extra),
-                "changed": len(self.changed)}
+                "changed": len(self.changed), "duplicated": len(self.duplicated)}
 
     def summary(self) -> str:
         if self.skipped:
@@ -76,7 +79,7 @@ class ContentComparison:
             return f"{head}: equal"
         state = "repaired" if self.repaired else "DIFFERENT"
         return (f"{head}: {state}: {len(self.differing)} buckets differ; missing {c['missing']}, "
-                f"extra {c['extra']}, changed {c['changed']}")
+                f"extra {c['extra']}, changed {c['changed']}, duplicated {c['duplicated']}")
 
     def metadata(self) -> dict:
         return {"content_buckets_compared": self.buckets_compared,
@@ -86,6 +89,7 @@ class ContentComparison:
                 "content_rows_missing": len(self.missing),
                 "content_rows_extra": len(self.extra),
                 "content_rows_changed": len(self.changed),
+                "content_rows_duplicated": len(self.duplicated),
                 "content_repaired": self.repaired,
                 "content_rows_merged": self.rows_merged,
                 "content_rows_deleted": self.rows_deleted,
@@ -155,7 +159,7 @@ def source_digest_sql(plan: TablePlan, b: Bucketing, parts: list[Part],
     range mode, a range scan of the primary key per run of adjacent buckets."""
     return (f"SELECT {_my_bucket(plan, b)} AS b, COUNT(*) AS n, BIT_XOR({my_row_hash(parts)}) "
             f"AS x FROM {_from(plan)}{_where(_my_filter(plan, b, buckets))} "
-            "GROUP BY b ORDER BY NULL")
+            "GROUP BY 1 ORDER BY NULL")
 
 
 def _bq_filter(plan: TablePlan, b: Bucketing, buckets: list[int] | None, dest) -> str:
@@ -172,29 +176,55 @@ def dest_digest_sql(plan: TablePlan, b: Bucketing, parts: list[Part], table_ref:
                     buckets: list[int] | None, dest) -> str:
     return (f"SELECT {_bq_bucket(plan, b, 'T')} AS b, COUNT(*) AS n, "
             f"BIT_XOR({bq_row_hash(parts, 'T')}) AS x FROM {table_ref} T"
-            f"{_bq_filter(plan, b, buckets, dest)} GROUP BY b")
+            f"{_bq_filter(plan, b, buckets, dest)} GROUP BY 1")
 
 
 def _key_specs(plan: TablePlan):
     return [plan.spec(k) for k in key_columns(plan)]
 
 
+def _split(parts: list[Part]) -> tuple[list[Part], list[Part]]:
+    """(the parts hashed row by row, the JSON parts compared by parsed value in Python)."""
+    json_parts = [p for p in parts if is_json(p.spec) and not p.hashed]
+    return [p for p in parts if p not in json_parts], json_parts
+
+
 def source_rows_sql(plan: TablePlan, b: Bucketing, parts: list[Part], buckets: list[int]) -> str:
-    """Row level, for differing buckets only: the raw key (to re-read by), its canonical text
-    and the row hash."""
+    """Row level, for differing buckets only: the raw key (to re-read by), the bucket, the
+    key's canonical text, the hash of the non-JSON columns and each JSON column's text."""
     from hakobu.plan import col_ref
 
+    hashed, json_parts = _split(parts)
     raw = ", ".join(
         (f"CAST({col_ref(k)} AS CHAR)" if plan.spec(k).info.data_type == "time" else col_ref(k))
         + f" AS `_k{i}`" for i, k in enumerate(plan.primary_key))
-    return (f"SELECT {raw}, {my_key_text(_key_specs(plan))} AS `_kt`, {my_row_hash(parts)} AS "
-            f"`_h` FROM {_from(plan)}{_where(_my_filter(plan, b, buckets))}")
+    js = "".join(f", {my_text(p.spec)} AS `_j{i}`" for i, p in enumerate(json_parts))
+    return (f"SELECT {raw}, {_my_bucket(plan, b)} AS `_b`, {my_key_text(_key_specs(plan))} AS "
+            f"`_kt`, {my_row_hash(hashed)} AS `_h`{js} FROM {_from(plan)}"
+            f"{_where(_my_filter(plan, b, buckets))}")
 
 
 def dest_rows_sql(plan: TablePlan, b: Bucketing, parts: list[Part], table_ref: str,
                   buckets: list[int], dest) -> str:
-    return (f"SELECT {bq_key_text(_key_specs(plan), 'T')} AS `_kt`, {bq_row_hash(parts, 'T')} "
-            f"AS `_h` FROM {table_ref} T{_bq_filter(plan, b, buckets, dest)}")
+    hashed, json_parts = _split(parts)
+    js = "".join(f", {bq_text(p.spec, p.dest_name, 'T')} AS `_j{i}`"
+                 for i, p in enumerate(json_parts))
+    return (f"SELECT {_bq_bucket(plan, b, 'T')} AS `_b`, {bq_key_text(_key_specs(plan), 'T')} "
+            f"AS `_kt`, {bq_row_hash(hashed, 'T')} AS `_h`{js} FROM {table_ref} T"
+            f"{_bq_filter(plan, b, buckets, dest)}")
+
+
+def json_equal(a: str | None, b: str | None) -> bool:
+    """Two JSON texts hold the same value (the engines escape and print numbers differently:
+    '"\\u00e9"' and '"é"', '1e3' and '1000.0' are equal)."""
+    if a == b:
+        return True
+    if a is None or b is None:
+        return False
+    try:
+        return json.loads(a) == json.loads(b)
+    except ValueError:
+        return False
 
 
 # -- compare ------------------------------------------------------------------------------------
@@ -258,20 +288,43 @@ def _bucketing(source, dest, plan: TablePlan, table: str, gate) -> Bucketing:
 
 
 def _drill(source, dest, plan, b, parts, table_ref, cmp: ContentComparison, gate) -> None:
+    """Settle the candidate buckets row by row: name every row missing, extra, changed or
+    duplicated in BigQuery; a bucket whose rows are all equal (its digests differed only in how
+    the engines print a JSON value) is no longer differing."""
+    mask = (1 << 64) - 1
+    n = len(plan.primary_key)
+    _, json_parts = _split(parts)
+    real: set[int] = set()
     for i in range(0, len(cmp.differing), DRILL_BUCKETS):
         group = cmp.differing[i:i + DRILL_BUCKETS]
         with _slot(gate, plan):
             src_rows = _my_rows(source, source_rows_sql(plan, b, parts, group), plan)
-        n = len(plan.primary_key)
-        src = {r[n]: (tuple(r[:n]), int(r[n + 1]) & ((1 << 64) - 1)) for r in src_rows}
-        dst = {r["_kt"]: int(r["_h"]) & ((1 << 64) - 1)
-               for r in dest.rows(dest_rows_sql(plan, b, parts, table_ref, group, dest))}
-        for kt, (raw, h) in src.items():
-            if kt not in dst:
+        src = {r[n + 1]: (tuple(r[:n]), int(r[n]), int(r[n + 2]) & mask, r[n + 3:])
+               for r in src_rows}
+        dst: dict[str, list] = {}
+        for r in dest.rows(dest_rows_sql(plan, b, parts, table_ref, group, dest)):
+            dst.setdefault(r["_kt"], []).append(
+                (int(r["_b"]), int(r["_h"]) & mask,
+                 tuple(r[f"_j{j}"] for j in range(len(json_parts)))))
+        for kt, (raw, bucket, h, js) in src.items():
+            got = dst.get(kt)
+            if got is None:
                 cmp.missing.append(raw)
-            elif dst[kt] != h:
+            elif len(got) > 1:
+                cmp.duplicated.append(kt)
+                cmp.changed.append(raw)          # its copies go, the source row is merged
+            elif got[0][1] != h or not all(json_equal(x, y) for x, y in zip(js, got[0][2])):
                 cmp.changed.append(raw)
-        cmp.extra += [kt for kt in dst if kt not in src]
+            else:
+                continue
+            real.add(bucket)
+        for kt, got in dst.items():
+            if kt not in src:
+                cmp.extra.append(kt)
+                if len(got) > 1:
+                    cmp.duplicated.append(kt)
+                real.add(got[0][0])
+    cmp.differing = sorted(real)
 
 
 # -- repair -------------------------------------------------------------------------------------
@@ -285,7 +338,7 @@ def repair_content(source, dest, plan: TablePlan, sink, cmp: ContentComparison, 
     if cmp.equal or cmp.skipped:
         return cmp
     table_ref = dest.ref(cmp.table)
-    if cmp.extra:
+    if cmp.extra or cmp.duplicated:
         total = dest_rows if dest_rows is not None else _count(dest, table_ref)
         if len(cmp.extra) > max_delete_fraction * max(total, 1):
             raise LoadError(
@@ -293,13 +346,16 @@ def repair_content(source, dest, plan: TablePlan, sink, cmp: ContentComparison, 
                 "BigQuery by the content comparison", tenant=plan.tenant, table=cmp.table,
                 hint="check the tenant's schema and tenant_value; `hakobu backfill` reloads "
                      "the table in full")
-        cmp.rows_deleted = _delete_extra(dest, plan, cmp, table_ref)
+        cmp.rows_deleted = _delete_keys(dest, plan, cmp.table, table_ref, cmp.extra)
+    if cmp.duplicated:    # every copy goes; a key the source has is merged again below
+        cmp.rows_deleted += _delete_keys(dest, plan, cmp.table, table_ref,
+                                         [k for k in cmp.duplicated if k not in set(cmp.extra)])
     todo = cmp.missing + cmp.changed
     if todo:
         cmp.rows_merged = _merge_rows(source, plan, sink, todo, gate, run_id)
     after = compare_content(source, dest, plan, table=cmp.table, sink=sink,
                             bucketing=cmp.bucketing, buckets=cmp.differing,
-                            slice_desc=cmp.slice_desc, gate=gate, drill=False)
+                            slice_desc=cmp.slice_desc, gate=gate)
     cmp.repaired = after.equal
     if not after.equal:
         cmp.differing = after.differing
@@ -312,17 +368,18 @@ def _count(dest, table_ref: str) -> int:
                          + (f" WHERE {scope}" if scope else ""))[0]["n"])
 
 
-def _delete_extra(dest, plan: TablePlan, cmp: ContentComparison, table_ref: str) -> int:
+def _delete_keys(dest, plan: TablePlan, table: str, table_ref: str, keys: list[str]) -> int:
+    """Delete the rows (every copy) whose key text is in `keys`, within the tenant's slice."""
     from google.cloud import bigquery
 
     deleted = 0
     kt = bq_key_text(_key_specs(plan), "T")
     scope = _dest_slice(dest)
-    for i in range(0, len(cmp.extra), 10_000):
-        keys = cmp.extra[i:i + 10_000]
+    for i in range(0, len(keys), 10_000):
         where = f"{kt} IN UNNEST(@keys)" + (f" AND ({scope})" if scope else "")
         job = dest.sql(f"DELETE FROM {table_ref} T WHERE {where}",
-                       [bigquery.ArrayQueryParameter("keys", "STRING", keys)], table=cmp.table)
+                       [bigquery.ArrayQueryParameter("keys", "STRING", keys[i:i + 10_000])],
+                       table=table)
         deleted += job.num_dml_affected_rows or 0
     return deleted
 

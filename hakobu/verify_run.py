@@ -24,6 +24,7 @@ class TableVerdict:
     missing: int = 0
     extra: int = 0
     changed: int = 0
+    duplicated: int = 0          # keys BigQuery holds more than once
     repaired: bool = False
     equal: bool = True
     error: str | None = None
@@ -114,6 +115,7 @@ def _verify_sink(source, sink, plan, target: str, repair: bool, gate, on_progres
         verdict.missing += c["missing"]
         verdict.extra += c["extra"]
         verdict.changed += c["changed"]
+        verdict.duplicated += c["duplicated"]
     verdict.equal = not found
     if found and repair:
         for cmp in found:
@@ -140,7 +142,7 @@ def _count_source(source, plan) -> int:
 
 def render(verdicts: list[TableVerdict]) -> str:
     lines = [f"{'table':<28}{'rows':>10}{'buckets':>9}{'missing':>9}{'extra':>7}"
-             f"{'changed':>9}  result"]
+             f"{'changed':>9}{'doubled':>9}  result"]
     for v in verdicts:
         if v.error:
             state = f"ERROR: {v.error}"
@@ -151,5 +153,5 @@ def render(verdicts: list[TableVerdict]) -> str:
         if v.note:
             state += f" ({v.note})"
         lines.append(f"{v.target:<28}{v.rows:>10}{v.buckets:>9}{v.missing:>9}{v.extra:>7}"
-                     f"{v.changed:>9}  {state}")
+                     f"{v.changed:>9}{v.duplicated:>9}  {state}")
     return "\n".join(lines)

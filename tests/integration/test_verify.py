@@ -135,7 +135,7 @@ def test_missing_extra_and_changed_rows_are_named_and_repaired(
     dest.sql(f"INSERT INTO {dest.ref('things')} (id, updated_at) VALUES "
              "(100000, DATETIME '2026-01-01 00:00:00')")
     got = compare_content(source, dest, plan)
-    assert got.counts() == {"missing": 2, "extra": 1, "changed": 2}
+    assert got.counts() == {"missing": 2, "extra": 1, "changed": 2, "duplicated": 0}
     assert sorted(k[0] for k in got.missing) == [3, 250]
     fixed = repair_content(source, dest, plan, sink, got)
     assert fixed.repaired and fixed.rows_deleted == 1 and fixed.rows_merged == 4
