@@ -400,3 +400,24 @@ def test_the_dagster_check_says_what_it_compared_and_fails_on_a_changed_value(
     md = {k: getattr(v, "value", v) for k, v in bad.metadata.items()}
     assert not bad.passed and md["content_rows_changed"] == 1 and md["buckets_differing"] == 0
     assert "content" in bad.description and "DIFFERENT" in bad.description
+
+
+def test_an_unrepaired_difference_fails_the_check_not_the_delivery(
+        sql, vschema, vdataset, make_config, bq_env, monkeypatch):
+    import hakobu.verify as hv
+    from assets import checks
+
+    make_things(sql, vschema, 40)
+    config = make_config({"a": (vschema, vdataset, THINGS + "  verify_every: 1\n")})
+    [r] = sync_tenant(config, "a")
+    assert r.ok
+    tenant = config.tenant("a")
+    dest = destination_for(tenant, BigQuerySettings.from_env())
+    dest.sql(f"UPDATE {dest.ref('things')} SET v = 'stale' WHERE id = 3")
+    monkeypatch.setattr(hv, "repair_content", lambda source, dest, plan, sink, cmp, **kw: cmp)
+    sql(f"UPDATE `{vschema}`.things SET i = 1, updated_at = NOW(6) WHERE id = 4")
+    [r] = sync_tenant(config, "a")
+    assert r.ok and r.rows_merged == 1                  # delivered all the same
+    assert not r.check.in_sync and r.extra["content_rows_changed"] == 1
+    res = checks.result("a", "things", r.check)
+    assert not res.passed and "DIFFERENT" in res.description
