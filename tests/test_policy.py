@@ -123,3 +123,22 @@ def test_shared_read_starts_at_the_earliest_watermark():
     assert common_start([(dt.date(2026, 1, 2), 1), (dt.date(2026, 1, 2), 2)])[0] == \
         dt.date(2026, 1, 1)
     assert common_start([(Decimal("3.5"), 1), (Decimal("3.5"), 2)])[0] == Decimal("2.5")
+
+
+def test_column_policy_says_which_delivered_values_must_go():
+    from hakobu.policy import ColumnPolicy
+
+    table = Table(name="members", exclude=["note"], export_sensitive=["remember_token"])
+    wh = Warehouse(project="hakobu-demo", dataset="d", drop_columns=["birthday", "email"],
+                   hash_columns=["email"])
+    p = ColumnPolicy.of(table, wh)
+    assert p.customer_removal("NOTE") == "excluded in the tenant file"
+    assert p.customer_removal("api_key") == "credential-like"
+    assert p.customer_removal("remember_token") is None          # released to the customer
+    assert p.customer_removal("old_column") is None               # gone from MySQL: history
+    assert p.warehouse_removal("remember_token") == "credential-like"   # never in the warehouse
+    assert p.warehouse_removal("birthday") == "drop_columns"
+    assert p.warehouse_removal("email") is None                   # hashed wins over dropped
+    assert p.warehouse_removal("note") is None                    # other tenants deliver it
+    assert p.warehouse_slice_removal("note") == "excluded in the tenant file"
+    assert ColumnPolicy().customer_removal("note") is None
