@@ -200,7 +200,7 @@ class WarehouseSink(Sink):
     def forms(self) -> dict[str, str]:
         return {s.name: "hmac" if s.name in self.wt.hashed else "clear" for s in self.specs}
 
-    def _evolve(self) -> None:
+    def _evolve(self, swapping: bool = False) -> None:
         """The shared table takes this tenant's columns (WarehouseDestination.ensure_table): a
         column dropped by policy goes for every tenant, a newly hashed (or no longer hashed)
         one is dropped for every tenant and added again empty in its new form, a column this
@@ -208,8 +208,15 @@ class WarehouseSink(Sink):
         evo = self.dest.ensure_table(
             self.table, self.specs, self.key, extra=self.extra,
             remove=self.policy.warehouse_removal, tenant=self.wt.tenant, forms=self.forms,
-            slice_remove=self.policy.warehouse_slice_removal)
+            slice_remove=self.policy.warehouse_slice_removal,
+            keep_tables=(self.shadow,) if swapping else ())
         self.evolution, self.columns_added, self.gens = evo, evo.added, evo.gens
+        if evo.excluded and not swapping:
+            # this tenant's own backfill leftover (its name is exact; no backfill of this tenant
+            # runs now); staging leftovers cannot be told apart safely from other tenants' runs
+            # in flight here and expire within 2 days
+            evo.tables_dropped += self.dest.drop_leftovers(
+                [self.shadow], {c.lower() for c in evo.excluded})
 
     def prepare(self) -> None:
         """Evolve the shared table, then decide whether this tenant's slice must be read again
@@ -241,13 +248,19 @@ class WarehouseSink(Sink):
 
     @property
     def shadow(self) -> str:
-        tag = hashlib.sha256(f"{self.wt.tenant}\0{self.table}".encode()).hexdigest()[:8]
-        return f"{SHADOW_PREFIX}{self.wt.tenant}_{self.table}_{tag}"
+        return warehouse_shadow(self.wt.tenant, self.table)
 
     def swap(self) -> None:
-        self._evolve()                    # the same policy changes as a nightly run's
+        self._evolve(swapping=True)       # the same policy changes as a nightly run's
         self.dest.swap_slice(self.table, self.shadow, self.columns, self.key)
         self.drop_shadow()
+
+
+def warehouse_shadow(tenant: str, table: str) -> str:
+    """A tenant's backfill shadow in the shared warehouse dataset (tenant and table in the name,
+    and a hash of both, since names with underscores could otherwise collide)."""
+    tag = hashlib.sha256(f"{tenant}\0{table}".encode()).hexdigest()[:8]
+    return f"{SHADOW_PREFIX}{tenant}_{table}_{tag}"
 
 
 def build_sinks(plan: TablePlan, table: Table, customer: BigQueryDestination | None,

@@ -118,6 +118,7 @@ class SharedEvolution(Evolution):
     rehashed: dict[str, str] = field(default_factory=dict)    # column -> hashed | unhashed
     cleared: dict[str, str] = field(default_factory=dict)     # column -> why (this tenant)
     adopted: dict[str, str] = field(default_factory=dict)     # unmarked column -> its form
+    excluded: list[str] = field(default_factory=list)         # in the table, not this tenant's
     gens: dict[str, str] = field(default_factory=dict)        # delivered column -> generation
 
     @property
@@ -156,7 +157,7 @@ class WarehouseDestination(BigQueryDestination):
 
     def ensure_table(self, table, specs, primary_key, extra=(), cluster_first=(), remove=None,
                      tenant=None, *, forms: dict[str, str] | None = None,
-                     slice_remove=None) -> "SharedEvolution":
+                     slice_remove=None, keep_tables: tuple[str, ...] = ()) -> "SharedEvolution":
         """Create the shared table partitioned by tenant bucket (if no tenant did yet), or evolve
         it for this tenant's columns. Every column hakobu creates here carries a marker in its
         description — its form (clear or HMAC) and a generation that changes whenever the column
@@ -168,11 +169,17 @@ class WarehouseDestination(BigQueryDestination):
         - `forms` (column → "clear" | "hmac"): a column whose marker says the other form (newly
           hashed, or no longer hashed) is dropped for every tenant and added again, empty, in
           the new form; each tenant's slice is refilled by its own next run. A column without
-          a marker (made by an older hakobu) is adopted as it is, except that a column to hash
-          is first checked, once, for values that are not 64 hex characters;
+          a marker (made by an older hakobu) is taken as clear, generation LEGACY_GEN; one to
+          hash is checked once for values that are not 64 hex characters, then marked as
+          hashed (or, with clear values in it, dropped and re-added like any newly hashed one);
         - `slice_remove(name)`: a column this tenant no longer delivers (its tenant file
           excludes it) loses this tenant's values only (one UPDATE on its partition);
         - decimals are widened to hold every tenant's values; other type changes stop the table.
+
+        When columns go for every tenant, this table's staging and shadow tables holding them
+        go too (any tenant's: a run or backfill of another tenant in flight then fails its
+        warehouse part and catches up next time — preferred to letting it merge values the
+        policy withholds), except `keep_tables` (the shadow a backfill is swapping in).
         """
         forms = forms or {}
         columns = ([(s.name, s.bq_type) for s in specs] + list(extra)
@@ -189,10 +196,12 @@ class WarehouseDestination(BigQueryDestination):
         else:
             reform, unmarked = column_forms(live, forms)
             for name, form in unmarked.items():
-                if form == "hmac" and not self._all_hashed(table, live[name.lower()]):
-                    reform[name] = "hashed"
-                else:
+                if form == "clear":
+                    continue        # taken as clear (LEGACY_GEN) without a DDL statement each
+                if self._all_hashed(table, live[name.lower()]):
                     evo.adopted[name] = form
+                else:
+                    reform[name] = "hashed"
             kept = {k: c for k, c in live.items() if c.name not in reform}
             plan = plan_evolution(kept, columns, remove, shared=True)
             self.refuse(plan, table, tenant)
@@ -211,14 +220,17 @@ class WarehouseDestination(BigQueryDestination):
                 gone = {c.name: why for k, c in kept.items()
                         if k not in delivered and not k.startswith("_hakobu")
                         and c.name not in plan.drop and (why := slice_remove(c.name))}
+                evo.excluded = list(gone)
                 evo.cleared = self._clear_slice(table, gone)
             affected = {c.lower() for c in [*evo.removed, *evo.rehashed]}
             if affected:
                 evo.tables_dropped = self.drop_leftovers(
-                    self.list_tables((STAGING_PREFIX, SHADOW_PREFIX)), affected)
+                    [t for t in self.list_tables((f"{STAGING_PREFIX}{table}_", SHADOW_PREFIX))
+                     if t not in keep_tables and (t.startswith(STAGING_PREFIX)
+                                                  or f"_{table}_" in t)], affected)
         now = self.columns(table) or {}
-        evo.gens = {n: m[1] for n in forms
-                    if (c := now.get(n.lower())) and (m := parse_marker(c.description))}
+        evo.gens = {n: (parse_marker(c.description) or ("clear", LEGACY_GEN))[1] for n in forms
+                    if (c := now.get(n.lower()))}
         return evo
 
     def _all_hashed(self, table: str, col) -> bool:
