@@ -97,10 +97,16 @@ def content_diff(config, table):
 
 
 def test_decimal_scale_change_delivers_the_exact_value(sql, pol_schema, datasets, config_for,
-                                                       bq_client):
+                                                       bq_client, tmp_path, monkeypatch):
     """DECIMAL(10,2) -> DECIMAL(12,4) in MySQL: the BigQuery columns (customer and warehouse)
     are widened in place and 1.2345 arrives as 1.2345 — it used to be stored as 1.23, which
-    only a content comparison (not a key checksum) could see."""
+    only a content comparison (not a key checksum) could see. The run that widens is the
+    Dagster materialization, whose metadata says so."""
+    import dagster as dg
+
+    from hakobu.cli import main
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dh"))
     one_column_table(sql, pol_schema, "payments", "DECIMAL(10,2)", ["1.23", "99999999.99", None])
     cust, wh = datasets(), datasets()
     config = config_for(pol_schema, cust, ["payments"], warehouse=wh)
@@ -112,10 +118,13 @@ def test_decimal_scale_change_delivers_the_exact_value(sql, pol_schema, datasets
     sql(f"ALTER TABLE `{pol_schema}`.payments MODIFY v DECIMAL(12,4)")
     touch(sql, pol_schema, "payments", 1, "1.2345")
     touch(sql, pol_schema, "payments", 3, "-12345678.9999")
-    r = results(config)["payments"]
-    assert r.ok and r.warehouse == "ok", (r.error, r.warehouse_error)
-    assert r.extra["columns_widened"] == "v NUMERIC(10, 2) → NUMERIC(12, 4)"
-    assert r.warehouse_extra["columns_widened"] == "v NUMERIC(10, 2) → NUMERIC(12, 4)"
+    assert main(["load", "a"]) == 0
+    with dg.DagsterInstance.get() as instance:
+        for key in (["customer", "payments"], ["warehouse", "payments"]):
+            ev = instance.get_latest_materialization_event(dg.AssetKey(key))
+            md = ev.asset_materialization.metadata
+            assert md["columns_widened"].value == "v NUMERIC(10, 2) → NUMERIC(12, 4)", key
+            assert md["policy_columns_removed"].value == "-"
     assert bq_value(bq_client, cust, "payments", 1) == Decimal("1.2345")
     assert bq_value(bq_client, cust, "payments", 3) == Decimal("-12345678.9999")
     assert bq_value(bq_client, cust, "payments", 2) == Decimal("99999999.99")   # kept exact
