@@ -195,7 +195,7 @@ class Evolution:
     added: list[str] = field(default_factory=list)
     removed: dict[str, str] = field(default_factory=dict)          # column -> why
     widened: dict[str, tuple[str, str]] = field(default_factory=dict)  # column -> (from, to)
-    tables_dropped: list[str] = field(default_factory=list)        # leftovers holding removed columns
+    tables_dropped: list[str] = field(default_factory=list)        # leftovers holding them
 
     def metadata(self) -> dict:
         return {"policy_columns_removed": _listing(self.removed),
