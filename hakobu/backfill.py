@@ -289,7 +289,7 @@ def _set_watermark(s: Sink, key, rows: int, run_id: str, lock: threading.Lock) -
     """Compare-and-set from the watermark read before the swap. The table now holds exactly the
     backfill's rows, so if a run slipped in between, the backfill's key is still the truth: set
     it from whatever is there now (and say so)."""
-    wm = Watermark(key, 0, rows)
+    wm = s.watermark(key, rows)        # the warehouse's records the column generations
     with lock:
         try:
             s.previous = s.dest.write_watermark(s.table, wm, s.previous, run_id)

@@ -66,6 +66,11 @@ class TypeContractError(SchemaError):
     """A value or type the destination cannot hold exactly."""
 
 
+class TypeChangeError(SchemaError):
+    """A source column's type changed in a way the BigQuery column cannot take without changing
+    values (narrower, another type family): this table stops until a backfill reloads it."""
+
+
 class LoadError(HakobuError):
     """Writing to BigQuery failed."""
 

@@ -115,6 +115,66 @@ def withheld_columns(plan: TablePlan, exported: TablePlan) -> list[str]:
     return [s.name for s in plan.specs if s.name not in kept]
 
 
+# -- policy changes: what happens to values delivered before ------------------------------------
+
+
+@dataclass(frozen=True)
+class ColumnPolicy:
+    """Why a column BigQuery already holds must lose its values, now that a policy withholds it.
+
+    The rules above decide what the next rows carry; these decide what happens to the rows
+    delivered before, when a column is excluded in the tenant file, loses its export_sensitive
+    release, becomes credential-like (a rename, or this module's rule widening in a new
+    version), or is added to the warehouse's drop_columns. The sinks ask, for each column of a
+    target table that the run no longer delivers (hakobu.sinks); a column that is simply gone
+    from MySQL gets no reason and stays, with its history. Pure.
+    """
+
+    excluded: frozenset[str] = frozenset()     # the table's exclude, lower case
+    released: frozenset[str] = frozenset()     # the table's export_sensitive, lower case
+    dropped: frozenset[str] = frozenset()      # the warehouse's drop_columns not also hashed
+
+    @classmethod
+    def of(cls, table: Table | None, warehouse: Warehouse | None = None) -> "ColumnPolicy":
+        hashed = {c.lower() for c in warehouse.hash_columns} if warehouse else set()
+        return cls(
+            excluded=frozenset(c.lower() for c in table.exclude) if table else frozenset(),
+            released=frozenset(c.lower() for c in table.export_sensitive) if table
+            else frozenset(),
+            dropped=frozenset(c.lower() for c in warehouse.drop_columns
+                              if c.lower() not in hashed) if warehouse else frozenset())
+
+    def customer_removal(self, name: str, bq_type: str | None = None) -> str | None:
+        """A column of the customer's table that must go, with its values. `bq_type`: the
+        BigQuery column's type — a DATE/DATETIME/TIMESTAMP column is never a credential, as
+        its MySQL column was not (is_sensitive), so such a column another tenant still delivers
+        is not dropped under it."""
+        if name.lower() in self.excluded:
+            return "excluded in the tenant file"
+        if is_sensitive(name, _temporal(bq_type)) and name.lower() not in self.released:
+            return "credential-like"
+        return None
+
+    def warehouse_removal(self, name: str, bq_type: str | None = None) -> str | None:
+        """A warehouse column no tenant may deliver any more: it goes with every tenant's values
+        (the warehouse never holds credentials, whatever a tenant file releases)."""
+        if is_sensitive(name, _temporal(bq_type)):
+            return "credential-like"
+        if name.lower() in self.dropped:
+            return "drop_columns"
+        return None
+
+    def warehouse_slice_removal(self, name: str) -> str | None:
+        """A warehouse column this tenant no longer delivers while others may: only this
+        tenant's values go."""
+        return "excluded in the tenant file" if name.lower() in self.excluded else None
+
+
+def _temporal(bq_type: str | None) -> str | None:
+    """The MySQL-side kind is_sensitive exempts, read back from a BigQuery column type."""
+    return "datetime" if bq_type and bq_type.upper() in {"DATE", "DATETIME", "TIMESTAMP"} else None
+
+
 # -- the internal warehouse ---------------------------------------------------------------------
 
 TENANT_COLUMN = "tenant_id"

@@ -22,10 +22,11 @@ import pyarrow as pa
 from hakobu.config import Table
 from hakobu.errors import HakobuError
 from hakobu.plan import TablePlan
-from hakobu.policy import Hasher, WarehouseTable, export_plan, withheld_columns
+from hakobu.policy import ColumnPolicy, Hasher, WarehouseTable, export_plan, withheld_columns
 from hakobu.types import ColumnSpec, arrow_schema
-from resources.bigquery_dest import (CLUSTERABLE, SHADOW_PREFIX, BigQueryDestination,
+from resources.bigquery_dest import (CLUSTERABLE, SHADOW_PREFIX, BigQueryDestination, Evolution,
                                      MergeStats, Watermark, base_type)
+from resources.warehouse_dest import needs_refill
 
 log = logging.getLogger("hakobu.sinks")
 
@@ -37,13 +38,20 @@ class Sink:
     critical = True
 
     def __init__(self, dest: BigQueryDestination, table: str, specs: list[ColumnSpec],
-                 key: list[str], *, extra: list[tuple[str, str]] = ()):
-        self.dest, self.table = dest, table
+                 key: list[str], *, extra: list[tuple[str, str]] = (), tenant: str | None = None,
+                 policy: ColumnPolicy | None = None, incremental: bool = False):
+        self.dest, self.table, self.tenant = dest, table, tenant
         self.specs, self.key, self.extra = list(specs), list(key), list(extra)
+        self.policy = policy or ColumnPolicy()
+        self.incremental = incremental        # the table is read from a watermark
         self.active, self.error = True, None
         self.previous: Watermark | None = None
         self.rows_merged = self.merges = self.bytes_staged = 0
         self.columns_added: list[str] = []
+        self.evolution: Evolution | None = None
+        self.reread: str | None = None        # why this run reads the whole table again
+        self.gens: dict[str, str] | None = None   # warehouse: column generations filled into
+        self._watermark_read = False
         self._cm = self._sf = None
 
     # -- shape ----------------------------------------------------------------------------
@@ -70,17 +78,42 @@ class Sink:
     # -- target and watermark -------------------------------------------------------------
 
     def prepare(self) -> None:
-        self.columns_added = self.dest.ensure_table(self.table, self.specs, self.key,
-                                                    extra=self.extra)
+        """Create or evolve the target table before the first read (ensure_table): a column a
+        policy now withholds is dropped with the values delivered before (and a leftover
+        backfill shadow holding it too: staging leftovers go at the start of every tenant run);
+        a column added to a table that holds rows makes this run read the table again in full
+        (its watermark is cleared first, so a crash re-reads next time), else the rows
+        delivered before would keep NULL there — a column back from `exclude`, a released
+        credential, or a new MySQL column with a default."""
+        evo = self.dest.ensure_table(self.table, self.specs, self.key, extra=self.extra,
+                                     remove=self.policy.customer_removal, tenant=self.tenant)
+        self.evolution, self.columns_added = evo, evo.added
+        if evo.removed:
+            evo.tables_dropped += self.dest.drop_leftovers(
+                [self.shadow], {c.lower() for c in evo.removed})
+        if self.incremental and evo.added and not evo.created:
+            self.dest.clear_watermark(self.table)
+            self.reread = "columns added to a table holding rows: " + ", ".join(evo.added)
 
     def read_watermark(self) -> Watermark | None:
+        if self._watermark_read:                # prepare() read it already
+            self._watermark_read = False
+            return self.previous
         self.previous = self.dest.read_watermark(self.table)
         return self.previous
 
     def write_watermark(self, key: tuple | None, rows: int, run_id: str) -> None:
         total = (self.previous.rows_total if self.previous else 0) + rows
-        self.previous = self.dest.write_watermark(self.table, Watermark(key, 0, total),
+        self.previous = self.dest.write_watermark(self.table, self.watermark(key, total),
                                                   self.previous, run_id)
+
+    def watermark(self, key: tuple | None, rows_total: int) -> Watermark:
+        return Watermark(key, 0, rows_total, self.gens)
+
+    def evolution_metadata(self) -> dict:
+        """What this run changed in the target table, for the materialization."""
+        evo = self.evolution or Evolution()
+        return {**evo.metadata(), "reread": self.reread or "-"}
 
     # -- staging --------------------------------------------------------------------------
 
@@ -136,7 +169,7 @@ class Sink:
         way through an incompatible type change)."""
         self.drop_shadow()
         BigQueryDestination.ensure_table(self.dest, self.shadow, self.specs, self.key,
-                                         extra=self.extra)
+                                         extra=self.extra, tenant=self.tenant)
 
     def count_shadow(self) -> int:
         return self.dest.count(self.shadow)
@@ -157,9 +190,49 @@ class WarehouseSink(Sink):
     kind = "warehouse"
     critical = False
 
-    def __init__(self, dest, wt: WarehouseTable, hasher: Hasher | None):
-        super().__init__(dest, wt.table, list(wt.specs), list(wt.primary_key), extra=wt.extra)
+    def __init__(self, dest, wt: WarehouseTable, hasher: Hasher | None, *,
+                 policy: ColumnPolicy | None = None, incremental: bool = False):
+        super().__init__(dest, wt.table, list(wt.specs), list(wt.primary_key), extra=wt.extra,
+                         tenant=wt.tenant, policy=policy, incremental=incremental)
         self.wt, self.hasher = wt, hasher
+
+    @property
+    def forms(self) -> dict[str, str]:
+        return {s.name: "hmac" if s.name in self.wt.hashed else "clear" for s in self.specs}
+
+    def _evolve(self, swapping: bool = False) -> None:
+        """The shared table takes this tenant's columns (WarehouseDestination.ensure_table): a
+        column dropped by policy goes for every tenant, a newly hashed (or no longer hashed)
+        one is dropped for every tenant and added again empty in its new form, a column this
+        tenant excludes loses this tenant's values."""
+        evo = self.dest.ensure_table(
+            self.table, self.specs, self.key, extra=self.extra,
+            remove=self.policy.warehouse_removal, tenant=self.wt.tenant, forms=self.forms,
+            slice_remove=self.policy.warehouse_slice_removal,
+            keep_tables=(self.shadow,) if swapping else ())
+        self.evolution, self.columns_added, self.gens = evo, evo.added, evo.gens
+        if evo.excluded and not swapping:
+            # this tenant's own backfill leftover (its name is exact; no backfill of this tenant
+            # runs now); staging leftovers cannot be told apart safely from other tenants' runs
+            # in flight here and expire within 2 days
+            evo.tables_dropped += self.dest.drop_leftovers(
+                [self.shadow], {c.lower() for c in evo.excluded})
+
+    def prepare(self) -> None:
+        """Evolve the shared table, then decide whether this tenant's slice must be read again
+        in full: when a column it delivers was created again since the slice was filled — by
+        this run or by another tenant's (the column generations its watermark records,
+        needs_refill). The watermark is cleared first, so a crash re-reads next time; the shared
+        read then starts at the beginning for both sinks (the customer re-merges idempotently)."""
+        self._evolve()
+        if not self.incremental:
+            return                        # read and merged in full every run anyway
+        self.previous = self.dest.read_watermark(self.table)
+        self._watermark_read = True
+        why = needs_refill(self.previous, self.gens or {}, self.evolution.changed)
+        if why:
+            self.dest.clear_watermark(self.table)
+            self.previous, self.reread = None, why
 
     @property
     def schema(self) -> pa.Schema:
@@ -175,13 +248,19 @@ class WarehouseSink(Sink):
 
     @property
     def shadow(self) -> str:
-        tag = hashlib.sha256(f"{self.wt.tenant}\0{self.table}".encode()).hexdigest()[:8]
-        return f"{SHADOW_PREFIX}{self.wt.tenant}_{self.table}_{tag}"
+        return warehouse_shadow(self.wt.tenant, self.table)
 
     def swap(self) -> None:
-        self.dest.ensure_table(self.table, self.specs, self.key, extra=self.extra)
+        self._evolve(swapping=True)       # the same policy changes as a nightly run's
         self.dest.swap_slice(self.table, self.shadow, self.columns, self.key)
         self.drop_shadow()
+
+
+def warehouse_shadow(tenant: str, table: str) -> str:
+    """A tenant's backfill shadow in the shared warehouse dataset (tenant and table in the name,
+    and a hash of both, since names with underscores could otherwise collide)."""
+    tag = hashlib.sha256(f"{tenant}\0{table}".encode()).hexdigest()[:8]
+    return f"{SHADOW_PREFIX}{tenant}_{table}_{tag}"
 
 
 def build_sinks(plan: TablePlan, table: Table, customer: BigQueryDestination | None,
@@ -196,12 +275,15 @@ def build_sinks(plan: TablePlan, table: Table, customer: BigQueryDestination | N
     exported = export_plan(plan, table)
     withheld = withheld_columns(plan, exported)
     sinks: list[Sink] = []
+    incremental = exported.cursor is not None and not exported.full_replace
     if customer is not None:
-        sinks.append(Sink(customer, plan.table, list(exported.specs), list(exported.primary_key)))
+        sinks.append(Sink(customer, plan.table, list(exported.specs), list(exported.primary_key),
+                          tenant=plan.tenant, policy=ColumnPolicy.of(table),
+                          incremental=incremental))
     wh_error = None
     if warehouse is not None:
         try:
-            sinks.append(warehouse.sink(exported))
+            sinks.append(warehouse.sink(exported, table=table))
         except HakobuError as exc:
             wh_error = str(exc)
     return exported, sinks, withheld, wh_error

@@ -69,6 +69,7 @@ class TableResult:
     warehouse_rows_merged: int = 0
     warehouse_watermark: str = "-"
     extra: dict = field(default_factory=dict)   # backfill and hook metadata
+    warehouse_extra: dict = field(default_factory=dict)   # the warehouse table's own
     # the customer table compared with the source after this run (verify=True, or every
     # incremental run's reconcile): a hakobu.checksums.Comparison, or None
     check: object = field(default=None, repr=False)
@@ -93,7 +94,7 @@ class TableResult:
                 "watermark": self.warehouse_watermark, "watermark_utc": self.watermark_utc or "-",
                 "duration_s": round(self.duration_s, 3), "mode": self.mode,
                 "read_shared_with_customer": self.customer,
-                "withheld_columns": ", ".join(self.withheld) or "-"}
+                "withheld_columns": ", ".join(self.withheld) or "-", **self.warehouse_extra}
 
 
 class Hooks:
@@ -431,7 +432,9 @@ def _summarise(res: TableResult, sinks: list[Sink]) -> None:
             res.merges, res.rows_merged, res.bytes_staged = s.merges, s.rows_merged, s.bytes_staged
             res.columns_added = s.columns_added
             res.watermark = shown
+            res.extra.update(s.evolution_metadata())       # policy and type changes applied
         else:
+            res.warehouse_extra.update(s.evolution_metadata())
             res.warehouse_rows_merged, res.warehouse_watermark = s.rows_merged, shown
             if s.active:
                 res.warehouse = "ok"

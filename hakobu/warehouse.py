@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from hakobu.config import Config, Tenant
 from hakobu.errors import HakobuError
 from hakobu.plan import TablePlan
-from hakobu.policy import (TENANT_BUCKETS, Hasher, any_hashed, hash_key, tenant_bucket,
-                           warehouse_table)
+from hakobu.policy import (TENANT_BUCKETS, ColumnPolicy, Hasher, any_hashed, hash_key,
+                           tenant_bucket, warehouse_table)
 from hakobu.sinks import WarehouseSink
 from resources.bigquery_client import BigQuerySettings
 from resources.warehouse_dest import WarehouseDestination
@@ -30,13 +30,17 @@ class WarehouseTarget:
     hasher: Hasher | None = None
     error: str | None = None
 
-    def sink(self, plan: TablePlan) -> WarehouseSink:
+    def sink(self, plan: TablePlan, table=None) -> WarehouseSink:
+        """The warehouse sink of an (export-filtered) plan; `table` is the tenant file's entry
+        for it, whose exclude list says which of this tenant's values must leave the table."""
         if self.error:
             raise HakobuError(self.error)
         wt = warehouse_table(plan, self.config)
         if wt.hashed and self.hasher is None:       # open_warehouse sets error first; belt
             raise HakobuError("warehouse: hash columns without a key")
-        return WarehouseSink(self.dest, wt, self.hasher)
+        return WarehouseSink(self.dest, wt, self.hasher,
+                             policy=ColumnPolicy.of(table, self.config),
+                             incremental=plan.cursor is not None and not plan.full_replace)
 
 
 def enabled(config: Config) -> bool:

@@ -13,9 +13,10 @@ Nothing here imports the source: it receives Arrow data and column specs.
 import contextlib
 import datetime as dt
 import json
+import re
 import uuid
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,7 +24,8 @@ import pyarrow.parquet as pq
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
-from hakobu.errors import DestinationUnavailable, HakobuError, LoadError, SchemaError, is_transient
+from hakobu.errors import (DestinationUnavailable, HakobuError, LoadError, TypeChangeError,
+                           is_transient)
 from hakobu.sqlquote import quote_bq
 from hakobu.types import ColumnSpec
 from resources.bigquery_client import BigQuerySettings, make_client
@@ -48,14 +50,211 @@ def base_type(bq_type: str) -> str:
     return _ALIASES.get(name, name)
 
 
-def compatible(have: str, want: str) -> bool:
-    """Whether a target column of type `have` can take values of type `want`.
+# -- column types and how a target table evolves (pure) -----------------------------------------
 
-    JSON and STRING count as the same: the emulator reports JSON columns as STRING, and a real
-    STRING column that receives PARSE_JSON() values fails loudly at the MERGE instead.
+_CANONICAL = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL", "DECIMAL": "NUMERIC",
+              "BIGDECIMAL": "BIGNUMERIC"}
+DECIMALS = ("NUMERIC", "BIGNUMERIC")
+# (integer digits, scale) a decimal column can hold: the limits of a parameterised type, which
+# are also what an unparameterised one holds (NUMERIC is 38 digits with scale 9; BIGNUMERIC
+# 76.76 digits with scale 38, of which 38 whole integer digits)
+DECIMAL_LIMITS = {"NUMERIC": (29, 9), "BIGNUMERIC": (38, 38)}
+
+
+@dataclass(frozen=True)
+class BqType:
+    """A BigQuery column type with its parameters: NUMERIC(12, 4) is not NUMERIC(10, 2)."""
+
+    name: str                      # canonical: INT64, FLOAT64, BOOL, NUMERIC, STRING, JSON, ...
+    precision: int | None = None   # None: unparameterised
+    scale: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "BqType":
+        """'NUMERIC(12, 4)', 'BIGNUMERIC(65, 30)', 'NUMERIC(20)', 'INT64', 'INTEGER' ..."""
+        m = re.fullmatch(r"\s*([A-Za-z0-9_]+)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?\s*", text)
+        if not m:
+            raise ValueError(f"not a BigQuery column type: {text!r}")
+        p = int(m.group(2)) if m.group(2) else None
+        s = int(m.group(3)) if m.group(3) else (0 if p is not None else None)
+        return cls(_CANONICAL.get(m.group(1).upper(), m.group(1).upper()), p, s)
+
+    @classmethod
+    def of_field(cls, field: "bigquery.SchemaField") -> "BqType":
+        """From the table's schema as tables.get reports it (precision/scale for NUMERIC and
+        BIGNUMERIC declared with parameters, None otherwise)."""
+        name = field.field_type.upper()
+        p = field.precision if name in ("NUMERIC", "BIGNUMERIC", "DECIMAL", "BIGDECIMAL") else None
+        s = field.scale if p is not None else None
+        return cls(_CANONICAL.get(name, name), None if p is None else int(p),
+                   None if p is None else int(s or 0))
+
+    @property
+    def decimal(self) -> bool:
+        return self.name in DECIMALS
+
+    @property
+    def digits(self) -> tuple[int, int]:
+        """(integer digits, scale) a decimal of this type holds."""
+        if self.precision is None:
+            return DECIMAL_LIMITS[self.name]
+        return self.precision - (self.scale or 0), self.scale or 0
+
+    def holds(self, other: "BqType") -> bool:
+        """Every value of decimal type `other` fits this one exactly."""
+        (ai, a_s), (bi, b_s) = self.digits, other.digits
+        return ai >= bi and a_s >= b_s
+
+    def __str__(self) -> str:
+        if self.precision is None:
+            return self.name
+        return f"{self.name}({self.precision}, {self.scale})" if self.scale \
+            else f"{self.name}({self.precision})"
+
+
+@dataclass(frozen=True)
+class TypeChange:
+    action: str                    # "keep" | "widen" | "refuse"
+    to: BqType | None = None       # widen: the column's new type
+    why: str = ""
+
+
+KEEP = TypeChange("keep")
+
+
+def type_change(have: BqType, want: BqType, *, shared: bool = False) -> TypeChange:
+    """What happens to a target column of type `have` when the source now gives `want`.
+
+    Never a silent rounding or truncation: values of `want` are either held exactly (keep, or
+    widen the column in place), or the table stops (refuse). In place means BigQuery's
+    `ALTER COLUMN ... SET DATA TYPE`, which only takes a supertype: a decimal whose integer
+    digits and scale are both at least the old ones, NUMERIC → BIGNUMERIC but not back. Other
+    changes of type family (INT64 → NUMERIC for a BIGINT UNSIGNED, FLOAT64 → NUMERIC, NUMERIC →
+    FLOAT64, DATETIME ↔ TIMESTAMP, BOOL → INT64) are refused even where BigQuery would coerce:
+    they change what the rows delivered before mean to the customer's queries; a backfill
+    reloads the table with the new type.
+
+    A customer table mirrors one source column: a narrower new type (scale or integer digits
+    down, BIGNUMERIC → NUMERIC) is refused too, because MySQL rounded the rows it already holds
+    and BigQuery still has them unrounded. An unparameterised column (made by someone else, or
+    by a CREATE ... AS SELECT, which does not carry parameters) that holds the new type is kept.
+    A shared warehouse table (`shared`) holds every tenant's values: a wider column than this
+    tenant needs is kept, and it is widened to a type holding both when neither holds the other.
     """
-    a, b = base_type(have), base_type(want)
-    return a == b or {a, b} == {"STRING", "JSON"}
+    if have.name == want.name and not have.decimal:
+        return KEEP
+    if {have.name, want.name} == {"STRING", "JSON"}:
+        # the emulator reports JSON as STRING; a real STRING column that receives PARSE_JSON()
+        # values fails loudly at the MERGE instead
+        return KEEP
+    said = f"BigQuery has {have}, source now gives {want}"
+    if not (have.decimal and want.decimal):
+        return TypeChange("refuse", why=f"{said}: a change of type BigQuery cannot make in place "
+                                        "without changing what the delivered rows mean")
+    if have == want:
+        return KEEP
+    if have.holds(want):
+        if shared or have.precision is None:
+            return KEEP
+        return TypeChange("refuse", why=f"{said}: a narrower type (MySQL rounded the rows it "
+                                        "holds; BigQuery still has them as delivered)")
+    back_to_numeric = have.name == "BIGNUMERIC" and want.name == "NUMERIC"
+    if have.precision is None:
+        if have.name == "NUMERIC" and want.name == "BIGNUMERIC":
+            return TypeChange("widen", BqType("BIGNUMERIC"))   # holds both exactly
+        return TypeChange("refuse", why=f"{said}: wider than the column can be made")
+    if shared:
+        both = supertype(have, want)
+        if both is None:
+            return TypeChange("refuse", why=f"{said}: no BigQuery decimal holds both")
+        return TypeChange("widen", both)
+    if back_to_numeric:
+        return TypeChange("refuse", why=f"{said}: BIGNUMERIC cannot become NUMERIC in place")
+    if want.holds(have):
+        return TypeChange("widen", want)
+    return TypeChange("refuse", why=f"{said}: neither type holds the other's values (more "
+                                    "integer digits but a smaller scale, or the reverse)")
+
+
+def supertype(a: BqType, b: BqType) -> BqType | None:
+    """The smallest parameterised decimal holding every value of both (None: none exists)."""
+    (ai, a_s), (bi, b_s) = a.digits, b.digits
+    whole, scale = max(ai, bi), max(a_s, b_s)
+    name = "BIGNUMERIC" if ("BIGNUMERIC" in (a.name, b.name) or whole > 29 or scale > 9) \
+        else "NUMERIC"
+    max_whole, max_scale = DECIMAL_LIMITS[name]
+    if whole > max_whole or scale > max_scale:
+        return None
+    return BqType(name, whole + scale, scale)
+
+
+@dataclass
+class Evolution:
+    """What making a target table fit this run's columns did (materialization metadata)."""
+
+    created: bool = False
+    added: list[str] = field(default_factory=list)
+    removed: dict[str, str] = field(default_factory=dict)          # column -> why
+    widened: dict[str, tuple[str, str]] = field(default_factory=dict)  # column -> (from, to)
+    tables_dropped: list[str] = field(default_factory=list)        # leftovers holding them
+
+    def metadata(self) -> dict:
+        return {"policy_columns_removed": _listing(self.removed),
+                "columns_widened": ", ".join(f"{c} {a} → {b}" for c, (a, b)
+                                             in self.widened.items()) or "-",
+                **({"policy_tables_dropped": ", ".join(self.tables_dropped)}
+                   if self.tables_dropped else {})}
+
+
+def _listing(reasons: dict[str, str]) -> str:
+    return ", ".join(f"{c} ({why})" for c, why in reasons.items()) or "-"
+
+
+@dataclass(frozen=True)
+class EvolutionPlan:
+    add: list[tuple[str, str]]                # (column, DDL type)
+    drop: dict[str, str]                      # column -> why
+    widen: dict[str, tuple[BqType, BqType]]   # column -> (have, to)
+    refused: list[str]                        # "column: why"
+
+
+def plan_evolution(live: dict[str, "LiveColumn"], columns: list[tuple[str, str]],
+                   remove: "Callable[[str, str], str | None] | None" = None, *,
+                   shared: bool = False) -> EvolutionPlan:
+    """Pure: how the live table (lower-case name → column) must change to take `columns`.
+
+    Columns the run delivers but the table lacks are added. A live column the run no longer
+    delivers is dropped when `remove(name)` gives a reason (a column policy: excluded,
+    credential-like, dropped from the warehouse) and otherwise kept — a column dropped in MySQL
+    stays, with the history it holds. hakobu's own `_hakobu_*` columns are never touched.
+    """
+    delivered = {n.lower() for n, _ in columns}
+    add, widen, refused = [], {}, []
+    for name, ddl in columns:
+        col = live.get(name.lower())
+        if col is None:
+            add.append((name, ddl))
+            continue
+        change = type_change(col.type, BqType.parse(ddl), shared=shared)
+        if change.action == "widen":
+            widen[col.name] = (col.type, change.to)
+        elif change.action == "refuse":
+            refused.append(f"{name}: {change.why}")
+    drop = {}
+    for low, col in live.items():
+        if low in delivered or low.startswith("_hakobu") or remove is None:
+            continue
+        why = remove(col.name, col.type.name)
+        if why:
+            drop[col.name] = why
+    return EvolutionPlan(add, drop, widen, refused)
+
+
+@dataclass(frozen=True)
+class LiveColumn:
+    name: str
+    type: BqType
+    description: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,17 +262,21 @@ class Watermark:
     key: tuple | None           # (cursor, *pk) of the last row delivered, source terms
     version: int
     rows_total: int = 0
+    # the warehouse: the generation of each column this tenant's slice was filled into
+    # (hakobu.sinks.WarehouseSink); None for the customer's and for watermarks written before
+    columns: dict[str, str] | None = None
 
     def to_json(self) -> str:
         return json.dumps({"key": None if self.key is None else [_enc(v) for v in self.key],
-                           "rows_total": self.rows_total})
+                           "rows_total": self.rows_total,
+                           **({"columns": self.columns} if self.columns is not None else {})})
 
     @classmethod
     def from_json(cls, text: str, version: int) -> "Watermark":
         data = json.loads(text)
         key = data.get("key")
         return cls(None if key is None else tuple(_dec(v) for v in key), version,
-                   int(data.get("rows_total", 0)))
+                   int(data.get("rows_total", 0)), data.get("columns"))
 
     def display(self) -> str:
         return "-" if self.key is None else str(self.key[0] if len(self.key) else "")
@@ -177,49 +380,99 @@ class BigQueryDestination:
                 self.client.create_dataset(ds, exists_ok=True, retry=self.retry)
                 return True
 
-    def table_schema(self, table: str) -> dict[str, str] | None:
+    def columns(self, table: str) -> dict[str, LiveColumn] | None:
+        """The table's columns as BigQuery has them now (lower-case name → column, with
+        NUMERIC/BIGNUMERIC parameters and descriptions); None if the table does not exist.
+        One tables.get call, no query job."""
         with self._errors("reading table", table):
             try:
-                t = self.client.get_table(f"{self.project}.{self.dataset}.{table}",
-                                          retry=self.retry)
+                t = self.client.get_table(self.table_id(table), retry=self.retry)
             except gexc.NotFound:
                 return None
-        return {f.name.lower(): f.field_type for f in t.schema}
+        return {f.name.lower(): LiveColumn(f.name, BqType.of_field(f), f.description)
+                for f in t.schema}
+
+    def table_schema(self, table: str) -> dict[str, str] | None:
+        cols = self.columns(table)
+        return None if cols is None else {k: str(c.type) for k, c in cols.items()}
 
     def ensure_table(self, table: str, specs: list[ColumnSpec], primary_key: list[str],
-                     extra: list[tuple[str, str]] = (), cluster_first: list[str] = ()) -> list[str]:
-        """Create the target table, or evolve it: new source columns are added (NULL for rows
-        delivered before), dropped ones stay and stop receiving values, and an incompatible
-        type change stops this table with a SchemaError. Returns the columns added."""
+                     extra: list[tuple[str, str]] = (), cluster_first: list[str] = (),
+                     remove: Callable[[str, str], str | None] | None = None,
+                     tenant: str | None = None) -> Evolution:
+        """Create the target table, or evolve it to take this run's columns (plan_evolution):
+        new columns are added (NULL for rows delivered before: the caller re-reads the table),
+        columns a policy now withholds (`remove` gives the reason) are dropped with the values
+        delivered before, other columns no longer delivered stay, a decimal whose precision or
+        scale grew is widened in place, and any other type change stops this table with a
+        TypeChangeError before anything is altered."""
         columns = [(s.name, s.bq_type) for s in specs] + list(extra) + [(SYNCED_AT, "TIMESTAMP")]
-        existing = self.table_schema(table)
-        if existing is None:
-            types = dict(columns)
-            clustering = [c for c in [*cluster_first, *primary_key]
-                          if base_type(types[c]) in CLUSTERABLE][:4]
-            ddl = (f"CREATE TABLE IF NOT EXISTS {self.ref(table)} ("
-                   + ", ".join(f"`{n}` {t}" for n, t in columns) + ")"
-                   + (f" CLUSTER BY {', '.join(f'`{c}`' for c in clustering)}"
-                      if clustering else ""))
-            self.sql(ddl, table=table)
-            return []
-        added, wrong = [], []
-        for name, bq_type in columns:
-            have = existing.get(name.lower())
-            if have is None:
-                added.append((name, bq_type))
-            elif not compatible(have, bq_type):
-                wrong.append(f"{name}: BigQuery has {have}, source now gives {bq_type}")
-        if wrong:
-            raise SchemaError("incompatible column type change: " + "; ".join(wrong),
-                              table=table,
-                              hint="reload the table into a new schema with "
-                                   "`hakobu backfill TENANT --tables TABLE` (the old data stays "
-                                   "until the new table is complete)")
-        for name, bq_type in added:
-            self.sql(f"ALTER TABLE {self.ref(table)} ADD COLUMN IF NOT EXISTS `{name}` {bq_type}",
+        live = self.columns(table)
+        if live is None:
+            self._create(table, columns, [*cluster_first, *primary_key])
+            return Evolution(created=True)
+        plan = plan_evolution(live, columns, remove)
+        self.refuse(plan, table, tenant)
+        return self._apply(table, plan)
+
+    def refuse(self, plan: EvolutionPlan, table: str, tenant: str | None) -> None:
+        """Stop the table, before anything is altered, when a type change cannot be taken."""
+        if plan.refused:
+            raise TypeChangeError(
+                "incompatible column type change: " + "; ".join(plan.refused),
+                tenant=tenant, table=table,
+                hint="reload the table with its new types: `hakobu backfill "
+                     f"{tenant or 'TENANT'} --tables {table}` (the old data stays until the new "
+                     "table is complete)")
+
+    def _create(self, table: str, columns: list[tuple[str, str]], cluster: list[str], *,
+                partition: str = "", descriptions: dict[str, str] | None = None) -> None:
+        types = dict(columns)
+        clustering = list(dict.fromkeys(c for c in cluster
+                                        if base_type(types[c]) in CLUSTERABLE))[:4]
+        self.sql(f"CREATE TABLE IF NOT EXISTS {self.ref(table)} ("
+                 + ", ".join(f"`{n}` {t}{_described((descriptions or {}).get(n))}"
+                             for n, t in columns) + ")" + partition
+                 + (f" CLUSTER BY {', '.join(f'`{c}`' for c in clustering)}"
+                    if clustering else ""), table=table)
+
+    def _apply(self, table: str, plan: EvolutionPlan,
+               descriptions: dict[str, str] | None = None) -> Evolution:
+        """Run an evolution plan, one ALTER per column (the emulator takes one action per
+        statement; real BigQuery's DDL costs nothing and policy changes are rare)."""
+        evo = Evolution()
+        for name, why in plan.drop.items():
+            self.sql(f"ALTER TABLE {self.ref(table)} DROP COLUMN IF EXISTS `{name}`", table=table)
+            evo.removed[name] = why
+        for name, (have, to) in plan.widen.items():
+            self.sql(f"ALTER TABLE {self.ref(table)} ALTER COLUMN `{name}` SET DATA TYPE {to}",
                      table=table)
-        return [n for n, _ in added]
+            evo.widened[name] = (str(have), str(to))
+        for name, ddl in plan.add:
+            self.sql(f"ALTER TABLE {self.ref(table)} ADD COLUMN IF NOT EXISTS `{name}` {ddl}"
+                     f"{_described((descriptions or {}).get(name))}", table=table)
+            evo.added.append(name)
+        return evo
+
+    def drop_leftovers(self, names: list[str], columns: set[str]) -> list[str]:
+        """Drop the tables among `names` (staging or shadow leftovers) that hold any of
+        `columns` (lower case): they keep values a policy now withholds."""
+        dropped = []
+        for name in names:
+            cols = self.columns(name)
+            if cols is not None and columns & set(cols):
+                self.drop_table(name)
+                dropped.append(name)
+        return dropped
+
+    def list_tables(self, prefixes: tuple[str, ...]) -> list[str]:
+        with self._errors("listing tables"):
+            try:
+                tables = list(self.client.list_tables(f"{self.project}.{self.dataset}",
+                                                      retry=self.retry))
+            except gexc.NotFound:
+                return []
+        return [t.table_id for t in tables if t.table_id.startswith(prefixes)]
 
     # -- staging and merge ----------------------------------------------------------------
 
@@ -332,14 +585,9 @@ class BigQueryDestination:
         return sql
 
     def drop_stale_staging(self) -> list[str]:
-        """Staging tables left by a crashed run of this tenant (runs of one tenant never overlap)."""
-        with self._errors("listing tables"):
-            try:
-                tables = list(self.client.list_tables(f"{self.project}.{self.dataset}",
-                                                      retry=self.retry))
-            except gexc.NotFound:
-                return []
-        stale = [t.table_id for t in tables if t.table_id.startswith(STAGING_PREFIX)]
+        """Staging tables left by a crashed run of this tenant (runs of one tenant never overlap);
+        this also removes leftovers holding columns a policy withholds since."""
+        stale = self.list_tables((STAGING_PREFIX,))
         for name in stale:
             self.drop_table(name)
         return stale
@@ -421,11 +669,12 @@ class BigQueryDestination:
             raise LoadError("the watermark was moved by another run meanwhile",
                             table=table, hint="only one run per tenant may load at a time; "
                                               "rerun — the data already merged is kept")
-        return Watermark(wm.key, version, wm.rows_total)
+        return Watermark(wm.key, version, wm.rows_total, wm.columns)
 
     def clear_watermark(self, table: str) -> None:
         self.sql(f"DELETE FROM {self.ref(STATE_TABLE)} WHERE table_name = @t",
                  [bigquery.ScalarQueryParameter("t", "STRING", table)], table=table)
+        self._prefetched[table] = None      # this run's read_watermark sees it gone
 
     def count(self, table: str) -> int:
         return int(self.rows(f"SELECT COUNT(*) AS n FROM {self.ref(table)}")[0]["n"])
@@ -453,6 +702,16 @@ class StagingFile:
             self._writer.close()
             self._writer = None
         return self.path if self.rows else None
+
+
+def _described(text: str | None) -> str:
+    """A column's OPTIONS(description=...) in DDL; hakobu's descriptions are generated from a
+    fixed template (letters, digits, punctuation), quoted here all the same."""
+    if not text:
+        return ""
+    if "'" in text or "\\" in text or "\n" in text:
+        raise ValueError(f"description not quotable: {text!r}")
+    return f" OPTIONS(description='{text}')"
 
 
 def _short(exc: Exception) -> str:

@@ -20,12 +20,16 @@ slice, and keeps its state where no other tenant writes:
 import logging
 import re
 import time
+import uuid
+from dataclasses import dataclass, field
 
-from hakobu.errors import LoadError, SchemaError
-from resources.bigquery_dest import (CLUSTERABLE, SYNCED_AT, BigQueryDestination, MergeStats,
-                                     STATE_TABLE, base_type)
+from hakobu.errors import LoadError, TypeChangeError
+from resources.bigquery_dest import (SHADOW_PREFIX, STAGING_PREFIX, SYNCED_AT,
+                                     BigQueryDestination, Evolution, LiveColumn, MergeStats,
+                                     STATE_TABLE, Watermark, _listing, plan_evolution)
 
 _TENANT = re.compile(r"[a-z][a-z0-9_]{0,62}")
+BUCKET = "_hakobu_tenant_bucket"
 # BigQuery's answer when concurrent DML on one partition conflicts (after its own retries)
 _CONFLICT = ("could not serialize access", "concurrent update")
 CONFLICT_ATTEMPTS = 4
@@ -45,6 +49,87 @@ def _on_conflict_retry(fn, what: str):
             log.warning("%s: concurrent DML conflict (attempt %d), retrying in %.0fs", what,
                         attempt, delay)
             time.sleep(delay)
+
+
+# -- column markers: which form a column's values are in, and which incarnation it is -----------
+
+LEGACY_GEN = "legacy00"       # columns made before markers existed, adopted as they are
+_MARKER = re.compile(r"hakobu form=(clear|hmac) gen=([0-9a-z]{8})")
+
+
+def marker(form: str, gen: str) -> str:
+    """A warehouse column's description: readable for analysts, parsed by parse_marker."""
+    what = ("HMAC-SHA256 of the source value as 64 hex characters (hash_columns)"
+            if form == "hmac" else "the source value")
+    return f"hakobu form={form} gen={gen}: {what}"
+
+
+def parse_marker(description: str | None) -> tuple[str, str] | None:
+    m = _MARKER.search(description or "")
+    return (m.group(1), m.group(2)) if m else None
+
+
+def new_gen() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def column_forms(live: dict[str, LiveColumn], forms: dict[str, str]
+                 ) -> tuple[dict[str, str], dict[str, str]]:
+    """Pure: the delivered columns whose marker says the other form → "hashed" / "unhashed"
+    (their values must go, for every tenant), and the ones without a marker → wanted form."""
+    reform, unmarked = {}, {}
+    for name, want in forms.items():
+        col = live.get(name.lower())
+        if col is None:
+            continue
+        m = parse_marker(col.description)
+        if m is None:
+            unmarked[col.name] = want
+        elif m[0] != want:
+            reform[col.name] = "hashed" if want == "hmac" else "unhashed"
+    return reform, unmarked
+
+
+def needs_refill(previous: Watermark | None, gens: dict[str, str], changed: list[str]
+                 ) -> str | None:
+    """Pure: why this tenant's slice must be read again in full (None: it need not).
+
+    The warehouse watermark records the generation of every column the slice was filled into.
+    A column created again since (by this run or by another tenant's run: newly hashed, back
+    from drop_columns, or added) holds nothing of this slice, so the slice is re-read; so is
+    one the slice never had (a column this tenant excluded before). A watermark written before
+    generations existed matches the columns adopted from then (LEGACY_GEN). No watermark: the
+    next read is a first load anyway.
+    """
+    if previous is None:
+        return None
+    if changed:
+        return "columns created again by this run: " + ", ".join(changed)
+    record = previous.columns
+    if record is None:
+        stale = [c for c, g in gens.items() if g != LEGACY_GEN]
+    else:
+        stale = [c for c, g in gens.items() if record.get(c) != g]
+    return ("columns this slice was not filled into: " + ", ".join(stale)) if stale else None
+
+
+@dataclass
+class SharedEvolution(Evolution):
+    rehashed: dict[str, str] = field(default_factory=dict)    # column -> hashed | unhashed
+    cleared: dict[str, str] = field(default_factory=dict)     # column -> why (this tenant)
+    adopted: dict[str, str] = field(default_factory=dict)     # unmarked column -> its form
+    excluded: list[str] = field(default_factory=list)         # in the table, not this tenant's
+    gens: dict[str, str] = field(default_factory=dict)        # delivered column -> generation
+
+    @property
+    def changed(self) -> list[str]:
+        """Columns (re)created by this run: this tenant's slice has no values in them."""
+        return list(dict.fromkeys([*self.added, *self.rehashed])) if not self.created else []
+
+    def metadata(self) -> dict:
+        return {**super().metadata(),
+                "policy_columns_rehashed": _listing(self.rehashed),
+                "policy_columns_cleared": _listing(self.cleared)}
 
 
 class WarehouseDestination(BigQueryDestination):
@@ -70,30 +155,119 @@ class WarehouseDestination(BigQueryDestination):
         above, so the literal cannot break out)."""
         return f"T.`tenant_id` = '{self.tenant}' AND T.`_hakobu_tenant_bucket` = {self.bucket}"
 
-    def ensure_table(self, table, specs, primary_key, extra=(), cluster_first=()) -> list[str]:
-        """Create the shared table partitioned by tenant bucket (if no tenant did yet), then
-        evolve it like any target (new columns added; an incompatible change is a SchemaError)."""
-        if self.table_schema(table) is None:
-            columns = ([(s.name, s.bq_type) for s in specs] + list(extra)
-                       + [(SYNCED_AT, "TIMESTAMP")])
-            types = dict(columns)
-            clustering = [c for c in ["tenant_id", *primary_key]
-                          if base_type(types[c]) in CLUSTERABLE]
-            clustering = list(dict.fromkeys(clustering))[:4]
-            self.sql(f"CREATE TABLE IF NOT EXISTS {self.ref(table)} ("
-                     + ", ".join(f"`{n}` {t}" for n, t in columns) + ")"
-                     + f" PARTITION BY RANGE_BUCKET(`_hakobu_tenant_bucket`, "
-                       f"GENERATE_ARRAY(0, {self.buckets}, 1))"
-                     + f" CLUSTER BY {', '.join(f'`{c}`' for c in clustering)}", table=table)
-        try:
-            return super().ensure_table(table, specs, primary_key, extra, cluster_first)
-        except SchemaError as exc:
-            raise SchemaError(exc.message, tenant=self.tenant, table=table,
-                              hint=f"the warehouse table {self.dataset}.{table} holds every "
-                                   "tenant's rows, so a backfill of one tenant cannot change its "
-                                   "type: migrate that column in BigQuery (or drop the table and "
-                                   "backfill every tenant); the customer's delivery is not "
-                                   "affected") from exc
+    def ensure_table(self, table, specs, primary_key, extra=(), cluster_first=(), remove=None,
+                     tenant=None, *, forms: dict[str, str] | None = None,
+                     slice_remove=None, keep_tables: tuple[str, ...] = ()) -> "SharedEvolution":
+        """Create the shared table partitioned by tenant bucket (if no tenant did yet), or evolve
+        it for this tenant's columns. Every column hakobu creates here carries a marker in its
+        description — its form (clear or HMAC) and a generation that changes whenever the column
+        is created again — which is what tells every tenant, without shared state, whether its
+        slice was filled into the column as it is now (WarehouseSink, `needs_refill`).
+
+        - `remove(name)`: a column no tenant may deliver any more (drop_columns, credential-
+          like) is dropped, with every tenant's values;
+        - `forms` (column → "clear" | "hmac"): a column whose marker says the other form (newly
+          hashed, or no longer hashed) is dropped for every tenant and added again, empty, in
+          the new form; each tenant's slice is refilled by its own next run. A column without
+          a marker (made by an older hakobu) is taken as clear, generation LEGACY_GEN; one to
+          hash is checked once for values that are not 64 hex characters, then marked as
+          hashed (or, with clear values in it, dropped and re-added like any newly hashed one);
+        - `slice_remove(name)`: a column this tenant no longer delivers (its tenant file
+          excludes it) loses this tenant's values only (one UPDATE on its partition);
+        - decimals are widened to hold every tenant's values; other type changes stop the table.
+
+        When columns go for every tenant, this table's staging and shadow tables holding them
+        go too (any tenant's: a run or backfill of another tenant in flight then fails its
+        warehouse part and catches up next time — preferred to letting it merge values the
+        policy withholds), except `keep_tables` (the shadow a backfill is swapping in).
+        """
+        forms = forms or {}
+        columns = ([(s.name, s.bq_type) for s in specs] + list(extra)
+                   + [(SYNCED_AT, "TIMESTAMP")])
+        live = self.columns(table)
+        evo = SharedEvolution()
+        if live is None:
+            self._create(table, columns, ["tenant_id", *primary_key],
+                         partition=f" PARTITION BY RANGE_BUCKET(`{BUCKET}`, "
+                                   f"GENERATE_ARRAY(0, {self.buckets}, 1))",
+                         descriptions={n: marker(forms.get(n, "clear"), new_gen())
+                                       for n in forms})
+            evo.created = True
+        else:
+            reform, unmarked = column_forms(live, forms)
+            for name, form in unmarked.items():
+                if form == "clear":
+                    continue        # taken as clear (LEGACY_GEN) without a DDL statement each
+                if self._all_hashed(table, live[name.lower()]):
+                    evo.adopted[name] = form
+                else:
+                    reform[name] = "hashed"
+            kept = {k: c for k, c in live.items() if c.name not in reform}
+            plan = plan_evolution(kept, columns, remove, shared=True)
+            self.refuse(plan, table, tenant)
+            for name, how in reform.items():
+                self.sql(f"ALTER TABLE {self.ref(table)} DROP COLUMN IF EXISTS `{name}`",
+                         table=table)
+                evo.rehashed[name] = how
+            done = self._apply(table, plan, descriptions={
+                n: marker(f, new_gen()) for n, f in forms.items()})
+            evo.added, evo.removed, evo.widened = done.added, done.removed, done.widened
+            for name, form in evo.adopted.items():
+                self.sql(f"ALTER TABLE {self.ref(table)} ALTER COLUMN `{name}` SET OPTIONS("
+                         f"description='{marker(form, LEGACY_GEN)}')", table=table)
+            if slice_remove is not None:
+                delivered = {n.lower() for n, _ in columns}
+                gone = {c.name: why for k, c in kept.items()
+                        if k not in delivered and not k.startswith("_hakobu")
+                        and c.name not in plan.drop and (why := slice_remove(c.name))}
+                evo.excluded = list(gone)
+                evo.cleared = self._clear_slice(table, gone)
+            affected = {c.lower() for c in [*evo.removed, *evo.rehashed]}
+            if affected:
+                evo.tables_dropped = self.drop_leftovers(
+                    [t for t in self.list_tables((f"{STAGING_PREFIX}{table}_", SHADOW_PREFIX))
+                     if t not in keep_tables and (t.startswith(STAGING_PREFIX)
+                                                  or f"_{table}_" in t)], affected)
+        now = self.columns(table) or {}
+        evo.gens = {n: (parse_marker(c.description) or ("clear", LEGACY_GEN))[1] for n in forms
+                    if (c := now.get(n.lower()))}
+        return evo
+
+    def _all_hashed(self, table: str, col) -> bool:
+        """An unmarked column to hash already holds only HMAC values (64 hex characters)? One
+        scan of that column over the whole table, once: afterwards it carries a marker."""
+        if col.type.name != "STRING":
+            return False
+        n = self.rows(f"SELECT COUNTIF(NOT REGEXP_CONTAINS(`{col.name}`, r'^[0-9a-f]{{64}}$')) "
+                      f"AS n FROM {self.ref(table)}")[0]["n"]
+        return int(n or 0) == 0
+
+    def _clear_slice(self, table: str, columns: dict[str, str]) -> dict[str, str]:
+        """This tenant's values of columns it no longer delivers become NULL; a cheap check of
+        its own partition first, so a run with nothing to clear issues no DML."""
+        if not columns:
+            return {}
+        names = list(columns)
+        counts = self.rows("SELECT " + ", ".join(
+            f"COUNTIF(T.`{n}` IS NOT NULL) AS `c{i}`" for i, n in enumerate(names))
+            + f" FROM {self.ref(table)} T WHERE {self.scope}")[0]
+        dirty = [n for i, n in enumerate(names) if int(counts[f"c{i}"] or 0)]
+        if dirty:
+            sql = (f"UPDATE {self.ref(table)} T SET "
+                   + ", ".join(f"`{n}` = NULL" for n in dirty) + f" WHERE {self.scope}")
+            _on_conflict_retry(lambda: self.sql(sql, table=table),
+                               f"{self.tenant}/{table} clear")
+        return {n: columns[n] for n in dirty}
+
+    def refuse(self, plan, table, tenant) -> None:
+        if plan.refused:
+            raise TypeChangeError(
+                "incompatible column type change: " + "; ".join(plan.refused),
+                tenant=tenant or self.tenant, table=table,
+                hint=f"the warehouse table {self.dataset}.{table} holds every tenant's rows, so a "
+                     "backfill of one tenant cannot change its type: migrate that column in "
+                     "BigQuery (or drop the table and backfill every tenant); the customer's "
+                     "delivery is not affected")
 
     def merge(self, table, files, specs, primary_key, *, extra=(), delete_scope=None,
               run_id="") -> MergeStats:

@@ -39,10 +39,21 @@ def bq_emulator(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def bq_settings(bq_emulator):
+def bq_live(bq_emulator):
+    """The emulator as real BigQuery's tables.get answers: live columns after DDL, NUMERIC
+    precision/scale, DDL descriptions (tests/bq_live.py). Every client of the tests uses it."""
+    from tests.bq_live import start_live_proxy
+
+    proxy = start_live_proxy(bq_emulator.url)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def bq_settings(bq_live):
     from resources.bigquery_client import BigQuerySettings
 
-    return BigQuerySettings(endpoint=bq_emulator.url, retry_deadline_s=10.0)
+    return BigQuerySettings(endpoint=bq_live.url, retry_deadline_s=10.0)
 
 
 @pytest.fixture(scope="session")

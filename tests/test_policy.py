@@ -176,3 +176,36 @@ def test_export_and_warehouse_withhold_credentials_named_in_one_word():
     wt = warehouse_table(released, Warehouse(project="hakobu-demo", dataset="d"))
     assert "authtoken" not in [s.name for s in wt.specs]       # never to the warehouse
     assert "password_changed_at" in [s.name for s in wt.specs]
+
+
+def test_column_policy_says_which_delivered_values_must_go():
+    from hakobu.policy import ColumnPolicy
+
+    table = Table(name="members", exclude=["note"], export_sensitive=["remember_token"])
+    wh = Warehouse(project="hakobu-demo", dataset="d", drop_columns=["birthday", "email"],
+                   hash_columns=["email"])
+    p = ColumnPolicy.of(table, wh)
+    assert p.customer_removal("NOTE") == "excluded in the tenant file"
+    assert p.customer_removal("api_key") == "credential-like"
+    assert p.customer_removal("remember_token") is None          # released to the customer
+    assert p.customer_removal("old_column") is None               # gone from MySQL: history
+    assert p.warehouse_removal("remember_token") == "credential-like"   # never in the warehouse
+    assert p.warehouse_removal("birthday") == "drop_columns"
+    assert p.warehouse_removal("email") is None                   # hashed wins over dropped
+    assert p.warehouse_removal("note") is None                    # other tenants deliver it
+    assert p.warehouse_slice_removal("note") == "excluded in the tenant file"
+    assert ColumnPolicy().customer_removal("note") is None
+
+
+def test_a_delivered_temporal_column_with_a_credential_name_is_never_dropped_under_others():
+    """A DATETIME `password_changed_at` is delivered (is_sensitive with its type); a tenant
+    whose table lacks it must not drop it from the shared warehouse (or a customer table) as
+    credential-like: the policy reads the live BigQuery column's type."""
+    from hakobu.policy import ColumnPolicy
+
+    p = ColumnPolicy.of(Table(name="members"), Warehouse(project="hakobu-demo", dataset="d"))
+    for bq_type in ("DATETIME", "TIMESTAMP", "DATE"):
+        assert p.warehouse_removal("password_changed_at", bq_type) is None
+        assert p.customer_removal("password_changed_at", bq_type) is None
+    assert p.warehouse_removal("password_changed_at", "STRING") == "credential-like"
+    assert p.customer_removal("api_token", "STRING") == "credential-like"

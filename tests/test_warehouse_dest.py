@@ -77,3 +77,117 @@ def test_invalid_tenant_ids_cannot_reach_sql(tmp_path):
         WarehouseDestination(BigQuerySettings(endpoint="http://127.0.0.1:9"), "hakobu-test",
                              "dwh", "US", tmp_path, tenant="x' OR TRUE --", bucket=1,
                              buckets=4000)
+
+
+# -- policy changes on the shared table: markers, generations, refills ----------------------------
+
+from resources.bigquery_dest import BqType, LiveColumn, Watermark  # noqa: E402
+from resources.warehouse_dest import (LEGACY_GEN, column_forms, marker, needs_refill,  # noqa: E402
+                                      parse_marker)
+
+
+def col(name, type_="STRING", form=None, gen="a1b2c3d4"):
+    return LiveColumn(name, BqType.parse(type_), marker(form, gen) if form else None)
+
+
+def test_markers_round_trip_and_say_what_the_column_holds():
+    text = marker("hmac", "3f9a2c1b")
+    assert parse_marker(text) == ("hmac", "3f9a2c1b") and "HMAC-SHA256" in text
+    assert parse_marker(marker("clear", LEGACY_GEN)) == ("clear", LEGACY_GEN)
+    assert parse_marker(None) is None and parse_marker("an analyst's note") is None
+
+
+def test_column_forms_finds_columns_in_the_other_form_and_unmarked_ones():
+    live = {"id": col("id", "INT64", "clear"), "email": col("email", form="clear"),
+            "phone": col("phone", form="hmac"), "birthday": col("birthday", "DATE"),
+            "name": col("name")}
+    reform, unmarked = column_forms(live, {"id": "clear", "email": "hmac", "phone": "clear",
+                                           "birthday": "hmac", "name": "clear", "new": "clear"})
+    assert reform == {"email": "hashed", "phone": "unhashed"}
+    assert unmarked == {"birthday": "hmac", "name": "clear"}
+
+
+def test_needs_refill_when_a_column_was_created_again_since_the_slice_was_filled():
+    gens = {"id": "g0000001", "email": "g0000002"}
+    filled = Watermark(("k",), 3, columns=dict(gens))
+    assert needs_refill(None, gens, []) is None                 # a first load reads it all
+    assert needs_refill(filled, gens, []) is None
+    assert "email" in needs_refill(filled, gens, ["email"])     # this run re-created it
+    # another tenant's run dropped and re-added email (newly hashed): a new generation
+    assert "email" in needs_refill(filled, {**gens, "email": "g0000009"}, [])
+    # a column the slice never had (excluded by this tenant until now)
+    assert "phone" in needs_refill(filled, {**gens, "phone": "g0000003"}, [])
+    # watermarks written before generations existed: fine for adopted columns only
+    legacy = Watermark(("k",), 3)
+    assert needs_refill(legacy, {"id": LEGACY_GEN, "email": LEGACY_GEN}, []) is None
+    assert "email" in needs_refill(legacy, {"id": LEGACY_GEN, "email": "g0000002"}, [])
+    assert Watermark.from_json(filled.to_json(), 3).columns == gens
+    assert Watermark.from_json(legacy.to_json(), 3).columns is None
+
+
+class Tables:
+    """A fake tables.get for the shared-table evolution: the columns the DDL left."""
+
+    def __init__(self, dest, columns: dict, rows=None):
+        self.cols, self.rows_answer = dict(columns), rows or {}
+        dest.columns = lambda table: {k: v for k, v in self.cols.items()} if table == "members" \
+            else None
+        dest.rows = lambda q, params=(): [self.rows_answer.get("count", {"n": 0})] \
+            if "REGEXP" in q else [self.rows_answer.get("slice", {"c0": 0})]
+        dest.list_tables = lambda prefixes: []
+
+
+def test_newly_hashed_column_is_dropped_for_everyone_and_re_added_empty(dest):
+    Tables(dest, {"id": col("id", "INT64", "clear"), "email": col("email", form="clear"),
+                  "birthday": col("birthday", "DATE", "clear"),
+                  "tenant_id": col("tenant_id"), "_hakobu_tenant_bucket": col(
+                      "_hakobu_tenant_bucket", "INT64"),
+                  "_hakobu_synced_at": col("_hakobu_synced_at", "TIMESTAMP")})
+    specs = [SPECS[0], SPECS[1]]
+    evo = dest.ensure_table("members", specs, ["tenant_id", "id"], extra=EXTRA,
+                            remove=lambda n, t=None: {"birthday": "drop_columns"}.get(n),
+                            forms={"id": "clear", "email": "hmac"})
+    alters = [s for s in dest.statements if s.startswith("ALTER")]
+    ref = "`hakobu-test.dwh.members`"
+    assert f"ALTER TABLE {ref} DROP COLUMN IF EXISTS `email`" in alters
+    assert f"ALTER TABLE {ref} DROP COLUMN IF EXISTS `birthday`" in alters
+    [add] = [s for s in alters if "ADD COLUMN" in s]
+    assert add.startswith(f"ALTER TABLE {ref} ADD COLUMN IF NOT EXISTS `email` STRING OPTIONS("
+                          "description='hakobu form=hmac gen=")
+    assert evo.rehashed == {"email": "hashed"} and evo.removed == {"birthday": "drop_columns"}
+    assert evo.changed == ["email"]
+    assert not any(s.startswith("UPDATE") for s in dest.statements)
+
+
+def test_excluded_column_loses_this_tenants_values_only_and_only_when_it_has_some(dest):
+    tables = Tables(dest, {"id": col("id", "INT64", "clear"), "email": col("email", form="clear"),
+                           "note": col("note", form="clear")}, rows={"slice": {"c0": 2}})
+    evo = dest.ensure_table("members", SPECS, ["tenant_id", "id"], extra=EXTRA,
+                            remove=lambda n, t=None: None, forms={"id": "clear", "email": "clear"},
+                            slice_remove={"note": "excluded in the tenant file"}.get)
+    scope = f"T.`tenant_id` = 'acme' AND T.`_hakobu_tenant_bucket` = {tenant_bucket('acme')}"
+    [update] = [s for s in dest.statements if s.startswith("UPDATE")]
+    assert update == f"UPDATE `hakobu-test.dwh.members` T SET `note` = NULL WHERE {scope}"
+    assert evo.cleared == {"note": "excluded in the tenant file"}
+    assert not any("DROP COLUMN" in s for s in dest.statements)   # other tenants keep theirs
+    dest.statements.clear()
+    tables.rows_answer = {"slice": {"c0": 0}}
+    evo = dest.ensure_table("members", SPECS, ["tenant_id", "id"], extra=EXTRA,
+                            forms={"id": "clear", "email": "clear"},
+                            slice_remove={"note": "excluded in the tenant file"}.get)
+    assert evo.cleared == {} and not any(s.startswith("UPDATE") for s in dest.statements)
+
+
+def test_unmarked_columns_are_adopted_once_after_checking_a_hashed_one(dest):
+    tables = Tables(dest, {"id": col("id", "INT64"), "email": col("email")},
+                    rows={"count": {"n": 0}})
+    evo = dest.ensure_table("members", SPECS, ["tenant_id", "id"], extra=EXTRA,
+                            forms={"id": "clear", "email": "hmac"})
+    assert evo.adopted == {"email": "hmac"} and evo.rehashed == {}
+    [mark] = [s for s in dest.statements if "SET OPTIONS" in s]     # none for clear columns
+    assert "ALTER COLUMN `email` SET OPTIONS(description='hakobu form=hmac gen=legacy00" in mark
+    dest.statements.clear()
+    tables.rows_answer = {"count": {"n": 5}}          # clear values left in it: rehash
+    evo = dest.ensure_table("members", SPECS, ["tenant_id", "id"], extra=EXTRA,
+                            forms={"id": "clear", "email": "hmac"})
+    assert evo.rehashed == {"email": "hashed"}

@@ -49,16 +49,19 @@ def test_schema_changes(sql, schema, dataset, make_config, bq_env, bq_client):
     tables = ("- name: orders\n  cursor: updated_at\n- name: other\n  cursor: updated_at\n")
     config = make_config({"a": (schema, dataset, tables)})
     results(config, "a")
-    # a column added in MySQL appears in BigQuery; rows delivered before hold NULL until they
-    # change (or a backfill reloads them); rows changed since carry the value
-    sql(f"ALTER TABLE `{schema}`.orders ADD COLUMN coupon VARCHAR(10) NULL")
+    # a column added in MySQL appears in BigQuery, and the table is read again in full once, so
+    # the rows delivered before carry the source's value too (here the column's DEFAULT)
+    sql(f"ALTER TABLE `{schema}`.orders ADD COLUMN coupon VARCHAR(10) NULL DEFAULT 'NONE'")
     sql(f"UPDATE `{schema}`.orders SET coupon = 'SPRING', updated_at = NOW(6) - INTERVAL 1 SECOND "
         "WHERE id <= 3")
     r = results(config, "a")
-    assert r["orders"].columns_added == ["coupon"]
+    assert r["orders"].columns_added == ["coupon"] and r["orders"].rows_read == 30
+    assert r["orders"].extra["reread"] == "columns added to a table holding rows: coupon"
     rows = {x["id"]: x["coupon"] for x in bq_client.query(
         f"SELECT id, coupon FROM `hakobu-test.{dataset}.orders`").result()}
-    assert rows[1] == "SPRING" and rows[10] is None
+    assert rows[1] == "SPRING" and rows[10] == "NONE"
+    again = results(config, "a")["orders"]         # once: the next run is incremental again
+    assert again.columns_added == [] and again.rows_read == 0 and again.extra["reread"] == "-"
     # a dropped column stays in BigQuery (nullable) and stops receiving values
     sql(f"ALTER TABLE `{schema}`.orders DROP COLUMN note")
     sql(f"INSERT INTO `{schema}`.orders (id, updated_at, amount) VALUES "
@@ -72,8 +75,8 @@ def test_schema_changes(sql, schema, dataset, make_config, bq_env, bq_client):
     sql(f"UPDATE `{schema}`.other SET v = 2, updated_at = NOW(6) - INTERVAL 1 SECOND")
     r = results(config, "a")
     assert not r["orders"].ok
-    assert "amount: BigQuery has NUMERIC, source now gives STRING" in r["orders"].error
-    assert "hakobu backfill" in r["orders"].error
+    assert "amount: BigQuery has NUMERIC(12, 2), source now gives STRING" in r["orders"].error
+    assert "`hakobu backfill a --tables orders`" in r["orders"].error
     assert r["other"].ok and r["other"].rows_read == 1
 
 
