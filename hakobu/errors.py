@@ -78,6 +78,12 @@ class GrantConflict(GrantError):
     transient = True
 
 
+class Stopped(HakobuError):
+    """A stop was asked for (SIGTERM, Ctrl-C): the work ended at the next safe point — between
+    chunks, or before a read — with nothing half written (watermarks move only after a merge).
+    Terminal: a retry would only be stopped again."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """The single place that decides whether an error is worth retrying."""
     if isinstance(exc, HakobuError):
