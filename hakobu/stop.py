@@ -11,9 +11,11 @@ this event does.
 whatever Python handler is installed at that moment: while Dagster executes a run it swaps in
 its own handlers, which only record the signal and raise it inside user code (and never while
 a run waits for a pool slot). A watcher thread sets the event at the first signal, tells the
-caller (`on_signal`, e.g. to mark the run CANCELING, so Dagster ends it CANCELED), and if the
-process is still there `grace_s` later — or at a second signal — calls `on_abandon` (mark the
-run canceled, free its pool claims) and exits with 128 + the signal number.
+caller (`on_signal`, e.g. to mark the run CANCELING, so Dagster ends it CANCELED; it returns
+True when there is nothing to wind down, e.g. a run still waiting for a pool slot), and if the
+process is still there `grace_s` later — or at a second signal, or at once after such a True —
+calls `on_abandon` (mark the run canceled, free its pool claims) and exits with 128 + the
+signal number.
 """
 
 import contextlib
@@ -115,12 +117,13 @@ def on_signals(*, grace_s: float = 6.0, on_signal: Callable[[int], None] | None 
                 name = signal.Signals(sigs[0]).name
                 request(f"{name}")
                 say(f"hakobu: {name}: stopping at the next safe point (at most "
-                    f"{grace_s:.0f}s); the run is marked canceled and can be rerun")
+                    f"{grace_s:.0f}s); a rerun completes the work")
+                leave_now = False
                 if on_signal is not None:
                     with contextlib.suppress(Exception):
-                        on_signal(sigs[0])
+                        leave_now = bool(on_signal(sigs[0]))
                 deadline = time.monotonic() + grace_s
-                if len(sigs) < 2:
+                if len(sigs) < 2 and not leave_now:
                     continue
             # a second signal, or the grace period is over: give up the run, leave now
             code = exit_code()

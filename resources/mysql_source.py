@@ -138,16 +138,21 @@ class MySQLSource:
     @contextlib.contextmanager
     def _errors(self, what: str, tenant: str | None = None, table: str | None = None):
         """Turn driver errors into hakobu errors, transient or terminal, with secrets removed."""
-        from hakobu.errors import HakobuError, is_transient
+        from hakobu.errors import HakobuError, is_transient, mysql_failure
 
         try:
             yield
         except HakobuError:
             raise
         except Exception as exc:
+            where = f"{self.cluster.host}:{self.cluster.port} (cluster {self.cluster.name!r})"
+            known = mysql_failure(exc, where, self.cluster.user, self.cluster.password_env)
+            if known is not None:        # away or refused: say so, and what to do
+                known.message = self._redact(known.message)
+                known.tenant, known.table = tenant, table
+                raise known from exc
             msg = self._redact(f"{type(exc).__name__}: {exc}")
             cls = SourceUnavailable if is_transient(exc) else SourceError
-            where = f"{self.cluster.host}:{self.cluster.port} (cluster {self.cluster.name!r})"
             raise cls(f"{what} on {where} failed: {msg}", tenant=tenant, table=table,
                       hint="check that the server is reachable and the user may read"
                       if cls is SourceUnavailable else None) from exc
