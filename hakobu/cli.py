@@ -635,13 +635,16 @@ def _logging(verbose: bool, debug: bool) -> None:
     reports its outcome itself (errors: one line). Without a handler Python would print every
     WARNING through its last-resort handler."""
     logger = logging.getLogger("hakobu")
+    for h in [h for h in logger.handlers if getattr(h, "hakobu_cli", False)]:
+        logger.removeHandler(h)          # main() called again in one process (tests)
     if verbose or debug:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-        logger.addHandler(handler)
         logger.setLevel(logging.DEBUG if debug else logging.INFO)
-    elif not logger.handlers:
-        logger.addHandler(logging.NullHandler())
+    else:
+        handler = logging.NullHandler()
+    handler.hakobu_cli = True
+    logger.addHandler(handler)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -107,6 +107,20 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def _mysql_text(exc: BaseException) -> str:
+    """The driver's own message ("Can't connect to MySQL server on ..."), without the
+    wrappers' class names."""
+    seen = exc
+    for _ in range(4):
+        args = getattr(seen, "args", ())
+        if len(args) >= 2 and isinstance(args[0], int):
+            return str(args[1])
+        seen = getattr(seen, "orig", None) or seen.__cause__
+        if seen is None:
+            break
+    return _first_line(exc)
+
+
 def _mysql_errno(exc: BaseException) -> int | None:
     seen = exc
     for _ in range(4):
@@ -133,7 +147,7 @@ def mysql_failure(exc: BaseException, where: str, user: str,
                   password_env: str | None) -> "HakobuError | None":
     """A MySQL driver error that says the server is away or refused us, as such; else None."""
     code = _mysql_errno(exc)
-    short = _first_line(exc)
+    short = _mysql_text(exc)
     if code in (2002, 2003, 2005):
         return SourceUnavailable(
             f"the MySQL server at {where} does not answer ({short})",
@@ -207,7 +221,8 @@ def _environment(e: BaseException) -> "HakobuError | None":
 
 def bigquery_away(endpoint: str | None, e: BaseException | None = None) -> "DestinationUnavailable":
     what = f"the BigQuery emulator at {endpoint}" if endpoint else "BigQuery"
-    detail = f" ({_first_line(e)})" if e is not None else ""
+    reason = getattr(e, "reason", None) or e        # urllib's URLError wraps the OSError
+    detail = f" ({_first_line(reason)})" if e is not None else ""
     hint = (f"start it and export its URL: {LOCAL_HINT}; or unset HAKOBU_BIGQUERY_ENDPOINT for "
             "real BigQuery") if endpoint else "check the network (proxy, firewall) and retry"
     return DestinationUnavailable(f"{what} does not answer{detail}", hint=hint)
