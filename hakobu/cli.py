@@ -21,6 +21,7 @@ from hakobu.config import REPO_ROOT, Config, load_config
 from hakobu.errors import ConfigError, HakobuError
 
 EXIT_OK, EXIT_FAIL, EXIT_PENDING = 0, 1, 2
+LOAD_BAR_DELAY_S = 1.0      # a first load's bar appears once it has run this long
 
 
 def ensure_dagster_home() -> Path:
@@ -383,7 +384,7 @@ def cmd_load(args) -> int:
     from hakobu.progress import add_listener, remove_listener
 
     config = load_config()
-    show, close = _progress(args, delay=1.0)
+    show, close = _progress(args, delay=LOAD_BAR_DELAY_S)
     add_listener(show)
     try:
         outcome = run_load(config, args.tenant, _tables_arg(args), quiet=not args.verbose,
