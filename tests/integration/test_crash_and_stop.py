@@ -34,7 +34,8 @@ def cli_env(home: Path) -> dict:
     make_config), emulator and instance."""
     home.mkdir(exist_ok=True)
     env = dict(os.environ, DAGSTER_HOME=str(home), PYTHONPATH=str(REPO),
-               PYTHONUNBUFFERED="1")
+               PYTHONUNBUFFERED="1",
+               HAKOBU_WORK_DIR=str(home.parent / "work"))   # staging files a kill leaves
     return env
 
 
