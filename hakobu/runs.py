@@ -96,8 +96,8 @@ class Reaped:
 ACTIVE = ("NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 
 
-def dead_worker_message(run) -> str:
-    t = run.tags
+def dead_worker_message(run, tags=None) -> str:
+    t = tags or run.tags
     return (f"the process executing this run (pid {t.get(PID_TAG)} on {t.get(HOST_TAG)}) is gone: "
             "killed (SIGKILL, out of memory) or its machine lost. Marked failed and its pool "
             "claims freed by hakobu; rerun the tenant: every unit of work is idempotent, a rerun "
@@ -113,12 +113,12 @@ def reap(instance) -> list[Reaped]:
     statuses = [getattr(dg.DagsterRunStatus, s) for s in ACTIVE]
     out = []
     for run in instance.get_runs(dg.RunsFilter(statuses=statuses)):
-        if worker_alive(run.tags) is not False:
+        if worker_alive(_worker_tags(instance, run)) is not False:
             continue
         fresh = instance.get_run_by_id(run.run_id)
         if fresh is None or fresh.is_finished:
             continue
-        why = dead_worker_message(fresh)
+        why = dead_worker_message(fresh, _worker_tags(instance, fresh))
         if fresh.status == dg.DagsterRunStatus.CANCELING:
             instance.report_run_canceled(fresh, why)
         else:
@@ -129,6 +129,29 @@ def reap(instance) -> list[Reaped]:
         log.warning("run %s: %s", run.run_id, why)
     free_ended_claims(instance)
     return out
+
+
+def _worker_tags(instance, run) -> dict:
+    """The run's process tags; for a run without them (executed in process by a hakobu from
+    before they existed, or by anything else) in a SQLite instance, the pid Dagster's in-process
+    executor logged ("Executing steps in process (pid: N)"). SQLite storage is one machine's:
+    its locking does not work across hosts, so that pid is a pid of this host."""
+    if PID_TAG in run.tags:
+        return run.tags
+    from dagster._core.storage.runs import SqliteRunStorage
+
+    if not isinstance(instance.run_storage, SqliteRunStorage):
+        return run.tags
+    import dagster as dg
+
+    for record in reversed(instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)):
+        event = record.dagster_event
+        data = event.event_specific_data if event else None
+        pid = getattr(data, "metadata", {}).get("pid") if data else None
+        text = getattr(pid, "value", pid)
+        if text is not None and str(text).isdigit():
+            return {**run.tags, HOST_TAG: host(), PID_TAG: str(text)}
+    return run.tags
 
 
 def free_ended_claims(instance) -> list[str]:
