@@ -163,13 +163,17 @@ def silenced():
         yield
         return
     with _lock:
-        _users += 1
-        if _users == 1:
+        installed = True
+        if _users == 0:
             try:
                 _install()
-            except OSError:
-                _users -= 1
-                raise
+            except OSError:            # no usable fd 2 (a daemon): nothing to keep clean
+                installed = False
+        if installed:
+            _users += 1
+    if not installed:
+        yield
+        return
     try:
         yield
     finally:
