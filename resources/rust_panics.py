@@ -9,10 +9,9 @@ that then loaded fine.
 
 While at least one connectorx read runs (`silenced()`, reference counted across threads), fd 2
 is a pipe; a thread copies everything from it to the real stderr at once — partial lines too,
-so progress bars keep drawing — except a panic report, which it drops. A report is the header
-line, then the lines the hook writes with it in one burst (the message and, with
-RUST_BACKTRACE, the backtrace), up to Rust's closing `note:` line. Nothing is lost that hakobu
-does not report itself: any panic's message is in the exception.
+so progress bars keep drawing — except a panic report, which it drops (_Forwarder says how it
+knows one). Nothing is lost that hakobu does not report itself: any panic's message is in the
+exception. A panic message of several lines would show its lines after the first.
 """
 
 import contextlib
@@ -24,8 +23,9 @@ import time
 
 _HEADER = re.compile(rb"^thread '[^']*'( \(\d+\))? panicked at ")
 _FRAME = re.compile(rb"^\s+(\d+: |at )")
-_BURST_S = 0.1          # lines the hook writes together arrive within this
-_PREFIX = b"thread '"
+_NOTES = (b"note: run with `RUST_BACKTRACE", b"note: Some details are omitted")
+_STARTS = (b"thread '", b"note: ", b"stack backtrace:")
+_IDLE_S = 0.1           # a held blank line is written when nothing follows it this long
 
 _lock = threading.Lock()
 _users = 0
@@ -34,16 +34,21 @@ enabled = True          # the CLI's --debug turns it off: everything reaches the
 
 
 class _Forwarder:
-    """Copies the pipe to the saved stderr, dropping panic reports."""
+    """Copies the pipe to the saved stderr, dropping panic reports.
+
+    A report is recognised by Rust's own texts, not by timing: the header `thread '…' panicked
+    at …:` and the one message line after it; Rust's notes (`note: run with
+    `RUST_BACKTRACE=1` …`, `note: Some details are omitted …`); `stack backtrace:` and the
+    frame lines after it — the last three wherever they come, since another thread may write
+    between the parts of a report."""
 
     def __init__(self, read_fd: int, out_fd: int):
         self.read_fd, self.out_fd = read_fd, out_fd
         self.buf = b""
         self.mid_line = False          # the current line's start was already written
         self.held_blank = False        # a blank line may be the one Rust writes first
-        self.in_panic = False
+        self.message_next = False      # the line after a header is the panic's message
         self.in_backtrace = False
-        self.panic_at = 0.0
         self.thread = threading.Thread(target=self.run, name="hakobu-stderr", daemon=True)
 
     def write(self, data: bytes) -> None:
@@ -56,38 +61,28 @@ class _Forwarder:
 
     def run(self) -> None:
         while True:
-            ready, _, _ = select.select([self.read_fd], [], [], _BURST_S)
+            ready, _, _ = select.select([self.read_fd], [], [], _IDLE_S)
             if not ready:
-                self.idle()
+                self.flush_blank()     # a blank line alone for a while: just a blank line
                 continue
             try:
                 chunk = os.read(self.read_fd, 65536)
             except OSError:
                 chunk = b""
             if not chunk:
-                self.idle(final=True)
+                self.flush_blank()
+                if self.buf:
+                    self.write(self.buf)
+                    self.buf = b""
                 return
             self.feed(chunk)
-
-    def idle(self, final: bool = False) -> None:
-        """No data for a while: a panic report is over; a held blank line was just a blank."""
-        if self.in_panic and time.monotonic() - self.panic_at > _BURST_S:
-            self.in_panic = self.in_backtrace = False
-        if self.held_blank and (final or not self.in_panic):
-            self.held_blank = False
-            self.write(b"\n")
-        if final and self.buf:
-            if not self.in_panic:
-                self.write(self.buf)
-            self.buf = b""
 
     def feed(self, chunk: bytes) -> None:
         self.buf += chunk
         while b"\n" in self.buf:
             line, self.buf = self.buf.split(b"\n", 1)
             self.line(line)
-        if self.buf and not self.in_panic and (self.mid_line or not
-                                                _PREFIX.startswith(self.buf[:len(_PREFIX)])):
+        if self.buf and (self.mid_line or not _could_be_rust(self.buf)):
             self.flush_blank()
             self.write(self.buf)       # a partial line (a progress bar): now, not at its end
             self.buf = b""
@@ -103,38 +98,33 @@ class _Forwarder:
             self.mid_line = False
             self.write(line + b"\n")
             return
-        now = time.monotonic()
-        if self.in_panic:
-            if self.in_backtrace:
-                if _FRAME.match(line):
-                    self.panic_at = now
-                    return
-                self.in_backtrace = False
-                if line.startswith(b"note: "):
-                    self.in_panic = False
-                    return
-                self.in_panic = False          # the report is over: this line is not in it
-            elif line.startswith(b"stack backtrace:"):
-                self.in_backtrace, self.panic_at = True, now
+        if self.message_next:
+            self.message_next = False
+            return
+        if self.in_backtrace:
+            if _FRAME.match(line):
                 return
-            elif line.startswith(b"note: "):
-                self.in_panic = False
-                return
-            elif now - self.panic_at <= _BURST_S:
-                self.panic_at = now            # the message, written with the header
-                return
-            else:
-                self.in_panic = False
+            self.in_backtrace = False
         if _HEADER.match(line):
             self.held_blank = False            # Rust's own leading blank line
-            self.in_panic, self.in_backtrace, self.panic_at = True, False, now
+            self.message_next = True
             return
-        if line == b"" or line == b"\r":
+        if line.startswith(_NOTES):
+            return
+        if line.startswith(b"stack backtrace:"):
+            self.in_backtrace = True
+            return
+        if line in (b"", b"\r"):
             self.flush_blank()
             self.held_blank = True
             return
         self.flush_blank()
         self.write(line + b"\n")
+
+
+def _could_be_rust(partial: bytes) -> bool:
+    """A line's start that may still become part of a report: hold it until its end."""
+    return any(p.startswith(partial[:len(p)]) for p in _STARTS)
 
 
 def _install() -> None:

@@ -37,8 +37,11 @@ def run(*chunks: bytes, pause: float = 0.0) -> bytes:
 def test_reports_go_other_lines_stay():
     assert run(b"before\n", REPORT + BACKTRACE, b"after\n", pause=0.2) == b"before\nafter\n"
     assert run(b"before\n", REPORT + NOTE, b"after\n", pause=0.2) == b"before\nafter\n"
-    # a later panic in the same process has no note at all: the burst ends it
+    # a later panic in the same process has no note at all
     assert run(REPORT, b"next line\n", pause=0.3) == b"next line\n"
+    # another thread writes between the parts of a report
+    assert run(REPORT, b"ours\n", BACKTRACE, b"after\n", pause=0.05) == b"ours\nafter\n"
+    assert run(b"50%\r", REPORT, b"line\n", NOTE) == b"50%\r\nline\n"
 
 
 def test_partial_lines_pass_at_once_and_blank_lines_survive():
