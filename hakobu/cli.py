@@ -2,8 +2,12 @@
 
 Every command reads tenants/ and permissions.csv from HAKOBU_CONFIG_DIR (default: the repository
 root) and talks to BigQuery as configured by HAKOBU_BIGQUERY_ENDPOINT (unset: real BigQuery with
-application-default credentials). Loads run as Dagster materializations in the instance at
-DAGSTER_HOME (default: .local/dagster_home in the repository), so they show in `dagster dev`.
+application-default credentials; `hakobu up` keeps a local emulator running and writes what to
+export). Loads run as Dagster materializations in the instance at DAGSTER_HOME (default:
+.local/dagster_home in the repository), so they show in `dagster dev`; a load killed earlier
+never blocks the next (hakobu.runs), SIGTERM or Ctrl-C stop one within seconds (hakobu.stop).
+Every failure is one line on stderr starting "error:" that says what to do (--debug: the
+traceback); the exit codes are in `hakobu --help`.
 """
 
 import argparse
