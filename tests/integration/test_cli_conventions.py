@@ -114,6 +114,7 @@ def test_a_first_load_draws_a_progress_bar_and_an_incremental_one_does_not(
         remove_listener(record)
     assert "a/orders" in first and "400/400" in first and "rows/s" in first, first
     assert "a/orders" not in second, second
-    assert {s[0] for s in seen} == {"first load"} and seen[-1][2:] == (400, 400, True)
+    assert {s[0] for s in seen} == {"first load"}
+    assert seen[-1][2] == 400 and seen[-1][4] and seen[-1][3] > 0   # total: InnoDB's estimate
     dones = [s[2] for s in seen]
     assert dones == sorted(dones) and len(dones) >= 8       # chunks of 50
