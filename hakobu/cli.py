@@ -348,7 +348,7 @@ def _progress(args, *, delay: float = 0.0):
             bar = bars[p.table] = tqdm(total=p.total or None, unit="rows", unit_scale=True,
                                        desc=f"{p.tenant}/{p.table}", leave=True,
                                        dynamic_ncols=True, delay=delay)
-        if p.finished or (p.total and p.done > (bar.total or 0)):
+        if (p.finished and not p.failed) or (p.total and p.done > (bar.total or 0)):
             bar.total = p.done                     # the estimate was off: the rows read count
         bar.update(p.done - bar.n)
         if p.finished:

@@ -29,6 +29,7 @@ class Progress:
     started: float = field(default_factory=time.monotonic)
     finished: bool = False
     mode: str = "backfill"               # or "first load"
+    failed: bool = False                 # finished by an error or a stop, not complete
 
     @property
     def elapsed(self) -> float:
@@ -63,9 +64,13 @@ class Progress:
 
     @contextlib.contextmanager
     def finishing(self):
-        """Finished when the block ends, however it ends (the bar closes)."""
+        """Finished when the block ends, however it ends (the bar closes; `failed` when an
+        error or a stop ended it)."""
         try:
             yield self
+        except BaseException:
+            self.failed = True
+            raise
         finally:
             self.finish()
 
