@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup dev bench validate clean
+.PHONY: demo test setup dev bench validate clean up down
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -22,6 +22,13 @@ test: $(STAMP)
 
 validate: $(STAMP)
 	$(BIN)/hakobu validate
+
+# the embedded default kept running for every other command: `make up`, `source .local/env`
+up: $(STAMP)
+	$(BIN)/hakobu up
+
+down: $(STAMP)
+	$(BIN)/hakobu down
 
 dev: $(STAMP)
 	bash scripts/dev.sh

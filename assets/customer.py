@@ -26,6 +26,8 @@ import dagster as dg
 
 from hakobu.backfill import FULL_RELOAD, MODE_TAG, Progress, backfill_tenant, notify
 from hakobu.config import Config
+from hakobu.errors import explain
+from hakobu.runs import record_worker
 from hakobu.sync import TableResult, sync_tenant
 from hakobu.warehouse import enabled as warehouse_enabled
 
@@ -85,6 +87,7 @@ def build_customer_assets(config: Config, partitions: dg.StaticPartitionsDefinit
     def customer_tables(context: dg.AssetExecutionContext):
         tenant_id = context.partition_key
         tenant = config.tenant(tenant_id)
+        record_worker(context.instance, context.run)   # so a dead worker's run can be failed
         selected = context.selected_asset_keys
         cust = {k.path[-1] for k in selected if k.path[0] == "customer"}
         wh = {k.path[-1] for k in selected if k.path[0] == "warehouse"}
@@ -122,9 +125,13 @@ def build_customer_assets(config: Config, partitions: dg.StaticPartitionsDefinit
                     last[p.table] = now
                     log.info(p.line())
 
-            results = backfill_tenant(config, tenant_id, on_progress=progress, **kw)
+            run = lambda: backfill_tenant(config, tenant_id, on_progress=progress, **kw)  # noqa
         else:
-            results = sync_tenant(config, tenant_id, verify=verify, **kw)
+            run = lambda: sync_tenant(config, tenant_id, verify=verify, **kw)  # noqa: E731
+        try:
+            results = run()
+        except Exception as exc:    # the run's set-up: source, credentials, dataset
+            raise dg.Failure(description=str(explain(exc, tenant=tenant_id))) from exc
         for r in results:
             if r.ok and r.table in cust:
                 yield dg.MaterializeResult(asset_key=customer_key(r.table),

@@ -26,13 +26,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from hakobu.config import Config
 from hakobu.errors import HakobuError, LoadError, SourceUnavailable
 from hakobu.plan import NOTHING, SRC, TablePlan, max_key_below, tenant_predicate
+from hakobu.progress import (Progress, add_listener, count_sql, estimate,  # noqa: F401
+                             notify, remove_listener)
 from hakobu.sinks import Sink, build_sinks, staging
-from hakobu.sqlquote import quote_ident
 from hakobu.sync import (NO_HOOKS, Hooks, TableResult, TenantRun, _Fanout, _summarise,
                          refuse_duplicate_keys,
                          after_table, bound_utc, common_start, open_tenant_run, run_tables,
@@ -53,90 +53,8 @@ class ReconcileError(LoadError):
     """The shadow table does not hold the rows that were read; nothing was swapped."""
 
 
-@dataclass
-class Progress:
-    tenant: str
-    table: str
-    total: int | None                    # estimate: information_schema or a COUNT
-    total_basis: str = "-"
-    done: int = 0
-    started: float = field(default_factory=time.monotonic)
-    finished: bool = False
-
-    @property
-    def elapsed(self) -> float:
-        return max(time.monotonic() - self.started, 1e-9)
-
-    @property
-    def rate(self) -> float:
-        return self.done / self.elapsed
-
-    @property
-    def eta_s(self) -> float | None:
-        if not self.total or not self.rate or self.done >= self.total:
-            return None if not self.total else 0.0
-        return (self.total - self.done) / self.rate
-
-    def line(self) -> str:
-        total = f"{self.total:,}" if self.total else "?"
-        pct = f" ({min(100.0, 100 * self.done / self.total):.0f}%)" if self.total else ""
-        eta = self.eta_s
-        tail = "done" if self.finished else ("ETA ?" if eta is None else f"ETA {_dur(eta)}")
-        return (f"{self.tenant}/{self.table}: {self.done:,} / ~{total} rows{pct}, "
-                f"{self.rate:,.0f} rows/s, {tail}")
-
-
-def _dur(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else \
-        (f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s")
-
-
-# Process-wide progress listeners: the CLI registers a progress bar here, then runs the Dagster
-# job in process; the asset reports to its own log and to these.
-_listeners: list[Callable[[Progress], None]] = []
-_listeners_lock = threading.Lock()
-
-
-def add_listener(fn: Callable[[Progress], None]) -> None:
-    with _listeners_lock:
-        _listeners.append(fn)
-
-
-def remove_listener(fn: Callable[[Progress], None]) -> None:
-    with _listeners_lock:
-        if fn in _listeners:
-            _listeners.remove(fn)
-
-
-def notify(p: Progress) -> None:
-    with _listeners_lock:
-        fns = list(_listeners)
-    for fn in fns:
-        fn(p)
-
-
-def count_sql(plan: TablePlan) -> tuple[str, dict]:
-    """The cheap total for progress: a shared table's COUNT of the tenant's rows (an index range
-    on the tenant column), else the InnoDB estimate from information_schema (no scan at all)."""
-    if plan.tenant_column is not None:
-        return (f"SELECT COUNT(*) FROM {quote_ident(plan.schema)}.{quote_ident(plan.table)} "
-                f"AS {SRC} WHERE {tenant_predicate(plan)}", {})
-    return ("SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = :s "
-            "AND TABLE_NAME = :t", {"s": plan.schema, "t": plan.table})
-
-
 def estimate_rows(run: TenantRun, plan: TablePlan) -> tuple[int | None, str]:
-    sql, params = count_sql(plan)
-    try:
-        with run.gov.slot(plan.tenant, plan.table):
-            rows = run.source.query(sql, params)
-    except HakobuError as exc:
-        log.warning("%s/%s: no row estimate: %s", plan.tenant, plan.table, exc)
-        return None, "none"
-    value = rows[0][0] if rows else None
-    return (int(value) if value is not None else None,
-            "count" if plan.tenant_column else "information_schema estimate")
+    return estimate(run.source, plan, run.gov)
 
 
 def backfill_table(run: TenantRun, name: str, *, hooks: Hooks = NO_HOOKS,

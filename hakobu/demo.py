@@ -13,6 +13,7 @@ from hakobu.config import REPO_ROOT, load_config
 from hakobu.localenv.demo_data import DEMO_SCHEMAS, create_demo_data, mutate_demo_data
 from hakobu.localenv.emulator import start_emulator
 from hakobu.localenv.mariadb import ensure_mysql
+from hakobu.localenv.up import running
 
 LOCAL = REPO_ROOT / ".local"
 
@@ -30,16 +31,18 @@ def run_demo(keep_running: bool = False) -> int:
     from resources.bigquery_client import BigQuerySettings
 
     t_start = time.monotonic()
+    kept = running(LOCAL)            # `hakobu up` left the environment running: use it
     server = ensure_mysql(LOCAL / "mariadb")
     say(f"MySQL: {server.host}:{server.port} ({'private MariaDB' if server.private else 'shared'})")
     # the demo's clusters.yaml reads ${HAKOBU_MYSQL_HOST/PORT/USER}; endpoints only, no secrets
     os.environ.update(HAKOBU_MYSQL_HOST=server.host, HAKOBU_MYSQL_PORT=str(server.port),
                       HAKOBU_MYSQL_USER=server.user)
-    emu = start_emulator(LOCAL / "bqemulator")
-    os.environ["HAKOBU_BIGQUERY_ENDPOINT"] = emu.url
+    emu = None if kept else start_emulator(LOCAL / "bqemulator")
+    os.environ["HAKOBU_BIGQUERY_ENDPOINT"] = kept.emulator_url if kept else emu.url
     os.environ.setdefault("HAKOBU_BIGQUERY_RETRY_DEADLINE", "30")
     home = ensure_dagster_home()
-    say(f"BigQuery emulator: {emu.url}   Dagster instance: {home}")
+    say(f"BigQuery emulator: {os.environ['HAKOBU_BIGQUERY_ENDPOINT']}"
+        f"{' (started by `hakobu up`)' if kept else ''}   Dagster instance: {home}")
     try:
         config = load_config()
         settings = BigQuerySettings.from_env()
@@ -59,9 +62,10 @@ def run_demo(keep_running: bool = False) -> int:
             out = {}
             for tid in sorted(config.tenants):
                 t0 = time.monotonic()
-                ok, rows, error = run_load(config, tid)
-                if not ok:
-                    raise SystemExit(f"demo: tenant {tid} failed: {error}")
+                outcome = run_load(config, tid)
+                rows = outcome.rows
+                if not outcome.ok:
+                    raise SystemExit(f"demo: tenant {tid} failed: {outcome.error}")
                 for r in rows:
                     out[(tid, r["table"])] = r
                 say(f"  {tid}: {sum(int(r['rows_read']) for r in rows)} rows read in "
@@ -123,9 +127,12 @@ def run_demo(keep_running: bool = False) -> int:
             f"See the runs: DAGSTER_HOME={home} .venv/bin/dagster dev -w workspace.yaml")
         return 0 if ok1 and ok2 and only_changed else 1
     finally:
-        if keep_running:
-            say(f"Left running: emulator pid {emu.pid}"
-                + (f", MariaDB pid {server.pid}" if server.private else ""))
+        if kept:
+            say("Left running (started by `hakobu up`; `hakobu down` stops it)")
+        elif keep_running:
+            say(f"Left running: emulator pid {emu.pid} at {emu.url}"
+                + (f", MariaDB pid {server.pid}" if server.private else "")
+                + " (to keep one running for the other commands, use `hakobu up`)")
         else:
             emu.stop()
             server.stop()

@@ -89,6 +89,12 @@ class GrantConflict(GrantError):
     transient = True
 
 
+class Stopped(HakobuError):
+    """A stop was asked for (SIGTERM, Ctrl-C): the work ended at the next safe point — between
+    chunks, or before a read — with nothing half written (watermarks move only after a merge).
+    Terminal: a retry would only be stopped again."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """The single place that decides whether an error is worth retrying."""
     if isinstance(exc, HakobuError):
@@ -112,6 +118,20 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def _mysql_text(exc: BaseException) -> str:
+    """The driver's own message ("Can't connect to MySQL server on ..."), without the
+    wrappers' class names."""
+    seen = exc
+    for _ in range(4):
+        args = getattr(seen, "args", ())
+        if len(args) >= 2 and isinstance(args[0], int):
+            return str(args[1])
+        seen = getattr(seen, "orig", None) or seen.__cause__
+        if seen is None:
+            break
+    return _first_line(exc)
+
+
 def _mysql_errno(exc: BaseException) -> int | None:
     seen = exc
     for _ in range(4):
@@ -123,3 +143,102 @@ def _mysql_errno(exc: BaseException) -> int | None:
             return None
         seen = orig
     return None
+
+
+# -- expected failures of the environment, as one line each with what to do ----------------------
+
+LOCAL_HINT = "for the local embedded default run `make up`, then `source .local/env`"
+
+
+class CredentialsMissing(LoadError):
+    """No credentials for real BigQuery (HAKOBU_BIGQUERY_ENDPOINT unset, no ADC)."""
+
+
+def mysql_failure(exc: BaseException, where: str, user: str,
+                  password_env: str | None) -> "HakobuError | None":
+    """A MySQL driver error that says the server is away or refused us, as such; else None."""
+    code = _mysql_errno(exc)
+    short = _mysql_text(exc)
+    if code in (2002, 2003, 2005):
+        return SourceUnavailable(
+            f"the MySQL server at {where} does not answer ({short})",
+            hint="start it, or point the cluster at a running server (host/port in "
+                 f"tenants/clusters.yaml, e.g. HAKOBU_MYSQL_HOST/HAKOBU_MYSQL_PORT); {LOCAL_HINT}")
+    if code in (1044, 1045, 1698):
+        secret = (f"the password in ${password_env} (password_env)" if password_env
+                  else "whether the user needs a password (password_env: in clusters.yaml)")
+        return SourceError(f"the MySQL server at {where} refused user {user!r}: access denied",
+                           hint=f"check {secret} and the user's grants")
+    return None
+
+
+def explain(exc: BaseException, *, tenant: str | None = None) -> HakobuError:
+    """Any exception as a HakobuError that says what happened and what to do, decided here:
+    hakobu's own as they are; the expected failures of the environment (no BigQuery
+    credentials, an emulator or server that does not answer) by name, found anywhere in the
+    exception's causes; anything else as unexpected (a bug), named by its type."""
+    if isinstance(exc, HakobuError):
+        return exc
+    found = environment_failure(exc)
+    if found is not None:
+        found.tenant = found.tenant or tenant
+        return found
+    return HakobuError(f"unexpected {type(exc).__name__}: {_first_line(exc)}", tenant=tenant,
+                       hint="rerun with --debug for the traceback, and report it")
+
+
+def environment_failure(exc: BaseException) -> "HakobuError | None":
+    """The hakobu error, or the expected failure of the environment, that `exc` is or was
+    caused by; None for anything else."""
+    for e in _chain(exc):
+        if isinstance(e, HakobuError):
+            return e
+        found = _environment(e)
+        if found is not None:
+            return found
+    return None
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _environment(e: BaseException) -> "HakobuError | None":
+    import os
+
+    name, module = type(e).__name__, type(e).__module__
+    endpoint = os.environ.get("HAKOBU_BIGQUERY_ENDPOINT")
+    if module.startswith("google.auth"):
+        if name == "DefaultCredentialsError":
+            return CredentialsMissing(
+                "no BigQuery credentials: HAKOBU_BIGQUERY_ENDPOINT is not set, so hakobu talks "
+                "to real BigQuery, and no application-default credentials were found",
+                hint=f"{LOCAL_HINT}; for real BigQuery `gcloud auth application-default login` "
+                     "or GOOGLE_APPLICATION_CREDENTIALS=/path/to/key.json")
+        return LoadError(f"BigQuery refused the credentials: {name}: {_first_line(e)}",
+                         hint="check GOOGLE_APPLICATION_CREDENTIALS or run `gcloud auth "
+                              "application-default login` again")
+    if (module.startswith(("requests", "urllib3")) and "Connection" in name) or \
+            isinstance(e, ConnectionRefusedError):
+        return bigquery_away(endpoint, e)
+    if module.startswith(("pymysql", "sqlalchemy")):
+        return mysql_failure(e, "the configured host", "the configured user", None)
+    return None
+
+
+def bigquery_away(endpoint: str | None, e: BaseException | None = None) -> "DestinationUnavailable":
+    what = f"the BigQuery emulator at {endpoint}" if endpoint else "BigQuery"
+    reason = getattr(e, "reason", None) or e        # urllib's URLError wraps the OSError
+    detail = f" ({_first_line(reason)})" if e is not None else ""
+    hint = (f"start it and export its URL: {LOCAL_HINT}; or unset HAKOBU_BIGQUERY_ENDPOINT for "
+            "real BigQuery") if endpoint else "check the network (proxy, firewall) and retry"
+    return DestinationUnavailable(f"{what} does not answer{detail}", hint=hint)
+
+
+def _first_line(exc: BaseException | None) -> str:
+    text = str(exc).strip() if exc is not None else ""
+    return (text.splitlines() or [type(exc).__name__])[0][:300]

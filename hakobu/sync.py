@@ -310,18 +310,22 @@ def initial_load(source, plan, fan, sinks, upper, gov, res, hooks, flush, lock, 
     whole pass is merged: an interrupted initial load starts over, which the MERGE makes
     harmless."""
     from hakobu.plan import max_key_below
+    from hakobu.progress import first_load
     from resources.mysql_source import initial_splits, iter_parallel
 
     res.mode = "initial"
     top = None
+    progress = first_load(source, plan, gov)     # the CLI's bar; None when nobody listens
 
     def on_chunk(rows: int, seconds: float) -> None:
         res.chunks += 1
         res.rows_read += rows
         hooks("after_chunk", table=plan.table, rows=res.rows_read)
+        if progress is not None:
+            progress.advance(rows)
 
     parts = res.splits = initial_splits(source, plan, gov)
-    with staging(sinks):
+    with staging(sinks), (progress.finishing() if progress else contextlib.nullcontext()):
         for batch in iter_parallel(source, plan, "initial", upper, parts, on_chunk, gov):
             fan.write(batch)
             k = max_key_below(plan, batch, None)   # the pass read only cursor < upper

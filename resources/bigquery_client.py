@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from google.api_core.retry import Retry
 from google.cloud import bigquery
 
-from hakobu.errors import is_transient
+from hakobu.errors import explain, is_transient
 
 
 @dataclass(frozen=True)
@@ -43,4 +43,30 @@ def make_client(settings: BigQuerySettings, project: str | None = None) -> bigqu
         return bigquery.Client(project=project or "local",
                                credentials=AnonymousCredentials(),
                                client_options=ClientOptions(api_endpoint=settings.endpoint))
-    return bigquery.Client(project=project)
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        return bigquery.Client(project=project)
+    except DefaultCredentialsError as exc:   # the commonest first failure: say what to do
+        raise explain(exc) from exc
+
+
+def check_endpoint(settings: BigQuerySettings, timeout: float = 3.0) -> None:
+    """Fail at once, with what to do, when the emulator HAKOBU_BIGQUERY_ENDPOINT names does not
+    answer — rather than after the client's retry deadline (minutes). Real BigQuery: nothing
+    to check before the first call."""
+    if not settings.endpoint:
+        return
+    import urllib.error
+    import urllib.request
+
+    from hakobu.errors import bigquery_away
+
+    url = f"{settings.endpoint.rstrip('/')}/bigquery/v2/projects/{settings.default_project or 'local'}/datasets?maxResults=1"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return                              # it answers (an error status is still an answer)
+    except (OSError, ValueError) as exc:
+        raise bigquery_away(settings.endpoint, exc) from None

@@ -24,8 +24,8 @@ import pyarrow.parquet as pq
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
-from hakobu.errors import (DestinationUnavailable, HakobuError, LoadError, TypeChangeError,
-                           is_transient)
+from hakobu.errors import (DestinationUnavailable, HakobuError, LoadError, SchemaError,
+                           TypeChangeError, environment_failure, is_transient)
 from hakobu.sqlquote import quote_bq
 from hakobu.types import ColumnSpec
 from resources.bigquery_client import BigQuerySettings, make_client
@@ -350,6 +350,10 @@ class BigQueryDestination:
         except HakobuError:
             raise
         except Exception as exc:
+            known = environment_failure(exc)      # no credentials, emulator away: what to do
+            if known is not None:
+                known.table = known.table or table
+                raise known from exc
             cls = DestinationUnavailable if is_transient(exc) else LoadError
             raise cls(f"BigQuery {what} in {self.project}.{self.dataset} failed: "
                       f"{type(exc).__name__}: {_short(exc)}", table=table) from exc
@@ -371,7 +375,8 @@ class BigQueryDestination:
         """Create the dataset if missing; True when it was created now."""
         with self._errors("creating dataset"):
             try:
-                self.client.get_dataset(f"{self.project}.{self.dataset}", retry=self.retry)
+                self._check_location(self.client.get_dataset(f"{self.project}.{self.dataset}",
+                                                             retry=self.retry))
                 return False
             except gexc.NotFound:
                 ds = bigquery.Dataset(f"{self.project}.{self.dataset}")
@@ -379,6 +384,33 @@ class BigQueryDestination:
                 ds.labels = labels or {}
                 self.client.create_dataset(ds, exists_ok=True, retry=self.retry)
                 return True
+
+    def check_dataset(self, retry_deadline_s: float = 20.0) -> bool:
+        """Before a run (the CLI's preflight): the dataset, if it exists, is where the tenant
+        file says; BigQuery answers. True when the dataset exists."""
+        from google.api_core.retry import Retry
+
+        retry = Retry(predicate=is_transient, initial=0.5, maximum=4.0,
+                      timeout=retry_deadline_s)
+        with self._errors("reading the dataset"):
+            try:
+                ds = self.client.get_dataset(f"{self.project}.{self.dataset}", retry=retry,
+                                             timeout=10)
+            except gexc.NotFound:
+                return False
+        self._check_location(ds)
+        return True
+
+    def _check_location(self, ds) -> None:
+        """Jobs run in the tenant file's location: a dataset elsewhere would fail every one of
+        them ("not found in location ..."). Say it once, with the fix."""
+        there = (ds.location or "").lower()
+        if there and there != self.location.lower():
+            raise LoadError(f"dataset {self.project}.{self.dataset} is in location "
+                            f"{ds.location}, but the tenant file says {self.location}",
+                            hint=f"set destination.location: {ds.location} in the tenant file, "
+                                 "or move the dataset (BigQuery cannot change a dataset's "
+                                 "location: copy it to a new dataset in that location)")
 
     def columns(self, table: str) -> dict[str, LiveColumn] | None:
         """The table's columns as BigQuery has them now (lower-case name → column, with

@@ -25,6 +25,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
+from hakobu import stop as stopping
 from hakobu.config import Cluster, Table, Tenant
 from hakobu.errors import (CursorTypeError, HakobuError, SchemaError, SourceError,
                            SourceUnavailable, TypeContractError)
@@ -32,6 +33,7 @@ from hakobu.plan import (CIVIL_DATES, INT_TYPES, MAX_GAP_YEARS, MIN_DATETIME, NO
                          TablePlan, col_ref, cursor_type_problem, just_above, tenant_predicate,
                          tenant_value_problem)
 from hakobu.types import ZERO_FLAG_PREFIX, ColumnInfo, column_spec, conform, python_column
+from resources import rust_panics
 
 SESSION_INIT = "SET time_zone = '+00:00'"
 
@@ -182,16 +184,21 @@ class MySQLSource:
     @contextlib.contextmanager
     def _errors(self, what: str, tenant: str | None = None, table: str | None = None):
         """Turn driver errors into hakobu errors, transient or terminal, with secrets removed."""
-        from hakobu.errors import HakobuError, is_transient
+        from hakobu.errors import HakobuError, is_transient, mysql_failure
 
         try:
             yield
         except HakobuError:
             raise
         except Exception as exc:
+            where = f"{self.cluster.host}:{self.cluster.port} (cluster {self.cluster.name!r})"
+            known = mysql_failure(exc, where, self.cluster.user, self.cluster.password_env)
+            if known is not None:        # away or refused: say so, and what to do
+                known.message = self._redact(known.message)
+                known.tenant, known.table = tenant, table
+                raise known from exc
             msg = self._redact(f"{type(exc).__name__}: {exc}")
             cls = SourceUnavailable if is_transient(exc) else SourceError
-            where = f"{self.cluster.host}:{self.cluster.port} (cluster {self.cluster.name!r})"
             raise cls(f"{what} on {where} failed: {msg}", tenant=tenant, table=table,
                       hint="check that the server is reachable and the user may read"
                       if cls is SourceUnavailable else None) from exc
@@ -635,6 +642,7 @@ class MySQLSource:
                 cur.execute(sql)
                 names = [d[0] for d in cur.description]
                 while rows := cur.fetchmany(batch_rows):
+                    stopping.check(plan.tenant, plan.table)
                     raw = self._rows_to_table(plan, names, rows)
                     out = conform(raw, list(plan.specs))
                     if plan.zero_flag_columns:
@@ -657,25 +665,27 @@ class MySQLSource:
         Small batches: connectorx decodes ahead of the consumer, a few of them at a time."""
         import connectorx as cx
 
-        try:
-            reader = cx.read_sql(self._cx_url(), sqls if len(sqls) > 1 else sqls[0],
-                                 return_type="arrow_stream",
-                                 batch_size=min(batch_rows, STREAM_BATCH_ROWS),
-                                 pre_execution_query=[SESSION_INIT])
-            batches = iter(reader)
-            while True:
-                try:
-                    batch = next(batches)
-                except StopIteration:
-                    return
-                if batch.num_rows:
-                    yield batch
-        except HakobuError:
-            raise
-        except BaseException as exc:  # a Rust panic is a BaseException
-            if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+        with rust_panics.silenced():        # an expected panic (zero date) is not shown
+            try:
+                reader = cx.read_sql(self._cx_url(), sqls if len(sqls) > 1 else sqls[0],
+                                     return_type="arrow_stream",
+                                     batch_size=min(batch_rows, STREAM_BATCH_ROWS),
+                                     pre_execution_query=[SESSION_INIT])
+                batches = iter(reader)
+                while True:
+                    stopping.check()             # SIGTERM / Ctrl-C: leave between batches
+                    try:
+                        batch = next(batches)
+                    except StopIteration:
+                        return
+                    if batch.num_rows:
+                        yield batch
+            except HakobuError:
                 raise
-            raise self._cx_error(exc) from None
+            except BaseException as exc:  # a Rust panic is a BaseException
+                if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+                    raise
+                raise self._cx_error(exc) from None
 
     def conformed(self, plan: TablePlan, parts: list) -> pa.Table:
         """Raw batches of one query → a chunk in the table's Arrow schema (zero-date check)."""
@@ -689,8 +699,9 @@ class MySQLSource:
         import connectorx as cx
 
         try:
-            return cx.read_sql(self._cx_url(), sql, return_type="arrow",
-                               pre_execution_query=[SESSION_INIT])
+            with rust_panics.silenced():
+                return cx.read_sql(self._cx_url(), sql, return_type="arrow",
+                                   pre_execution_query=[SESSION_INIT])
         except BaseException as exc:  # a Rust panic is a BaseException (pyo3 PanicException)
             if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
                 raise
@@ -858,6 +869,7 @@ def _read_plan(source: MySQLSource, plan: TablePlan, pass_: str) -> TablePlan:
 
 def _between_chunks(handed: int, pace, plan: TablePlan) -> None:
     """After a chunk is handed on: give freed memory back now and then, let the governor pace."""
+    stopping.check(plan.tenant, plan.table)
     if handed % TRIM_EVERY == 0:
         _TRIM(0)
     if pace is not None:

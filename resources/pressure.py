@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+from hakobu import stop
 from hakobu.config import Cluster, ReadBudget
 
 log = logging.getLogger("hakobu.pressure")
@@ -237,9 +238,9 @@ class ReadGovernor:
 
     # -- the gate -------------------------------------------------------------------------
 
-    def _admit(self, wait: bool) -> bool:
+    def _admit(self, wait: bool, tenant: str = "", table: str = "") -> bool:
         """Count one more active read once the budget and the allowed concurrency admit it;
-        without `wait`, only if they do right now."""
+        without `wait`, only if they do right now. A stop (hakobu.stop) ends the wait."""
         with self._cond:
             while True:
                 self._observe_locked()
@@ -249,6 +250,7 @@ class ReadGovernor:
                     return True
                 if not wait:
                     return False
+                stop.check(tenant or None, table or None)
                 self._cond.wait(timeout=self.interval)
 
     def _release(self, held) -> None:
@@ -267,17 +269,19 @@ class ReadGovernor:
     @contextlib.contextmanager
     def slot(self, tenant: str = "", table: str = ""):
         """Hold one read slot for the duration of a keyset query."""
+        stop.check(tenant or None, table or None)    # a stop asked for: no new query
         t0 = self._clock()
         wait = self._window_wait()
         if wait > 0:
             log.info("%s: outside the read window %s, waiting %.0fs", self.name,
                      self.budget.window, wait)
-            self._sleep(wait)
-        self._admit(wait=True)
+            self._wait_window(wait, tenant, table)
+        self._admit(wait=True, tenant=tenant, table=table)
         held = None
         try:
             if self.slots is not None:
                 while (held := self.slots.try_acquire()) is None:
+                    stop.check(tenant or None, table or None)
                     self._sleep(min(self.interval, 0.05))
             self._note_wait(tenant, table, t0)
             yield
@@ -317,8 +321,17 @@ class ReadGovernor:
                 self._observe_locked()
                 if not self._paused and self._excess <= self.rate_limit * self.burst_seconds:
                     break
+                stop.check(tenant or None, table or None)
                 self._cond.wait(timeout=self.interval)
         self._note_wait(tenant, table, t0)
+
+    def _wait_window(self, seconds: float, tenant: str, table: str) -> None:
+        """Sleep until the read window opens, in steps a stop can cut short."""
+        left = seconds
+        while left > 0:
+            stop.check(tenant or None, table or None)
+            self._sleep(min(left, 1.0))
+            left -= 1.0
 
     def throttled_seconds(self, tenant: str, table: str) -> float:
         with self._cond:

@@ -166,3 +166,31 @@ def test_try_slot_widens_only_onto_a_free_slot():
     busy = gov(Script(None, 100), conns=4, slots=Taken())
     with busy.try_slot("t", "a") as ok:
         assert ok is False and busy._active == 0          # a refusal counts nothing as active
+
+
+def test_a_stop_ends_a_wait_for_a_read_slot_at_once():
+    """SIGTERM / Ctrl-C (hakobu.stop) reach reads waiting in the governor: they raise Stopped
+    instead of waiting on (the CLI stops within seconds, worker threads included)."""
+    import threading
+    import time
+
+    import pytest
+
+    from hakobu import stop
+    from hakobu.errors import Stopped
+
+    gov = ReadGovernor("c", ReadBudget(max_connections=1))
+    stop.reset()
+    try:
+        with gov.slot("t", "held"):
+            threading.Timer(0.3, stop.request, args=("SIGTERM",)).start()
+            t0 = time.monotonic()
+            with pytest.raises(Stopped, match=r"t/waiting: stopped \(SIGTERM\)"):
+                with gov.slot("t", "waiting"):
+                    pass
+            assert time.monotonic() - t0 < 2.0
+        with pytest.raises(Stopped):           # and no new read starts
+            with gov.slot("t", "next"):
+                pass
+    finally:
+        stop.reset()

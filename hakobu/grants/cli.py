@@ -7,6 +7,7 @@ Exit codes: 0 done / no changes, 1 error, 2 (`grants plan` only) changes pending
 """
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -19,23 +20,29 @@ from hakobu.grants.plan import DRIFT_POLICIES, render_plans
 EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 2
 
 
-def register(subparsers) -> None:
+def register(subparsers, **common) -> None:
+    """Add the grants commands; `common` (parents, epilog) as the main CLI's other commands."""
+    if common.get("epilog"):
+        common.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
     grants = subparsers.add_parser(
         "grants", help="plan or apply the dataset grants in permissions.csv",
         description="Diff permissions.csv against BigQuery (plan) or make BigQuery match it "
-                    "(apply). Grants added outside the CSV are drift: always reported.")
+                    "(apply). Grants added outside the CSV are drift: always reported.",
+        **common)
     actions = grants.add_subparsers(dest="grants_command", required=True, metavar="{plan,apply}")
     for name, func, text in (
             ("plan", cmd_plan, "show what apply would change; exit 0 none, 2 pending, 1 error"),
             ("apply", cmd_apply, "make every managed dataset's grants match permissions.csv")):
-        p = actions.add_parser(name, help=text, description=text)
+        p = actions.add_parser(name, help=text, description=text, **common)
         p.add_argument("--drift", choices=DRIFT_POLICIES, default="report",
                        help="grants found in BigQuery but not in the CSV: report them (default), "
                             "revert (revoke them) or adopt (write them into the CSV)")
+        if name == "plan":
+            p.add_argument("--json", action="store_true", help="machine-readable output")
         p.set_defaults(func=func)
 
     grant = subparsers.add_parser(
-        "grant", help="add a grant to permissions.csv and apply that dataset",
+        "grant", help="add a grant to permissions.csv and apply that dataset", **common,
         description="Give MEMBER the role ROLE on DATASET (replacing any other role the member "
                     "has there), write it to permissions.csv and apply that dataset.")
     grant.add_argument("dataset", metavar="DATASET", help="project.dataset (or a unique dataset "
@@ -47,7 +54,7 @@ def register(subparsers) -> None:
     grant.set_defaults(func=cmd_grant)
 
     revoke = subparsers.add_parser(
-        "revoke", help="remove a member's grants on a dataset and apply it",
+        "revoke", help="remove a member's grants on a dataset and apply it", **common,
         description="Remove every grant of MEMBER on DATASET from permissions.csv and from "
                     "BigQuery (also one added outside the CSV).")
     revoke.add_argument("dataset", metavar="DATASET")
@@ -74,9 +81,16 @@ def _fail(exc: Exception) -> int:
 
 def cmd_plan(args) -> int:
     try:
+        _preflight()
         plans, errors = plan_grants(_config(args), settings=_settings(), policy=args.drift)
     except HakobuError as exc:
         return _fail(exc)
+    pending = any(p.exists and (p.changes_pending or p.adopted) for p in plans)
+    if getattr(args, "json", False):
+        print(json.dumps({"pending": pending, "complete": not errors,
+                          "errors": [str(e) for e in errors],
+                          "datasets": [plan_as_dict(p) for p in plans]}, indent=2))
+        return EXIT_ERROR if errors else EXIT_PENDING if pending else EXIT_OK
     if plans:
         print(render_plans(plans))
     for exc in errors:
@@ -85,12 +99,30 @@ def cmd_plan(args) -> int:
         print(f"{len(errors)} dataset(s) could not be planned; the plan is incomplete",
               file=sys.stderr)
         return EXIT_ERROR
-    pending = any(p.exists and (p.changes_pending or p.adopted) for p in plans)
     return EXIT_PENDING if pending else EXIT_OK
+
+
+def plan_as_dict(p) -> dict:
+    def grants(gs):
+        return [{"role": g.role, "member": g.member} for g in gs]
+
+    return {"dataset": p.dataset, "exists": p.exists, "policy": p.policy,
+            "changes_pending": p.changes_pending, "add": grants(p.add),
+            "remove": grants(p.remove), "drift": grants(p.drift),
+            "reverted": grants(p.reverted), "adopted": grants(p.adopted),
+            "unmanaged": list(p.unmanaged)}
+
+
+def _preflight() -> None:
+    """The emulator HAKOBU_BIGQUERY_ENDPOINT names answers (else: at once, what to do)."""
+    from resources.bigquery_client import check_endpoint
+
+    check_endpoint(_settings())
 
 
 def cmd_apply(args) -> int:
     try:
+        _preflight()
         report = apply_grants(_config(args), settings=_settings(), policy=args.drift)
     except HakobuError as exc:
         return _fail(exc)

@@ -1,7 +1,7 @@
 """`make dev`: the Dagster UI on the demo's instance, with the demo's MySQL and the emulator.
 
-Starts what the embedded default needs (as the demo does), runs `dagster dev -w workspace.yaml`
-in the foreground, and stops the emulator (and a private MariaDB) when it exits.
+Uses what `hakobu up` keeps running, or starts what the embedded default needs (as the demo
+does) and stops it when `dagster dev -w workspace.yaml` (in the foreground) exits.
 """
 
 import os
@@ -13,19 +13,24 @@ from hakobu.config import REPO_ROOT
 
 
 def main(argv: list[str]) -> int:
-    from hakobu.cli import ensure_dagster_home
+    from hakobu.cli import ensure_dagster_home, open_instance
+    from hakobu.localenv.up import env_of, running
     from hakobu.localenv.emulator import start_emulator
     from hakobu.localenv.mariadb import ensure_mysql
 
     local = REPO_ROOT / ".local"
+    kept = running(local)            # `hakobu up` runs: use it, and leave it running
     server = ensure_mysql(local / "mariadb")
-    emu = start_emulator(local / "bqemulator")
+    emu = None if kept else start_emulator(local / "bqemulator")
+    url = kept.emulator_url if kept else emu.url
     home = ensure_dagster_home()
     env = {**os.environ, "HAKOBU_MYSQL_HOST": server.host, "HAKOBU_MYSQL_PORT": str(server.port),
-           "HAKOBU_MYSQL_USER": server.user, "HAKOBU_BIGQUERY_ENDPOINT": emu.url,
-           "DAGSTER_HOME": str(home)}
-    print(f"MySQL {server.host}:{server.port}, BigQuery emulator {emu.url}, DAGSTER_HOME={home}",
-          flush=True)
+           "HAKOBU_MYSQL_USER": server.user, "HAKOBU_BIGQUERY_ENDPOINT": url,
+           "DAGSTER_HOME": str(home), **(env_of(kept) if kept else {})}
+    with open_instance():            # runs a killed load left STARTED: failed, claims freed
+        pass
+    print(f"MySQL {server.host}:{server.port}, BigQuery emulator {url}"
+          f"{' (hakobu up)' if kept else ''}, DAGSTER_HOME={home}", flush=True)
     dagster = Path(sys.executable).with_name("dagster")
     try:
         return subprocess.call([str(dagster), "dev", "-w", "workspace.yaml", *argv],
@@ -33,8 +38,9 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
-        emu.stop()
-        server.stop()
+        if not kept:
+            emu.stop()
+            server.stop()
 
 
 if __name__ == "__main__":

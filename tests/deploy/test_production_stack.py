@@ -264,3 +264,75 @@ def test_daemon_sigkill_loses_no_run_and_starts_none_twice(deployment):
     seen = assert_within_limits(dep)
     print(f"\n{timeline(dep)}\ndaemon down {pause:.0f}s; ticks {[f'{t:%H:%M}' for t in times]}; "
           f"{len(finished)} nightly runs, all SUCCESS once; most at once {seen}")
+
+
+# -- 5. a killed run worker never blocks its tenant ----------------------------------------------
+
+def _started_with_worker(dep, run_id: str):
+    """The run, once its delivery step runs and has recorded its worker process."""
+    from hakobu.runs import PID_TAG
+
+    def check():
+        [rec] = records(dep.instance, [run_id])
+        run = rec.dagster_run
+        assert not run.is_finished, (run.status, dep.stack.logs())
+        return run if run.status == DagsterRunStatus.STARTED and PID_TAG in run.tags else None
+
+    return wait_for(f"run {run_id} to start its step", check, 90, 0.1, dep.stack.logs)
+
+
+def test_a_killed_run_worker_does_not_block_its_tenant(deployment):
+    """A run worker SIGKILLed mid-run, then a code server killed together with its worker:
+    each time the run is failed (by the code server, then by run monitoring through
+    hakobu.run_launcher's pid check) and the tenant's next queued run proceeds — instead of
+    waiting behind a STARTED run for max_runtime_seconds (12 h)."""
+    import os
+
+    from hakobu.runs import PID_TAG
+
+    dep, stack = deployment, deployment.stack
+    tenant = "w2"
+    timings = []
+    for how in ("worker", "code server with its worker"):
+        doomed = submit(stack, tenant)
+        run = _started_with_worker(dep, doomed)
+        nxt = submit(stack, tenant)          # waits in the queue: one run per tenant
+        t0 = time.monotonic()
+        if how == "worker":
+            os.kill(int(run.tags[PID_TAG]), signal.SIGKILL)
+        else:
+            stack.grpc.signal_group(signal.SIGKILL)
+            stack.grpc.popen.wait(10)
+            wait_for("the run worker to be gone",
+                     lambda: not _pid_alive(int(run.tags[PID_TAG])), 20, 0.2)
+            stack.start_code_server()
+            stack.wait_code_server()
+        print(f"\n{how} killed, waiting for its run to be failed", flush=True)
+        [failed] = wait_finished(dep, [doomed], 120)
+        failed_in = time.monotonic() - t0
+        assert failed.dagster_run.status == DagsterRunStatus.FAILURE, stack.logs()
+        [done] = wait_finished(dep, [nxt], 240)
+        assert done.dagster_run.status == DagsterRunStatus.SUCCESS, stack.logs()
+        timings.append(f"{how} killed: run failed {failed_in:.1f}s later, the tenant's next "
+                       f"run succeeded {time.monotonic() - t0:.1f}s later")
+    # retries of the crashed runs (run_retries) finish too, and nothing of w2 is left going
+    def settled():
+        runs = dep.instance.get_runs(RunsFilter(tags={"hakobu/tenant": tenant}))
+        return all(r.is_finished for r in runs)
+
+    wait_for("the tenant's runs to settle", settled, 240, 1.0, stack.logs)
+    print("\n" + "\n".join(timings) + "\n" + timeline(dep))
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+        return stat[stat.rindex(")") + 2] != "Z"
+    except OSError:
+        return False

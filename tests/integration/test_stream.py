@@ -130,3 +130,29 @@ def test_leaving_a_stream_early_leaves_nothing_behind(sql, schema, mysql_server)
     assert busy[0][0] == 0
     assert sum(b.num_rows for b, _ in iter_chunks(source, plan, "main", None, None)) == 3000
     source.dispose()
+
+
+def test_a_zero_date_panic_never_reaches_the_terminal(sql, schema, mysql_server, capfd,
+                                                      monkeypatch):
+    """connectorx's panic report at a zero date goes to fd 2 from Rust's panic hook; hakobu
+    handles the case (the guard), so nothing of it may reach the user — while everything else
+    written to stderr meanwhile still does, partial lines (progress bars) included."""
+    import os
+    import sys
+
+    monkeypatch.setenv("RUST_BACKTRACE", "1")      # the loudest report: a whole backtrace
+    source, plan = setup(sql, schema, mysql_server, n=100, zero_at=57, chunk=10, query=100)
+    before = os.fstat(2)
+    ids = []
+    for i, (batch, _) in enumerate(iter_chunks(source, plan, "main", None, None)):
+        ids += batch.column("id").to_pylist()
+        if i == 2:
+            print("progress 30%", end="\r", file=sys.stderr, flush=True)
+            os.write(2, b"a line of our own\n")
+    assert ids == list(range(1, 101)) and source.has_zero_dates(plan)
+    err = capfd.readouterr().err
+    assert "panicked" not in err and "backtrace" not in err.lower(), err
+    assert "RUST_BACKTRACE" not in err and "Couldn't convert" not in err, err
+    assert "progress 30%\r" in err and "a line of our own\n" in err
+    assert os.fstat(2).st_ino == before.st_ino       # stderr is itself again
+    source.dispose()
