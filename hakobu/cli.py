@@ -42,6 +42,9 @@ def cmd_validate(args) -> int:
     except ConfigError as exc:
         problems.append(str(exc))
     tables = sum(len(t.tables) for t in config.tenants.values())
+    from pipelines.build import definition_problems
+
+    problems += definition_problems(config)     # what would stop the code location loading
     if not args.offline:
         problems += check_sources(config)
     if problems:
@@ -183,7 +186,7 @@ def run_load(config: Config, tenant_id: str, tables: list[str] | None = None, *,
 
 
 def cmd_load(args) -> int:
-    config = load_config()
+    config = load_config(isolate=True)   # another tenant's broken file is not ours
     tables = [t.strip() for t in args.tables.split(",")] if args.tables else None
     ok, rows, error = run_load(config, args.tenant, tables, quiet=not args.verbose)
     print(f"{'table':<16}{'rows read':>10}{'merged':>9}{'seconds':>9}  watermark")
@@ -204,7 +207,7 @@ def cmd_backfill(args) -> int:
     from hakobu.backfill import add_listener, remove_listener
     from pipelines.build import BACKFILL
 
-    config = load_config()
+    config = load_config(isolate=True)   # another tenant's broken file is not ours
     tables = [t.strip() for t in args.tables.split(",")] if args.tables else None
     bars: dict = {}
 
@@ -256,17 +259,22 @@ def cmd_status(args) -> int:
 
     from hakobu.status import collect, render
 
-    config = load_config()
+    config = load_config(isolate=True)   # another tenant's broken file is not ours
     tenants = [t.strip() for t in args.tenants.split(",")] if args.tenants else None
     for t in tenants or []:
-        config.tenant(t)
+        if t not in {b.tenant for b in config.broken}:
+            config.tenant(t)
+    wanted = [t for t in tenants if t in config.tenants] if tenants else None
     ensure_dagster_home()
     with dg.DagsterInstance.get() as instance:
-        statuses = collect(config, instance, tenants=tenants)
+        statuses = collect(config, instance, tenants=wanted) if wanted != [] else []
+    broken = [b for b in config.broken if not tenants or b.tenant in tenants]
     if args.json:
-        print(json.dumps([s.as_dict() for s in statuses], indent=2))
+        print(json.dumps([s.as_dict() for s in statuses]
+                         + [{"tenant": b.tenant, "file": b.file,
+                             "left_out": [str(e) for e in b.errors]} for b in broken], indent=2))
     else:
-        print(render(statuses))
+        print(render(statuses, broken))
     return EXIT_OK
 
 
@@ -280,7 +288,7 @@ def cmd_verify(args) -> int:
 
     from hakobu.verify_run import render, verify_tenant
 
-    config = load_config()
+    config = load_config(isolate=True)   # another tenant's broken file is not ours
     tables = [t.strip() for t in args.tables.split(",")] if args.tables else None
     bars: dict = {}
 
