@@ -44,7 +44,7 @@ def _yaml_scalar(value: Any) -> Any:
     must be written in quotes then (converting back could not give `1e3` or `On` again)."""
     if value is not None and not isinstance(value, (str, dict, list)):
         raise ValueError(f"{value!r} was read by YAML as a {type(value).__name__}; write the "
-                         "name in quotes, e.g. '2024'")
+                         "name in quotes")
     return value
 
 
@@ -502,20 +502,14 @@ def load_tenant_file(path: Path, clusters: dict[str, Cluster],
         errors.append(ConfigError(f"{path}:1: expected a mapping with tenant, cluster, source, "
                                   "destination, schedule, deliver_by and tables"))
         return None
+    clashes = _table_name_collisions(path, data, lines)
     try:
         tenant = Tenant(**data, file=str(path))
     except ValidationError as exc:
-        errors.extend(_validation_errors(path, exc, lines))
+        errors.extend(_validation_errors(path, exc, lines) + clashes)
         return None
-    before = len(errors)
-    for bq, originals in collisions([t.name for t in tenant.tables], table_name):
-        i = next(i for i, t in enumerate(tenant.tables) if t.name == originals[-1])
-        errors.append(ConfigError(
-            f"{path}:{_line_of(lines, ('tables', i, 'name'))}: tables.{i}.name: tables "
-            f"{', '.join(repr(o) for o in originals)} would all be delivered as BigQuery table "
-            f"{bq!r} (table names are compared without case: a dataset can be "
-            "case-insensitive)", hint="deliver only one of them from this tenant file"))
-    if len(errors) > before:
+    if clashes:
+        errors.extend(clashes)
         return None
     if tenant.cluster not in clusters:
         errors.append(ConfigError(
@@ -528,6 +522,24 @@ def load_tenant_file(path: Path, clusters: dict[str, Cluster],
             f"the file name", hint=f"rename the file to {tenant.tenant}.yaml"))
         return None
     return tenant
+
+
+def _table_name_collisions(path: Path, data: dict, lines: dict) -> list[ConfigError]:
+    """Tables of one tenant file that would land in one BigQuery table (hakobu.naming, compared
+    without case: a dataset can be case-insensitive, the emulator's is). Read from the raw
+    file, so they are reported beside any other error of it."""
+    tables = data.get("tables")
+    names = [(i, t["name"]) for i, t in enumerate(tables if isinstance(tables, list) else [])
+             if isinstance(t, dict) and isinstance(t.get("name"), str)]
+    out = []
+    for bq, originals in collisions([n for _, n in names], table_name):
+        i = next(i for i, n in names if n == originals[-1])
+        out.append(ConfigError(
+            f"{path}:{_line_of(lines, ('tables', i, 'name'))}: tables.{i}.name: tables "
+            f"{', '.join(repr(o) for o in originals)} would all be delivered as BigQuery table "
+            f"{bq!r} (table names are compared without case: a dataset can be "
+            "case-insensitive)", hint="deliver only one of them from this tenant file"))
+    return out
 
 
 def load_config(root: Path | None = None, *, isolate: bool = False) -> Config:
