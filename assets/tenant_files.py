@@ -15,12 +15,12 @@ BigQuery, no run launched.
 import dagster as dg
 
 from hakobu.config import Config, load_config
-from hakobu.errors import ConfigErrors
+from hakobu.errors import ConfigError, ConfigErrors
 
 SENSOR_NAME = "tenant_files"
 
 
-class TenantFilesInvalid(Exception):
+class TenantFilesInvalid(ConfigError):
     """Raised by the sensor's tick, so the tick shows as failed with this message."""
 
 
@@ -48,7 +48,9 @@ def build_tenant_files_sensor(config: Config, interval_s: int = 300) -> dg.Senso
         found = problems(config)
         if found:
             raise TenantFilesInvalid(f"{len(found)} tenant file problem(s):\n"
-                                     + "\n".join(f"- {p}" for p in found))
+                                     + "\n".join(f"- {p}" for p in found),
+                                     hint="fix the files (`hakobu validate` lists every "
+                                          "problem), then reload the code location")
         return dg.SkipReason(f"every tenant file is valid ({len(config.tenants)} tenants)")
 
     return tenant_files
