@@ -108,8 +108,7 @@ def test_one_broken_tenant_is_reported_and_the_others_deliver_on_schedule(
     outcome = {}
     with dg.DagsterInstance.get() as instance:
         for tid in runnable:
-            ctx = dg.build_schedule_context(instance=instance,
-                                            repository_def=defs.get_repository_def())
+            ctx = dg.build_schedule_context(repository_def=defs.get_repository_def())
             [req] = defs.resolve_schedule_def(f"nightly_{tid}").evaluate_tick(ctx).run_requests
             result = job.execute_in_process(instance=instance, partition_key=req.partition_key,
                                             tags=req.tags, raise_on_error=False)
@@ -126,7 +125,7 @@ def test_one_broken_tenant_is_reported_and_the_others_deliver_on_schedule(
             with pytest.raises(dg.DagsterInvariantViolationError):
                 defs.resolve_schedule_def("nightly_c")
             with pytest.raises(TenantFilesInvalid) as exc:
-                defs.resolve_sensor_def(SENSOR_NAME)(dg.build_sensor_context(instance=instance))
+                defs.resolve_sensor_def(SENSOR_NAME)(dg.build_sensor_context())
             assert "tenant 'c' is left out" in str(exc.value)
             assert "c.yaml:14: deliver_by:" in str(exc.value)
         else:
