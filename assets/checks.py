@@ -74,7 +74,7 @@ def tonight(source, dest, plan, cmp: Comparison, gate):
 
     every = plan.verify_every
     buckets, desc = night_slice(cmp.bucketing, cmp.bucket_ids, every, night_number(),
-                                table_offset(plan.tenant, plan.table, every))
+                                table_offset(plan.tenant, plan.bq_table, every))
     return compare_content(source, dest, plan, bucketing=cmp.bucketing, buckets=buckets,
                            slice_desc=desc, gate=gate)
 

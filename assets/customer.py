@@ -27,6 +27,7 @@ import dagster as dg
 from hakobu.backfill import FULL_RELOAD, MODE_TAG, Progress, backfill_tenant, notify
 from hakobu.config import Config
 from hakobu.errors import explain
+from hakobu.naming import table_name
 from hakobu.runs import record_worker
 from hakobu.sync import TableResult, sync_tenant
 from hakobu.warehouse import enabled as warehouse_enabled
@@ -38,33 +39,46 @@ PROGRESS_EVERY_S = 10.0
 
 
 def customer_key(table: str) -> dg.AssetKey:
-    return dg.AssetKey(["customer", table])
+    """The asset of a table (its MySQL name, or its BigQuery name: the mapping is idempotent):
+    `customer/<BigQuery table name>`, a valid Dagster name whatever MySQL calls the table
+    (hakobu.naming: `ord$2024` is `customer/ord_2024_a76493`)."""
+    return dg.AssetKey(["customer", table_name(table)])
 
 
 def warehouse_key(table: str) -> dg.AssetKey:
-    return dg.AssetKey(["warehouse", table])
+    return dg.AssetKey(["warehouse", table_name(table)])
 
 
 def table_names(config: Config) -> list[str]:
-    return sorted({t.name for tenant in config.tenants.values() for t in tenant.tables})
+    """The asset-key parts (BigQuery table names) of every tenant's tables, once each."""
+    return sorted({table_name(t.name) for tenant in config.tenants.values()
+                   for t in tenant.tables})
 
 
 def tenant_partitions(config: Config) -> dg.StaticPartitionsDefinition:
     return dg.StaticPartitionsDefinition(sorted(config.tenants))
 
 
+def _origin(config: Config, part: str) -> str:
+    """` (MySQL table ord$2024)` when the asset's BigQuery name is not the MySQL name."""
+    names = sorted({t.name for tenant in config.tenants.values() for t in tenant.tables
+                    if table_name(t.name) == part and t.name != part})
+    return f" (MySQL table {', '.join(names)})" if names else ""
+
+
 def build_customer_assets(config: Config, partitions: dg.StaticPartitionsDefinition):
     specs = [dg.AssetSpec(customer_key(name), group_name=GROUP, skippable=True,
                           kinds={"mysql", "bigquery"},
-                          description=f"Table {name} in each tenant's customer dataset, "
-                                      "merged on its primary key.",
+                          description=f"Table {name}{_origin(config, name)} in each tenant's "
+                                      "customer dataset, merged on its primary key.",
                           partitions_def=partitions)
              for name in table_names(config)]
     if warehouse_enabled(config):
         w = config.warehouse
         specs += [dg.AssetSpec(warehouse_key(name), group_name=WAREHOUSE_GROUP, skippable=True,
                                kinds={"mysql", "bigquery"},
-                               description=f"Table {name} in the internal warehouse "
+                               description=f"Table {name}{_origin(config, name)} in the "
+                                           "internal warehouse "
                                            f"{w.project}.{w.dataset}: every tenant's rows with "
                                            "tenant_id, column policies applied; partition = "
                                            f"the tenant's slice, fed by the same read as "
@@ -88,10 +102,13 @@ def build_customer_assets(config: Config, partitions: dg.StaticPartitionsDefinit
         tenant_id = context.partition_key
         tenant = config.tenant(tenant_id)
         record_worker(context.instance, context.run)   # so a dead worker's run can be failed
+        # asset-key parts are BigQuery names: back to the tenant's MySQL names
+        mysql = {table_name(t.name): t.name for t in tenant.tables}
         selected = context.selected_asset_keys
-        cust = {k.path[-1] for k in selected if k.path[0] == "customer"}
-        wh = {k.path[-1] for k in selected if k.path[0] == "warehouse"}
-        wanted = {(k.asset_key.path[-1], k.name) for k in context.selected_asset_check_keys}
+        cust = {mysql.get(k.path[-1], k.path[-1]) for k in selected if k.path[0] == "customer"}
+        wh = {mysql.get(k.path[-1], k.path[-1]) for k in selected if k.path[0] == "warehouse"}
+        wanted = {(mysql.get(k.asset_key.path[-1], k.asset_key.path[-1]), k.name)
+                  for k in context.selected_asset_check_keys}
         tables = [t.name for t in tenant.tables if t.name in cust | wh]
         if not tables:
             context.log.info(f"tenant {tenant_id} delivers none of the selected tables")
@@ -114,24 +131,28 @@ def build_customer_assets(config: Config, partitions: dg.StaticPartitionsDefinit
         kw = dict(tables=tables, run_id=context.run_id[:12], on_result=result,
                   customer=bool(cust), warehouse=None if wh else False)
         verify = any(name == checks.CHECK_NAME and t in cust for t, name in wanted)
-        if full_reload:
-            log.info(f"full reload (backfill) of {tenant_id}: {', '.join(tables)}")
-            last: dict[str, float] = {}
-
-            def progress(p: Progress) -> None:
-                notify(p)
-                now = time.monotonic()
-                if p.finished or now - last.get(p.table, 0.0) >= PROGRESS_EVERY_S:
-                    last[p.table] = now
-                    log.info(p.line())
-
-            run = lambda: backfill_tenant(config, tenant_id, on_progress=progress, **kw)  # noqa
-        else:
-            run = lambda: sync_tenant(config, tenant_id, verify=verify, **kw)  # noqa: E731
         try:
-            results = run()
-        except Exception as exc:    # the run's set-up: source, credentials, dataset
-            raise dg.Failure(description=str(explain(exc, tenant=tenant_id))) from exc
+            if full_reload:
+                log.info(f"full reload (backfill) of {tenant_id}: {', '.join(tables)}")
+                last: dict[str, float] = {}
+
+                def progress(p: Progress) -> None:
+                    notify(p)
+                    now = time.monotonic()
+                    if p.finished or now - last.get(p.table, 0.0) >= PROGRESS_EVERY_S:
+                        last[p.table] = now
+                        log.info(p.line())
+
+                results = backfill_tenant(config, tenant_id, on_progress=progress, **kw)
+            else:
+                results = sync_tenant(config, tenant_id, verify=verify, **kw)
+        except Exception as exc:
+            # the tenant as a whole (its source unreachable, credentials, its dataset not
+            # writable): this tenant's run fails with the reason, in one line; other tenants'
+            # runs are their own
+            why = explain(exc, tenant=tenant_id)
+            raise dg.Failure(description=f"tenant {tenant_id} was not delivered: {why}",
+                             metadata={"tenant": tenant_id, "error": str(why)}) from exc
         for r in results:
             if r.ok and r.table in cust:
                 yield dg.MaterializeResult(asset_key=customer_key(r.table),

@@ -34,7 +34,7 @@ from hakobu.progress import (Progress, add_listener, count_sql, estimate,  # noq
                              notify, remove_listener)
 from hakobu.sinks import Sink, build_sinks, staging
 from hakobu.sync import (NO_HOOKS, Hooks, TableResult, TenantRun, _Fanout, _summarise,
-                         refuse_duplicate_keys,
+                         name_metadata, refuse_duplicate_keys,
                          after_table, bound_utc, common_start, open_tenant_run, run_tables,
                          sync_table,
                          watermark_utc, with_retries)
@@ -75,6 +75,7 @@ def backfill_table(run: TenantRun, name: str, *, hooks: Hooks = NO_HOOKS,
                                                       run.warehouse)
     if wh_error:
         res.warehouse, res.warehouse_error = "failed", wh_error
+    res.extra.update(name_metadata(plan))
     fan = _Fanout(res, sinks)
     if not plan.key_enforced:
         refuse_duplicate_keys(source, plan, gov)     # a complete read: before any shadow

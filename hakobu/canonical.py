@@ -52,8 +52,9 @@ HASH_RE = r"^[0-9a-f]{64}$"
 
 @dataclass(frozen=True)
 class Part:
-    """One delivered column as the digest sees it: the source column (its spec) and the name it
-    has in the BigQuery table; `hashed`: a warehouse hash column."""
+    """One delivered column as the digest sees it: the source column (its spec, read on MySQL by
+    its MySQL name) and the name it has in the BigQuery table (hakobu.naming: `my col` is
+    `my_col_7a2881` there); `hashed`: a warehouse hash column."""
 
     spec: ColumnSpec
     dest_name: str
@@ -181,8 +182,9 @@ def _zone(zone: str) -> str:
 
 def bq_text(spec: ColumnSpec, name: str | None = None, alias: str = "", *,
             raw_binary: bool = False) -> str:
-    """The same canonical text, of the delivered BigQuery column."""
-    c = bq_col(name or spec.name, alias)
+    """The same canonical text, of the delivered BigQuery column (`name`, by default the
+    column's BigQuery name: spec.bq_name)."""
+    c = bq_col(name or spec.bq_name, alias)
     k = _kind(spec)
     if k == "json":
         return f"IF({c} IS NULL, NULL, TO_JSON_STRING({c}))"

@@ -66,7 +66,7 @@ from hakobu.canonical import bq_col, bq_key_text, key_comparable, my_key_text
 from hakobu.errors import HakobuError, LoadError, SchemaError, SourceError, SourceUnavailable
 from hakobu.plan import SRC, TablePlan, col_ref, keyset_after, to_source_value
 from hakobu.sqlquote import mysql_literal, quote_ident
-from hakobu.types import INT_TYPES, ColumnSpec, zero_flag_select
+from hakobu.types import INT_TYPES, ColumnSpec, to_dest, zero_flag_select
 
 DEFAULT_BUCKET_ROWS = 4000
 REPAIR_GROUP_ROWS = 500_000      # source keys held (and staged) at once during a repair
@@ -246,15 +246,20 @@ def _bq_bucket(plan: TablePlan, b: Bucketing, alias: str = "") -> str:
         return f"MOD({_bq_hash(plan, alias)}, {int(b.modulus)})"
     if b.mode == "count":
         return "0"
-    c, k = _bq_col(b.column, alias), int(b.shift)
+    c, k = _bq_range(plan, b, alias), int(b.shift)
     if b.unsigned:   # NUMERIC(20, 0): shift the two halves around 2^63 separately (k >= 1)
         return (f"IF({c} >= BIGNUMERIC '{TWO_63}', (CAST({c} - BIGNUMERIC '{TWO_63}' AS INT64)"
                 f" >> {k}) + {TWO_63 >> k}, CAST({c} AS INT64) >> {k})")
     return f"IF({c} < 0, -1 - ((-1 - {c}) >> {k}), {c} >> {k})"
 
 
+def _bq_range(plan: TablePlan, b: Bucketing, alias: str = "") -> str:
+    """The range column in BigQuery (b.column is its MySQL name)."""
+    return _bq_col(plan.bq(b.column), alias)
+
+
 def _bq_signed64(plan: TablePlan, b: Bucketing, alias: str = "") -> str:
-    c = _bq_col(b.column, alias)
+    c = _bq_range(plan, b, alias)
     if b.unsigned:
         return f"CAST(IF({c} >= BIGNUMERIC '{TWO_63}', {c} - BIGNUMERIC '{TWO_64}', {c}) AS INT64)"
     return c
@@ -280,7 +285,7 @@ def dest_aggregate_sql(plan: TablePlan, b: Bucketing, table_ref: str,
     """The same (bucket, rows, sum, xor) over the BigQuery table: a customer table holds one
     tenant; in a shared table `dest_slice` (a condition on alias T) selects the tenant's rows."""
     if b.mode == "int":
-        agg = (f"SUM(CAST({_bq_col(b.column, 'T')} AS BIGNUMERIC)) AS s, "
+        agg = (f"SUM(CAST({_bq_range(plan, b, 'T')} AS BIGNUMERIC)) AS s, "
                f"BIT_XOR({_bq_signed64(plan, b, 'T')}) AS x")
     elif b.mode == "count":
         agg = "0 AS s, 0 AS x"
@@ -294,7 +299,7 @@ def dest_aggregate_sql(plan: TablePlan, b: Bucketing, table_ref: str,
 def _bq_scope(plan: TablePlan, b: Bucketing, buckets: list[int], alias: str) -> str:
     """BigQuery condition selecting the rows of the given buckets."""
     if b.mode in ("int", "prefix"):
-        c = _bq_col(b.column, alias)
+        c = _bq_range(plan, b, alias)
         return "(" + " OR ".join(f"{c} BETWEEN {_bq_num(lo)} AND {_bq_num(hi)}"
                                  for lo, hi in _ranges(b, buckets)) + ")"
     return f"{_bq_bucket(plan, b, alias)} IN ({', '.join(str(int(x)) for x in buckets)})"
@@ -437,7 +442,7 @@ def compare_table(source, dest, plan: TablePlan, *, bucket_rows: int = DEFAULT_B
     BigQuery table when it is not named like the source table. A destination with a `scope`
     (a shared table, e.g. the warehouse) is compared on that tenant's slice only.
     """
-    table = table or plan.table
+    table = table or plan.bq_table
     table_ref = dest.ref(table)
     dest_slice = _dest_slice(dest)
     dest_exists = dest.table_schema(table) is not None
@@ -446,7 +451,8 @@ def compare_table(source, dest, plan: TablePlan, *, bucket_rows: int = DEFAULT_B
     distinct = probe.mode == "prefix"
     stats = None
     if dest_exists:
-        row = dest.rows(dest_stats_sql(table_ref, column, distinct, dest_slice))[0]
+        row = dest.rows(dest_stats_sql(table_ref, column and plan.bq(column), distinct,
+                                       dest_slice))[0]
         if int(row["n"]):
             stats = (int(row["n"]), row.get("lo"), row.get("hi"), row.get("d"))
     if stats is None:
@@ -556,19 +562,20 @@ def _repair_group(source, dest, plan: TablePlan, name: str, b: Bucketing,
     # in the warehouse (tenant_id STRING there, the source's discriminator here)
     kcols = list(key_columns(plan))
     pk_specs = [plan.spec(k) for k in kcols]
-    keys = _read_source_keys(source, plan, b, buckets, index, stats, gate).select(kcols)
+    keys = to_dest(_read_source_keys(source, plan, b, buckets, index, stats, gate), pk_specs)
+    bcols = [s.bq_name for s in pk_specs]
     table = dest.ref(name)
     # the tenant in the name: in a shared dataset another tenant's repair may run meanwhile
     stg_name = f"{STAGING}{plan.tenant}_{name}_{tag}"[:1024]
     stg = dest.ref(stg_name)
-    cols = ", ".join(f"{_bq_col(s.name)} {s.staging_bq_type}" for s in pk_specs)
+    cols = ", ".join(f"{_bq_col(s.bq_name)} {s.staging_bq_type}" for s in pk_specs)
     dest.sql(f"DROP TABLE IF EXISTS {stg}", table=name)
     dest.sql(f"CREATE TABLE {stg} ({cols}) OPTIONS(expiration_timestamp=TIMESTAMP_ADD("
              "CURRENT_TIMESTAMP(), INTERVAL 2 DAY))", table=name)
     try:
         if keys.num_rows:
             _load(dest, plan, stg_name, keys)
-        match = " AND ".join(f"{_bq_col(k, 'S')} = {_bq_col(k, 'T')}" for k in kcols)
+        match = " AND ".join(f"{_bq_col(k, 'S')} = {_bq_col(k, 'T')}" for k in bcols)
         scope = _bq_scope(plan, b, buckets, "T")
         dest_slice = _dest_slice(dest)
         if dest_slice:
@@ -585,7 +592,7 @@ def _repair_group(source, dest, plan: TablePlan, name: str, b: Bucketing,
         if doomed:
             job = dest.sql(f"DELETE FROM {table} T WHERE {gone}", table=name)
             stats.rows_deleted += job.num_dml_affected_rows or 0
-        sel = ", ".join(_bq_col(k, "S") for k in kcols)
+        sel = ", ".join(_bq_col(k, "S") for k in bcols)
         missing = dest.rows(f"SELECT {sel} FROM {stg} S WHERE NOT EXISTS (SELECT 1 FROM "
                             f"{table} T WHERE {scope} AND {match})")
         stats.rows_missing += len(missing)
@@ -706,22 +713,22 @@ def read_by_keys(source, plan: TablePlan, keys: list[tuple], gate=None, on_query
 def _merge_missing(source, dest, plan: TablePlan, target: str, missing: list[dict],
                    stats: RepairStats, gate, tag: str) -> int:
     """Re-read the source rows BigQuery lacks, by key, and MERGE them (as a sync would)."""
-    from hakobu.types import arrow_schema
+    from hakobu.types import dest_schema
 
-    keys = [tuple(to_source_value(plan.spec(k), r[k]) if k in r else plan.tenant_value
-                  for k in plan.primary_key) for r in missing]
+    keys = [tuple(to_source_value(plan.spec(k), r[plan.bq(k)]) if plan.bq(k) in r
+                  else plan.tenant_value for k in plan.primary_key) for r in missing]
 
     def counted() -> None:
         stats.source_queries += 1
 
     merged = 0
-    with dest.staging_file(target, arrow_schema(list(plan.specs))) as sf:
+    with dest.staging_file(target, dest_schema(list(plan.specs))) as sf:
         for batch in read_by_keys(source, plan, keys, gate, on_query=counted):
-            sf.write(batch)
+            sf.write(to_dest(batch, list(plan.specs)))
         path = sf.close()
         if path is not None:
-            m = dest.merge(target, [path], list(plan.specs), list(plan.primary_key),
-                           run_id=f"cks_{tag}")
+            m = dest.merge(target, [path], list(plan.specs),
+                           [plan.bq(k) for k in plan.primary_key], run_id=f"cks_{tag}")
             merged = m.rows_staged
     return merged
 

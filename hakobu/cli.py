@@ -59,6 +59,9 @@ def cmd_validate(args) -> int:
     except ConfigError as exc:
         problems.append(str(exc))
     tables = sum(len(t.tables) for t in config.tenants.values())
+    from pipelines.build import definition_problems
+
+    problems += definition_problems(config)     # what would stop the code location loading
     if not args.offline:
         problems += check_sources(config)
     where = "files only" if args.offline else "files and sources"
@@ -387,7 +390,7 @@ def cmd_load(args) -> int:
     """Deliver one tenant now; a bar per table for first loads that take a while."""
     from hakobu.progress import add_listener, remove_listener
 
-    config = load_config()
+    config = load_config(isolate=True)   # another tenant's broken file is not ours
     show, close = _progress(args, delay=LOAD_BAR_DELAY_S)
     add_listener(show)
     try:
@@ -410,7 +413,7 @@ def cmd_backfill(args) -> int:
     from hakobu.progress import add_listener, remove_listener
     from pipelines.build import BACKFILL
 
-    config = load_config()
+    config = load_config(isolate=True)   # another tenant's broken file is not ours
     show, close = _progress(args)
     add_listener(show)
     try:
@@ -434,16 +437,21 @@ def cmd_status(args) -> int:
     from the Dagster instance only (no source or BigQuery access)."""
     from hakobu.status import collect, render
 
-    config = load_config()
+    config = load_config(isolate=True)   # another tenant's broken file is not ours
     tenants = [t.strip() for t in args.tenants.split(",")] if args.tenants else None
     for t in tenants or []:
-        config.tenant(t)
+        if t not in {b.tenant for b in config.broken}:
+            config.tenant(t)
+    wanted = [t for t in tenants if t in config.tenants] if tenants else None
     with open_instance() as instance:
-        statuses = collect(config, instance, tenants=tenants)
+        statuses = collect(config, instance, tenants=wanted) if wanted != [] else []
+    broken = [b for b in config.broken if not tenants or b.tenant in tenants]
     if args.json:
-        print(json.dumps([s.as_dict() for s in statuses], indent=2))
+        print(json.dumps([s.as_dict() for s in statuses]
+                         + [{"tenant": b.tenant, "file": b.file,
+                             "left_out": [str(e) for e in b.errors]} for b in broken], indent=2))
     else:
-        print(render(statuses))
+        print(render(statuses, broken))
     return EXIT_OK
 
 
@@ -455,7 +463,7 @@ def cmd_verify(args) -> int:
     0 only if the repair made every table equal)."""
     from hakobu.verify_run import render, verify_tenant
 
-    config = load_config()
+    config = load_config(isolate=True)   # another tenant's broken file is not ours
     tables = _tables_arg(args)
     for t in tables or []:
         config.tenant(args.tenant).table(t)

@@ -20,9 +20,11 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
+                      ValidationError, field_validator, model_validator)
 
 from hakobu.errors import ConfigError, ConfigErrors
+from hakobu.naming import collisions, table_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLUSTERS_FILE = "clusters.yaml"
@@ -35,8 +37,36 @@ _TENANT_ID = r"^[a-z][a-z0-9_]{0,62}$"
 _BQ_DATASET = r"^[A-Za-z0-9_]{1,1024}$"
 _BQ_PROJECT = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$"
 Identifier = Annotated[str, Field(pattern=_IDENT, max_length=64)]
-# a column as MySQL names it: only ever compared with reflected names and quoted, never pasted
-ColumnName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^`\x00]+$")]
+
+
+def _yaml_scalar(value: Any) -> Any:
+    """YAML reads `2024`, `1e3`, `on` or `null` unquoted as a number, a bool or nothing: a name
+    must be written in quotes then (converting back could not give `1e3` or `On` again)."""
+    if value is not None and not isinstance(value, (str, dict, list)):
+        raise ValueError(f"{value!r} was read by YAML as a {type(value).__name__}; write the "
+                         "name in quotes")
+    return value
+
+
+def _mysql_name(value: str) -> str:
+    """MySQL's own rules for a table or column name: 1 to 64 characters of the Basic
+    Multilingual Plane but NUL, not ending in a space. Nothing else is refused here: the source
+    quotes every name (quote_ident) and BigQuery gets the name hakobu.naming gives it."""
+    if not 1 <= len(value) <= 64:
+        raise ValueError(f"{value!r}: MySQL names have 1 to 64 characters")
+    if "\x00" in value or any(ord(c) > 0xFFFF for c in value):
+        raise ValueError(f"{value!r}: MySQL names cannot hold NUL or characters outside the "
+                         "Basic Multilingual Plane (such as emoji)")
+    if value.endswith(" "):
+        raise ValueError(f"{value!r}: MySQL names cannot end with a space")
+    return value
+
+
+# a table or column as MySQL names it: only ever compared with reflected names and quoted on
+# the source, mapped for BigQuery (hakobu.naming), never pasted
+MySQLName = Annotated[str, BeforeValidator(lambda v: _yaml_scalar(v)),
+                      AfterValidator(_mysql_name)]
+ColumnName = MySQLName
 
 
 def config_dir() -> Path:
@@ -112,7 +142,7 @@ class Source(_Model):
     """Where a tenant's rows live: its own schema, or shared tables with a discriminator column."""
 
     schema_: Identifier = Field(alias="schema")
-    tenant_column: Identifier | None = None
+    tenant_column: ColumnName | None = None
     tenant_value: int | str | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -158,11 +188,18 @@ class Schedule(_Model):
 
         if not croniter.is_valid(value) or len(value.split()) != 5:
             raise ValueError(f"{value!r} is not a 5-field cron expression (e.g. '0 2 * * *')")
+        # what Dagster's ScheduleDefinition refuses on top (dagster._utils.schedules): a
+        # schedule it refuses would stop the whole code location from loading
+        expanded, *_ = croniter.expand(value)
+        if len(expanded) != 5:
+            raise ValueError(f"{value!r} is not a 5-field cron expression (e.g. '0 2 * * *')")
+        if expanded[3] == [2] and len(expanded[2]) == 1 and expanded[2][0] in {30, 31}:
+            raise ValueError(f"{value!r} never runs: February has no day {expanded[2][0]}")
         return value
 
 
 class Table(_Model):
-    name: Identifier
+    name: MySQLName                   # any MySQL name; its BigQuery name: hakobu.naming
     primary_key: list[ColumnName] | None = None
     cursor: ColumnName | None = None
     exclude: list[ColumnName] = []
@@ -170,7 +207,7 @@ class Table(_Model):
     query_rows: int | None = Field(default=None, ge=1, le=10_000_000)
     without_primary_key: Literal["refuse", "replace"] = "refuse"
     zero_dates: Literal["to_null", "fail"] | None = None
-    export_sensitive: list[Identifier] = []
+    export_sensitive: list[ColumnName] = []
     verify_every: int | None = Field(default=None, ge=1, le=366)   # default: the cluster's
 
     @model_validator(mode="after")
@@ -235,8 +272,8 @@ class Warehouse(_Model):
     location: str = "US"
     enabled: bool = True
     hash_key_env: str = Field(default="HAKOBU_WAREHOUSE_HASH_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$")
-    drop_columns: list[Identifier] = []
-    hash_columns: list[Identifier] = []
+    drop_columns: list[ColumnName] = []
+    hash_columns: list[ColumnName] = []
 
 
 @dataclass(frozen=True)
@@ -255,6 +292,19 @@ class ManagedDataset:
 
 
 @dataclass(frozen=True)
+class BrokenTenant:
+    """A tenant file left out of a Config loaded with `isolate=True`, and why (every error with
+    its file and line). The tenant id is the file's name: the file itself may not say."""
+
+    tenant: str
+    file: str
+    errors: tuple[ConfigError, ...]
+
+    def describe(self) -> str:
+        return "; ".join(str(e) for e in self.errors)
+
+
+@dataclass(frozen=True)
 class Config:
     root: Path
     clusters: dict[str, Cluster]
@@ -264,6 +314,8 @@ class Config:
     # tenant id → {key path: line} of its file, so later checks (hakobu validate against the
     # sources) can still name the line they are about
     lines: dict[str, dict[tuple, int]] = field(default_factory=dict, compare=False, repr=False)
+    # tenant files left out (load_config(isolate=True)); empty in a strict load
+    broken: tuple[BrokenTenant, ...] = ()
 
     def where(self, tenant_id: str, *loc) -> str:
         """`file:line` of a key of a tenant's file, e.g. where('a', 'tables', 0, 'primary_key')
@@ -303,6 +355,12 @@ class Config:
         try:
             return self.tenants[tenant_id]
         except KeyError:
+            for b in self.broken:
+                if b.tenant == tenant_id:
+                    raise ConfigErrors([ConfigError(
+                        f"tenant {tenant_id!r} is left out: {b.file} is invalid",
+                        hint="fix the file (`hakobu validate` lists every problem); the other "
+                             "tenants are not affected"), *b.errors]) from None
             raise ConfigError(f"unknown tenant {tenant_id!r}",
                               hint=f"tenants in {self.root / 'tenants'}: "
                                    f"{', '.join(sorted(self.tenants)) or '(none)'}") from None
@@ -444,10 +502,14 @@ def load_tenant_file(path: Path, clusters: dict[str, Cluster],
         errors.append(ConfigError(f"{path}:1: expected a mapping with tenant, cluster, source, "
                                   "destination, schedule, deliver_by and tables"))
         return None
+    clashes = _table_name_collisions(path, data, lines)
     try:
         tenant = Tenant(**data, file=str(path))
     except ValidationError as exc:
-        errors.extend(_validation_errors(path, exc, lines))
+        errors.extend(_validation_errors(path, exc, lines) + clashes)
+        return None
+    if clashes:
+        errors.extend(clashes)
         return None
     if tenant.cluster not in clusters:
         errors.append(ConfigError(
@@ -462,38 +524,86 @@ def load_tenant_file(path: Path, clusters: dict[str, Cluster],
     return tenant
 
 
-def load_config(root: Path | None = None) -> Config:
-    """Load and validate every file under root/tenants; raise ConfigErrors listing all problems."""
+def _table_name_collisions(path: Path, data: dict, lines: dict) -> list[ConfigError]:
+    """Tables of one tenant file that would land in one BigQuery table (hakobu.naming, compared
+    without case: a dataset can be case-insensitive, the emulator's is). Read from the raw
+    file, so they are reported beside any other error of it."""
+    tables = data.get("tables")
+    names = [(i, t["name"]) for i, t in enumerate(tables if isinstance(tables, list) else [])
+             if isinstance(t, dict) and isinstance(t.get("name"), str)]
+    out = []
+    for bq, originals in collisions([n for _, n in names], table_name):
+        i = next(i for i, n in names if n == originals[-1])
+        out.append(ConfigError(
+            f"{path}:{_line_of(lines, ('tables', i, 'name'))}: tables.{i}.name: tables "
+            f"{', '.join(repr(o) for o in originals)} would all be delivered as BigQuery table "
+            f"{bq!r} (table names are compared without case: a dataset can be "
+            "case-insensitive)", hint="deliver only one of them from this tenant file"))
+    return out
+
+
+def load_config(root: Path | None = None, *, isolate: bool = False) -> Config:
+    """Load and validate every file under root/tenants; raise ConfigErrors listing all problems.
+
+    With `isolate` (the Dagster code location, `hakobu status`, the commands about one tenant)
+    a problem of a tenant file leaves that tenant out instead (`Config.broken`, each with its
+    errors), so one tenant's broken file never takes the other tenants' schedules down. A
+    conflict between tenant files (one dataset for two tenants, two tenants reading the same
+    rows) leaves out every tenant involved: which file is wrong cannot be known, and
+    delivering either could put one customer's rows in another's dataset. Problems of the
+    shared files (clusters.yaml, warehouse.yaml, datasets.yaml) fail closed — ConfigErrors,
+    whatever `isolate` says: every tenant depends on them, and without warehouse.yaml hakobu
+    could not even tell a customer's dataset from the warehouse's."""
     root = Path(root) if root else config_dir()
     tdir = root / "tenants"
-    errors: list[ConfigError] = []
     if not tdir.is_dir():
         raise ConfigErrors([ConfigError(f"{tdir}: no tenants directory",
                                         hint="set HAKOBU_CONFIG_DIR to a directory with tenants/")])
-    clusters = _load_clusters(tdir / CLUSTERS_FILE, errors)
+    cluster_errors: list[ConfigError] = []
+    clusters = _load_clusters(tdir / CLUSTERS_FILE, cluster_errors)
+    files: dict[str, list[ConfigError]] = {}    # tenant file → its own errors
     tenants: dict[str, Tenant] = {}
     all_lines: dict[str, dict[tuple, int]] = {}
     for path in sorted(tdir.glob("*.y*ml")):
         if path.name in RESERVED_FILES or path.suffix not in {".yaml", ".yml"}:
             continue
         lines: dict[tuple, int] = {}
-        tenant = load_tenant_file(path, clusters, errors, lines)
+        errs = files.setdefault(str(path), [])
+        tenant = load_tenant_file(path, clusters, errs, lines)
         if tenant is None:
             continue
         if tenant.tenant in tenants:
-            errors.append(ConfigError(f"{path}:1: tenant {tenant.tenant!r} is also defined in "
-                                      f"{tenants[tenant.tenant].file}"))
+            err = ConfigError(f"{path}:1: tenant {tenant.tenant!r} is also defined in "
+                              f"{tenants[tenant.tenant].file}")
+            errs.append(err)
+            files[tenants[tenant.tenant].file].append(err)
             continue
         tenants[tenant.tenant] = tenant
         all_lines[tenant.tenant] = lines
-    warehouse = _load_single(tdir / WAREHOUSE_FILE, "warehouse", Warehouse, errors)
-    tenants = _check_datasets(tenants, all_lines, warehouse, tdir / WAREHOUSE_FILE, errors)
-    _check_shared_sources(tenants, all_lines, clusters, errors)
-    extras = _load_list(tdir / DATASETS_FILE, "datasets", ExtraDataset, errors)
-    if errors:
-        raise ConfigErrors(errors)
-    return Config(root=root, clusters=clusters, tenants=tenants, warehouse=warehouse,
-                  extra_datasets=tuple(extras), lines=all_lines)
+    warehouse_errors: list[ConfigError] = []
+    warehouse = _load_single(tdir / WAREHOUSE_FILE, "warehouse", Warehouse, warehouse_errors)
+    conflicts: list[tuple[ConfigError, set[str]]] = []      # (error, the tenants involved)
+    own_datasets = _check_datasets(tenants, all_lines, warehouse, tdir / WAREHOUSE_FILE,
+                                   conflicts)
+    _check_shared_sources(own_datasets, all_lines, clusters, conflicts)
+    _check_table_names(own_datasets, all_lines, warehouse, conflicts)
+    dataset_errors: list[ConfigError] = []
+    extras = _load_list(tdir / DATASETS_FILE, "datasets", ExtraDataset, dataset_errors)
+    shared = cluster_errors + warehouse_errors + dataset_errors
+    own = list(dict.fromkeys(e for errs in files.values() for e in errs))
+    if shared or (not isolate and (own or conflicts)):
+        raise ConfigErrors(cluster_errors + own + warehouse_errors + [e for e, _ in conflicts]
+                           + dataset_errors)
+    for err, involved in conflicts:
+        for tid in sorted(involved):
+            files[tenants[tid].file].append(err)
+    broken = tuple(BrokenTenant(Path(f).stem, f, tuple(dict.fromkeys(errs)))
+                   for f, errs in files.items() if errs)
+    left_out = {b.file for b in broken}
+    kept = {t: x for t, x in tenants.items() if x.file not in left_out}
+    return Config(root=root, clusters=clusters, tenants=kept, warehouse=warehouse,
+                  extra_datasets=tuple(extras), lines={t: all_lines[t] for t in kept},
+                  broken=broken)
 
 
 def _load_single(path: Path, key: str, model: type[_Model], errors: list[ConfigError]):
@@ -541,11 +651,15 @@ def _dataset_key(project: str, dataset: str) -> tuple[str, str]:
     return project.lower(), dataset.lower()
 
 
+Conflicts = list[tuple[ConfigError, set[str]]]    # an error and the tenants it involves
+
+
 def _check_datasets(tenants: dict[str, Tenant], lines: dict[str, dict], warehouse: "Warehouse | None",
-                    warehouse_file: Path, errors: list[ConfigError]) -> dict[str, Tenant]:
+                    warehouse_file: Path, conflicts: Conflicts) -> dict[str, Tenant]:
     """Every tenant has its own customer dataset, which is not the internal warehouse's either:
     a shared dataset would show one customer another's tables (and the warehouse's tables have
-    the customers' table names). The second tenant of a pair is refused."""
+    the customers' table names). The error is reported on the second tenant of a pair, and
+    involves both; the tenants left are returned (for the next check)."""
     seen: dict[tuple[str, str], str] = {}
     wh = _dataset_key(warehouse.project, warehouse.dataset) if warehouse else None
     kept = {}
@@ -554,25 +668,51 @@ def _check_datasets(tenants: dict[str, Tenant], lines: dict[str, dict], warehous
         key = _dataset_key(d.project, d.dataset)
         at = f"{t.file}:{_line_of(lines[t.tenant], ('destination', 'dataset'))}"
         if key == wh:
-            errors.append(ConfigError(
+            conflicts.append((ConfigError(
                 f"{at}: destination.dataset: {d.project}.{d.dataset} is the internal warehouse's "
                 f"dataset ({warehouse_file})", tenant=None,
                 hint="give the tenant a dataset of its own; the warehouse holds every tenant's "
-                     "rows"))
+                     "rows"), {t.tenant}))
             continue
         if key in seen:
             other = tenants[seen[key]]
             same = "" if (other.destination.dataset == d.dataset) else \
                 f" ({other.destination.dataset!r}: BigQuery may take names differing only in " \
                 "case for one)"
-            errors.append(ConfigError(
+            conflicts.append((ConfigError(
                 f"{at}: destination.dataset: {d.project}.{d.dataset} is already the dataset of "
                 f"tenant {seen[key]!r} in {other.file}{same}",
-                hint="every tenant needs its own customer dataset"))
+                hint="every tenant needs its own customer dataset"), {seen[key], t.tenant}))
             continue
         seen[key] = t.tenant
         kept[t.tenant] = t
     return kept
+
+
+def _check_table_names(tenants: dict[str, Tenant], lines: dict[str, dict],
+                       warehouse: "Warehouse | None", conflicts: Conflicts) -> None:
+    """Different MySQL table names of different tenants must not share a BigQuery name: the
+    Dagster asset `customer/<name>` (and, with the warehouse, its one table of every tenant's
+    rows) would mix two tables. Compared exactly (asset keys), and without case when the
+    warehouse is enabled (a dataset can be case-insensitive: the emulator's is). Within one
+    tenant file the same is checked already (load_tenant_file)."""
+    fold = warehouse is not None and warehouse.enabled
+    seen: dict[str, tuple[str, Tenant]] = {}          # BigQuery name → (first original, tenant)
+    for t in tenants.values():
+        for i, table in enumerate(t.tables):
+            bq = table_name(table.name)
+            key = bq.lower() if fold else bq
+            first = seen.setdefault(key, (table.name, t))
+            if first[0] == table.name:
+                continue
+            other = first[1]
+            conflicts.append((ConfigError(
+                f"{t.file}:{_line_of(lines[t.tenant], ('tables', i, 'name'))}: tables.{i}.name: "
+                f"table {table.name!r} and table {first[0]!r} of tenant {other.tenant!r} "
+                f"({other.file}) would be one BigQuery table {bq!r}"
+                + (" (the warehouse compares table names without case)" if fold else ""),
+                hint="name the table as the other tenant does, if it is the same table; else "
+                     "deliver only one of them"), {t.tenant, other.tenant}))
 
 
 def _shared_value_key(value: Any) -> tuple[str, Any]:
@@ -585,12 +725,13 @@ def _shared_value_key(value: Any) -> tuple[str, Any]:
 
 
 def _check_shared_sources(tenants: dict[str, Tenant], lines: dict[str, dict],
-                          clusters: dict[str, Cluster], errors: list[ConfigError]) -> None:
+                          clusters: dict[str, Cluster], conflicts: Conflicts) -> None:
     """No two tenants may read the same rows. Tenants reading one schema of one server (by
     host and port: two cluster names may point at one server; schema names compared without
     case) are refused unless all of them are told apart by the same tenant column, with values
     of one type (MySQL compares `'1x' = 1` as true) that differ even under a case-insensitive,
-    PAD SPACE collation ('acme', 'ACME' and 'acme ' are one value there)."""
+    PAD SPACE collation ('acme', 'ACME' and 'acme ' are one value there). Every tenant of
+    the schema is involved, except where two values are equal (those two)."""
     groups: dict[tuple, list[Tenant]] = {}
     for t in tenants.values():
         c = clusters.get(t.cluster)
@@ -605,23 +746,24 @@ def _check_shared_sources(tenants: dict[str, Tenant], lines: dict[str, dict],
             continue
         first = members[0]
         names = ", ".join(repr(m.tenant) for m in members)
+        everyone = {m.tenant for m in members}
         whole = [m for m in members if not m.source.shared]
         for m in whole:
             others = ", ".join(repr(o.tenant) for o in members if o is not m)
-            errors.append(ConfigError(
+            conflicts.append((ConfigError(
                 f"{at(m, 'source', 'schema')}: source.schema: tenant {m.tenant!r} reads the whole "
                 f"schema {m.source.schema_!r}, which tenant(s) {others} read too",
                 hint="a schema shared by several tenants needs tenant_column and tenant_value "
-                     "in every one of their files"))
+                     "in every one of their files"), everyone))
         if whole:
             continue
         columns = {m.source.tenant_column.lower() for m in members}
         if len(columns) > 1:
-            errors.append(ConfigError(
+            conflicts.append((ConfigError(
                 f"{at(first, 'source', 'tenant_column')}: source.tenant_column: tenants {names} "
                 f"share schema {first.source.schema_!r} but tell their rows apart by different "
                 f"columns ({', '.join(sorted(columns))}): a row could belong to several",
-                hint="use the same tenant_column in every tenant of the schema"))
+                hint="use the same tenant_column in every tenant of the schema"), everyone))
             continue
         ints = [m for m in members if isinstance(m.source.tenant_value, int)]
         strs = [m for m in members if isinstance(m.source.tenant_value, str)]
@@ -630,14 +772,15 @@ def _check_shared_sources(tenants: dict[str, Tenant], lines: dict[str, dict],
             odd, rest = (ints, strs) if len(ints) < len(strs) else (strs, ints)
             kind, other = ("an integer", "strings") if odd is ints else ("a string", "integers")
             for m in odd:
-                errors.append(ConfigError(
+                conflicts.append((ConfigError(
                     f"{at(m, 'source', 'tenant_value')}: source.tenant_value: "
                     f"{m.source.tenant_value!r} is {kind} where tenant(s) "
                     f"{', '.join(repr(o.tenant) for o in rest)} of schema "
                     f"{first.source.schema_!r} use {other}; MySQL compares '1x' = 1 and "
                     "'01' = 1 as true, so the tenants' rows could mix",
                     hint="write every tenant's value in the tenant column's type: integers "
-                         "unquoted for an integer column, all quoted for a string column"))
+                         "unquoted for an integer column, all quoted for a string column"),
+                    everyone))
             continue
         seen: dict[tuple, Tenant] = {}
         for m in members:
@@ -646,10 +789,11 @@ def _check_shared_sources(tenants: dict[str, Tenant], lines: dict[str, dict],
                 o = seen[key]
                 how = "the same value" if o.source.tenant_value == m.source.tenant_value else \
                     "values equal under a case-insensitive or PAD SPACE collation"
-                errors.append(ConfigError(
+                conflicts.append((ConfigError(
                     f"{at(m, 'source', 'tenant_value')}: source: tenants {o.tenant!r} "
                     f"({o.file}) and {m.tenant!r} read the same rows: tenant_value "
                     f"{o.source.tenant_value!r} and {m.source.tenant_value!r} are {how}",
-                    hint="give each tenant its own schema, or its own tenant_value"))
+                    hint="give each tenant its own schema, or its own tenant_value"),
+                    {o.tenant, m.tenant}))
                 continue
             seen[key] = m

@@ -81,6 +81,17 @@ class TablePlan:
         object.__setattr__(self, "spec_by_name", {s.name: s for s in self.specs})
 
     @property
+    def bq_table(self) -> str:
+        """The BigQuery table (and Dagster asset-key part) it lands in (hakobu.naming)."""
+        from hakobu.naming import table_name
+
+        return table_name(self.table)
+
+    def bq(self, name: str) -> str:
+        """The BigQuery name of one of the plan's columns."""
+        return self.spec(name).bq_name
+
+    @property
     def rows_per_query(self) -> int:
         """The LIMIT of one keyset query. Its result streams to the client and is handed on in
         chunks of chunk_rows as it arrives, so the server and the client work at the same time

@@ -28,8 +28,9 @@ import pyarrow as pa
 
 from hakobu.config import Secret, Table, Warehouse
 from hakobu.errors import ConfigError, SchemaError
+from hakobu.naming import column_name
 from hakobu.plan import TablePlan
-from hakobu.types import ColumnSpec, arrow_schema
+from hakobu.types import ColumnSpec, dest_schema
 
 # -- credentials-like columns -------------------------------------------------------------------
 
@@ -136,13 +137,14 @@ class ColumnPolicy:
 
     @classmethod
     def of(cls, table: Table | None, warehouse: Warehouse | None = None) -> "ColumnPolicy":
+        """The lists hold MySQL names; the columns asked about are BigQuery's, so each name is
+        held in both forms (hakobu.naming: `my col` is the BigQuery column `my_col_7a2881`)."""
         hashed = {c.lower() for c in warehouse.hash_columns} if warehouse else set()
         return cls(
-            excluded=frozenset(c.lower() for c in table.exclude) if table else frozenset(),
-            released=frozenset(c.lower() for c in table.export_sensitive) if table
-            else frozenset(),
-            dropped=frozenset(c.lower() for c in warehouse.drop_columns
-                              if c.lower() not in hashed) if warehouse else frozenset())
+            excluded=_both(table.exclude) if table else frozenset(),
+            released=_both(table.export_sensitive) if table else frozenset(),
+            dropped=_both(c for c in warehouse.drop_columns if c.lower() not in hashed)
+            if warehouse else frozenset())
 
     def customer_removal(self, name: str, bq_type: str | None = None) -> str | None:
         """A column of the customer's table that must go, with its values. `bq_type`: the
@@ -168,6 +170,11 @@ class ColumnPolicy:
         """A warehouse column this tenant no longer delivers while others may: only this
         tenant's values go."""
         return "excluded in the tenant file" if name.lower() in self.excluded else None
+
+
+def _both(names: Iterable[str]) -> frozenset[str]:
+    """Lower-case MySQL names and the BigQuery names they are delivered under."""
+    return frozenset(x.lower() for c in names for x in (c, column_name(c)))
 
 
 def _temporal(bq_type: str | None) -> str | None:
@@ -240,11 +247,11 @@ class WarehouseTable:
     """How one tenant's table lands in the warehouse: columns, merge key, the per-batch change."""
 
     tenant: str
-    table: str
+    table: str                           # the BigQuery table (hakobu.naming)
     specs: tuple[ColumnSpec, ...]        # delivered columns (hashed ones as STRING)
-    hashed: frozenset[str]
+    hashed: frozenset[str]               # MySQL names
     source_names: tuple[str, ...]        # the customer plan's column each spec is read from
-    primary_key: tuple[str, ...]         # (tenant_id, *source primary key)
+    primary_key: tuple[str, ...]         # (tenant_id, *source primary key), BigQuery names
     bucket: int
 
     @property
@@ -253,7 +260,7 @@ class WarehouseTable:
 
     @property
     def schema(self) -> pa.Schema:
-        return arrow_schema(list(self.specs)).append(
+        return dest_schema(list(self.specs)).append(
             pa.field(TENANT_COLUMN, pa.large_string())).append(pa.field(BUCKET_COLUMN, pa.int64()))
 
     def convert(self, batch: pa.Table, hasher: "Hasher | None") -> pa.Table:
@@ -297,11 +304,11 @@ def warehouse_table(plan: TablePlan, warehouse: Warehouse) -> WarehouseTable:
                     hint="take it out of drop_columns in tenants/warehouse.yaml (the warehouse "
                          "merges on the key)")
             continue
-        if low == TENANT_COLUMN or low == BUCKET_COLUMN:
+        if s.bq_name.lower() in (TENANT_COLUMN, BUCKET_COLUMN):
             raise SchemaError(
                 f"column {s.name!r} collides with the warehouse's own {TENANT_COLUMN!r} column",
                 tenant=plan.tenant, table=plan.table,
-                hint=f"add {s.name} to drop_columns (or hash_columns) in tenants/warehouse.yaml")
+                hint=f"add {s.name} to drop_columns in tenants/warehouse.yaml")
         if low in hashed:
             if s.name in key:
                 # the warehouse merges, and hakobu.checksums compares, on the source's key values
@@ -315,9 +322,9 @@ def warehouse_table(plan: TablePlan, warehouse: Warehouse) -> WarehouseTable:
             hashed_names.add(s.name)
         specs.append(s)
         names.append(s.name)
-    return WarehouseTable(tenant=plan.tenant, table=plan.table, specs=tuple(specs),
+    return WarehouseTable(tenant=plan.tenant, table=plan.bq_table, specs=tuple(specs),
                           hashed=frozenset(hashed_names), source_names=tuple(names),
-                          primary_key=(TENANT_COLUMN, *key),
+                          primary_key=(TENANT_COLUMN, *(plan.bq(k) for k in key)),
                           bucket=tenant_bucket(plan.tenant))
 
 

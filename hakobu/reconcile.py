@@ -63,14 +63,14 @@ def source_rows(source: MySQLSource, plan: TablePlan) -> dict[tuple, tuple]:
 
 
 def dest_rows(dest: BigQueryDestination, plan: TablePlan) -> tuple[dict[tuple, tuple], int, int]:
-    names = [s.name for s in plan.specs]
+    names = [s.bq_name for s in plan.specs]          # the columns under their BigQuery names
     sel = ", ".join(f"TO_JSON_STRING(`{n}`) AS `{n}`" if s.bq_type == "JSON" else f"`{n}`"
                     for n, s in zip(names, plan.specs))
-    rows = dest.rows(f"SELECT {sel} FROM {dest.ref(plan.table)}")
+    rows = dest.rows(f"SELECT {sel} FROM {dest.ref(plan.bq_table)}")
     out, dupes = {}, 0
     for r in rows:
         row = tuple(_norm(r[n]) for n in names)
-        key = tuple(row[names.index(k)] for k in plan.primary_key)
+        key = tuple(row[names.index(plan.bq(k))] for k in plan.primary_key)
         dupes += key in out
         out[key] = row
     return out, dupes, len(rows)

@@ -23,16 +23,20 @@ from hakobu.config import Table
 from hakobu.errors import HakobuError
 from hakobu.plan import TablePlan
 from hakobu.policy import ColumnPolicy, Hasher, WarehouseTable, export_plan, withheld_columns
-from hakobu.types import ColumnSpec, arrow_schema
+from hakobu.types import ColumnSpec, dest_schema, to_dest
 from resources.bigquery_dest import (CLUSTERABLE, SHADOW_PREFIX, BigQueryDestination, Evolution,
-                                     MergeStats, Watermark, base_type)
+                                     MergeStats, Watermark, base_type, source_notes)
 from resources.warehouse_dest import needs_refill
 
 log = logging.getLogger("hakobu.sinks")
 
 
 class Sink:
-    """One destination table fed by the shared read."""
+    """One destination table fed by the shared read.
+
+    Names: `table` and `key` are BigQuery names; `specs` are the plan's column specs, whose
+    `bq_name` is each column's BigQuery name (hakobu.naming). Batches arrive as read, under
+    the MySQL names, and are renamed here, at the edge that writes for BigQuery (`convert`)."""
 
     kind = "customer"
     critical = True
@@ -58,17 +62,17 @@ class Sink:
 
     @property
     def schema(self) -> pa.Schema:
-        return arrow_schema(self.specs)
+        return dest_schema(self.specs)
 
     @property
     def columns(self) -> list[str]:
-        return [s.name for s in self.specs] + [n for n, _ in self.extra]
+        return [s.bq_name for s in self.specs] + [n for n, _ in self.extra]
 
     def convert(self, batch: pa.Table) -> pa.Table:
-        return batch
+        return to_dest(batch, self.specs)
 
     def cluster_by(self) -> list[str]:
-        types = {s.name: s.bq_type for s in self.specs} | dict(self.extra)
+        types = {s.bq_name: s.bq_type for s in self.specs} | dict(self.extra)
         return [c for c in self.key if base_type(types[c]) in CLUSTERABLE][:4]
 
     def fail(self, exc: BaseException) -> None:
@@ -150,6 +154,7 @@ class Sink:
 
     def replace(self, files: list[Path], *, run_id: str) -> MergeStats:
         stats = self.dest.replace(self.table, files, self.specs, run_id=run_id)
+        self.dest.describe_columns(self.table, source_notes(self.specs))   # lost by the CTAS
         self._count(stats)
         return stats
 
@@ -180,6 +185,7 @@ class Sink:
         self.dest.sql(f"CREATE OR REPLACE TABLE {self.dest.ref(self.table)}"
                       + (f" CLUSTER BY {', '.join(f'`{c}`' for c in cluster)}" if cluster else "")
                       + f" AS SELECT * FROM {self.dest.ref(self.shadow)}", table=self.table)
+        self.dest.describe_columns(self.table, source_notes(self.specs))   # lost by the CTAS
         self.drop_shadow()
 
     def drop_shadow(self) -> None:
@@ -198,7 +204,7 @@ class WarehouseSink(Sink):
 
     @property
     def forms(self) -> dict[str, str]:
-        return {s.name: "hmac" if s.name in self.wt.hashed else "clear" for s in self.specs}
+        return {s.bq_name: "hmac" if s.name in self.wt.hashed else "clear" for s in self.specs}
 
     def _evolve(self, swapping: bool = False) -> None:
         """The shared table takes this tenant's columns (WarehouseDestination.ensure_table): a
@@ -277,7 +283,8 @@ def build_sinks(plan: TablePlan, table: Table, customer: BigQueryDestination | N
     sinks: list[Sink] = []
     incremental = exported.cursor is not None and not exported.full_replace
     if customer is not None:
-        sinks.append(Sink(customer, plan.table, list(exported.specs), list(exported.primary_key),
+        sinks.append(Sink(customer, plan.bq_table, list(exported.specs),
+                          [exported.bq(k) for k in exported.primary_key],
                           tenant=plan.tenant, policy=ColumnPolicy.of(table),
                           incremental=incremental))
     wh_error = None

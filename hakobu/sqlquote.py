@@ -24,6 +24,26 @@ def quote_bq(*parts: str) -> str:
     return "`" + ".".join(parts) + "`"
 
 
+_BQ_ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def bq_string(text: str) -> str:
+    """A BigQuery string literal holding `text` exactly: backslashes, quotes and line breaks
+    escaped, other control characters as \\xHH (everything else is UTF-8, as BigQuery reads
+    query texts)."""
+    if "\x00" in text:
+        raise ValueError(f"a NUL cannot be written in a BigQuery string literal: {text!r}")
+    out = []
+    for ch in text:
+        if ch in _BQ_ESCAPES:
+            out.append(_BQ_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return "'" + "".join(out) + "'"
+
+
 def mysql_literal(value) -> str:
     """Render a typed Python value as a MySQL literal. Strings go as hex, so nothing in them
     can end the literal."""

@@ -12,7 +12,11 @@ sources or BigQuery, so it answers in a second even when a cluster is down:
 - predicted finish: the run in progress (or the next one) plus the median duration of the
   tenant's recent successful `nightly` runs;
 - margin: the deadline that run must meet − the predicted finish (negative: it will be late);
-- last deadline: met (with the margin) or missed (by how much), as the deadline check says.
+- last deadline: met (with the margin) or missed (by how much), as the deadline check says;
+- the latest `nightly` run, when it failed: when, and why (an unreachable source, a dataset that
+  cannot be written: the step's failure message);
+- tenant files left out of the configuration (hakobu.config.load_config(isolate=True)): each
+  with its file, line and error — that tenant is neither scheduled nor delivered.
 """
 
 import datetime as dt
@@ -30,7 +34,10 @@ NIGHTLY_JOB = "nightly"
 
 
 def customer_key(table: str) -> dg.AssetKey:
-    return dg.AssetKey(["customer", table])
+    """The same key as assets.customer.customer_key (hakobu.naming: a valid Dagster name)."""
+    from hakobu.naming import table_name
+
+    return dg.AssetKey(["customer", table_name(table)])
 
 
 def _ts(seconds: float) -> dt.datetime:
@@ -79,6 +86,8 @@ class TenantStatus:
     deadline: dt.datetime
     margin_s: float | None
     last_deadline: str
+    last_run_failed: dt.datetime | None = None   # the latest nightly run failed, at
+    last_run_error: str | None = None
 
     def as_dict(self) -> dict:
         out = {}
@@ -131,10 +140,41 @@ def tenant_status(instance: dg.DagsterInstance, tenant: Tenant, now: dt.datetime
         last_dl = f"missed by {human(max(v.late_s for v in late))}"
     else:
         last_dl = f"MISSED, not delivered ({human(max(v.late_s for v in late))} so far)"
+    failed_at, error = last_failure(instance, tenant.tenant)
     return TenantStatus(tenant.tenant, tenant.schedule.timezone, len(tenant.tables),
                         len(delivered), last, min(lags) if lags else None,
                         max(fresh) if fresh and last else None, nxt, running_since,
-                        finish, len(durations), median, deadline, margin, last_dl)
+                        finish, len(durations), median, deadline, margin, last_dl,
+                        failed_at, error)
+
+
+def last_failure(instance: dg.DagsterInstance, tenant_id: str
+                 ) -> tuple[dt.datetime | None, str | None]:
+    """(when, why) the tenant's latest finished nightly run failed; (None, None) if it did not."""
+    runs = instance.get_run_records(
+        filters=dg.RunsFilter(job_name=NIGHTLY_JOB, tags={"dagster/partition": tenant_id},
+                              statuses=[dg.DagsterRunStatus.SUCCESS,
+                                        dg.DagsterRunStatus.FAILURE]), limit=1)
+    if not runs or runs[0].dagster_run.status != dg.DagsterRunStatus.FAILURE:
+        return None, None
+    rec = runs[0]
+    when = _ts(rec.end_time) if rec.end_time else None
+    why = "run failed"
+    for ev in instance.all_logs(rec.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        data = ev.dagster_event.step_failure_data if ev.dagster_event else None
+        err = data.error if data else None
+        if err is not None:
+            why = _failure_text(err)
+            break
+    return when, why
+
+
+def _failure_text(err) -> str:
+    """The user's failure message (a dg.Failure's description, or the error in the step)."""
+    while err.cause is not None and "Error occurred while executing" in err.message:
+        err = err.cause
+    text = err.message.strip().splitlines()
+    return text[0][:300] if text else "run failed"
 
 
 def collect(config: Config, instance: dg.DagsterInstance, now: dt.datetime | None = None,
@@ -154,7 +194,7 @@ def zone_of(name: str):
     return ZoneInfo(name)
 
 
-def render(statuses: list[TenantStatus]) -> str:
+def render(statuses: list[TenantStatus], broken=()) -> str:
     head = (f"{'tenant':<10}{'zone':<18}{'last delivery':<15}{'wm lag':>8}{'stale':>8}  "
             f"{'next run':<13}"
             f"{'predicted':<13}{'deadline':<13}{'margin':>8}  last deadline")
@@ -171,6 +211,12 @@ def render(statuses: list[TenantStatus]) -> str:
         lines.append(f"{s.tenant:<10}{s.zone:<18}{last:<15}{lag:>8}{stale:>8}  {nxt:<13}"
                      f"{pred:<13}"
                      f"{_at(s.deadline, s.zone):<13}{margin:>8}  {s.last_deadline}")
+    for s in statuses:
+        if s.last_run_error:
+            lines.append(f"{s.tenant}: the latest nightly run FAILED "
+                         f"{_at(s.last_run_failed, s.zone)}: {s.last_run_error}")
+    for b in broken:
+        lines.append(f"{b.tenant}: LEFT OUT (not scheduled, not delivered): {b.describe()}")
     lines.append("times in each tenant's schedule zone; wm lag = now − newest watermark; "
                  "stale = now − the instant every table is complete to; predicted = start + "
                  f"median of the last {RECENT_RUNS} successful nightly runs; "

@@ -173,6 +173,7 @@ def sync_table(source: MySQLSource, dest: BigQueryDestination | None, tenant: Te
         plan or source.plan_table(tenant, table_cfg), table_cfg, dest, warehouse)
     if wh_error:
         res.warehouse, res.warehouse_error = "failed", wh_error
+    res.extra.update(name_metadata(plan))
     fan = _Fanout(res, sinks)
     gov = governor or ReadGovernor.unlimited()
     lock = state_lock or threading.Lock()
@@ -277,6 +278,14 @@ def sync_table(source: MySQLSource, dest: BigQueryDestination | None, tenant: Te
     res.throttled_s = gov.throttled_seconds(tenant.tenant, table_name)
     res.duration_s = time.monotonic() - t0
     return res
+
+
+def name_metadata(plan: TablePlan) -> dict:
+    """Where the table landed in BigQuery, and the columns delivered under another name than
+    MySQL's (hakobu.naming), for the materialization: the original names stay findable."""
+    renamed = [f"{s.name} → {s.bq_name}" for s in plan.specs if s.renamed]
+    return {"bigquery_table": plan.bq_table, "mysql_table": plan.table,
+            "columns_renamed": "; ".join(renamed) or "-"}
 
 
 def refuse_duplicate_keys(source: MySQLSource, plan: TablePlan, gov: ReadGovernor) -> None:
@@ -582,7 +591,7 @@ def open_tenant_run(config: Config, tenant_id: str, *, tables: list[str] | None,
             _grant_new_dataset(config, dest)
         dest.ensure_state_table()
         dest.drop_stale_staging()
-        dest.prefetch_watermarks(list(run.plans))
+        dest.prefetch_watermarks([p.bq_table for p in run.plans.values()])
         run.dest = dest
     if warehouse is not False:
         run.warehouse = open_warehouse(config, tenant, settings, work_dir(),

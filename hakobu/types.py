@@ -65,10 +65,25 @@ class ColumnSpec:
     zero_guarded: bool = False
     datetime_as_timestamp: bool = False
     source_timezone: str = "UTC"
+    # The BigQuery column this column lands in (hakobu.naming.column_name of the MySQL name,
+    # unless given): everything written for BigQuery — the staged Arrow/Parquet schema, DDL,
+    # MERGE and checksum SQL — says bq_name; everything read from MySQL says name, quoted.
+    bq_name: str = ""
+
+    def __post_init__(self):
+        if not self.bq_name:
+            from hakobu.naming import column_name
+
+            object.__setattr__(self, "bq_name", column_name(self.info.name))
 
     @property
     def name(self) -> str:
         return self.info.name
+
+    @property
+    def renamed(self) -> bool:
+        """The column has another name in BigQuery than in MySQL (hakobu.naming)."""
+        return self.bq_name != self.info.name
 
     @property
     def plain_sql(self) -> str:
@@ -162,7 +177,19 @@ def zero_flag_select(spec: ColumnSpec, index: int) -> str:
 
 
 def arrow_schema(specs: list[ColumnSpec]) -> pa.Schema:
+    """The table's Arrow schema as read (MySQL names): what the readers produce."""
     return pa.schema([pa.field(s.name, s.arrow_type, nullable=True) for s in specs])
+
+
+def dest_schema(specs: list[ColumnSpec]) -> pa.Schema:
+    """The same columns under their BigQuery names: what is staged for BigQuery."""
+    return pa.schema([pa.field(s.bq_name, s.arrow_type, nullable=True) for s in specs])
+
+
+def to_dest(batch: pa.Table, specs: list[ColumnSpec]) -> pa.Table:
+    """A batch as read (MySQL names) under the BigQuery names of `specs`, in their order."""
+    return pa.Table.from_arrays([batch.column(s.name) for s in specs],
+                                schema=dest_schema(specs))
 
 
 def conform(raw: pa.Table, specs: list[ColumnSpec]) -> pa.Table:

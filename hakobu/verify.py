@@ -103,8 +103,8 @@ def parts_of(plan: TablePlan, sink=None) -> list[Part]:
     its columns, hashed ones marked, dropped ones absent). Float values only by NULL-ness."""
     wt = getattr(sink, "wt", None)
     if wt is None:
-        return [Part(s, s.name) for s in plan.specs]
-    return [Part(plan.spec(src), spec.name, hashed=src in wt.hashed)
+        return [Part(s, s.bq_name) for s in plan.specs]
+    return [Part(plan.spec(src), spec.bq_name, hashed=src in wt.hashed)
             for spec, src in zip(wt.specs, wt.source_names)]
 
 
@@ -240,7 +240,7 @@ def compare_content(source, dest, plan: TablePlan, *, table: str | None = None, 
     """Compare the content of `buckets` (None: all) of the tenant's table; drill into the
     differing ones row by row. Read-only."""
     t0 = time.monotonic()
-    table = table or plan.table
+    table = table or plan.bq_table
     parts = parts_of(plan, sink)
     b = bucketing or _bucketing(source, dest, plan, table, gate)
     cmp = ContentComparison(table, b, buckets, slice_desc=slice_desc)
@@ -276,7 +276,8 @@ def _bucketing(source, dest, plan: TablePlan, table: str, gate) -> Bucketing:
     distinct = probe.mode == "prefix"
     row = None
     if dest.table_schema(table) is not None:
-        row = dest.rows(dest_stats_sql(dest.ref(table), column, distinct, _dest_slice(dest)))[0]
+        row = dest.rows(dest_stats_sql(dest.ref(table), column and plan.bq(column), distinct,
+                                       _dest_slice(dest)))[0]
         row = (int(row["n"]), row.get("lo"), row.get("hi"), row.get("d")) if int(row["n"]) \
             else None
     if row is None:

@@ -4,6 +4,7 @@ import dagster as dg
 
 from assets.customer import GROUP, WAREHOUSE_GROUP, build_customer_assets, tenant_partitions
 from assets.deadlines import build_deadline_sensor
+from assets.tenant_files import build_tenant_files_sensor
 from hakobu.backfill import FULL_RELOAD, MODE_TAG
 from hakobu.config import Config
 
@@ -37,7 +38,7 @@ def build_definitions(config: Config) -> dg.Definitions:
     schedules = [tenant_schedule(config, t, nightly) for t in sorted(config.tenants)]
     assets: list = [customer]
     jobs: list = [nightly, backfill]
-    sensors: list = [build_deadline_sensor(config)]
+    sensors: list = [build_deadline_sensor(config), build_tenant_files_sensor(config)]
     try:
         from assets.grants import GRANTS_ASSETS, GRANTS_JOBS, GRANTS_SENSORS
     except ImportError:
@@ -47,6 +48,29 @@ def build_definitions(config: Config) -> dg.Definitions:
         jobs += GRANTS_JOBS
         sensors += GRANTS_SENSORS
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors)
+
+
+def definition_problems(config: Config) -> list[str]:
+    """What would stop the code location from loading, found by building it (`hakobu validate`
+    runs this after its own checks, which name file and line for everything known to go wrong:
+    this is the net under them). A failure is traced to the tenant file whose tenant alone
+    cannot be built, when there is one."""
+    import dataclasses
+
+    try:
+        dg.Definitions.validate_loadable(build_definitions(config))
+        return []
+    except Exception as exc:                      # noqa: BLE001 — reported, with the file
+        whole = f"{type(exc).__name__}: {exc}"
+    out = []
+    for tid, tenant in sorted(config.tenants.items()):
+        alone = dataclasses.replace(config, tenants={tid: tenant})
+        try:
+            dg.Definitions.validate_loadable(build_definitions(alone))
+        except Exception as exc:                  # noqa: BLE001
+            out.append(f"{tenant.file}:1: the Dagster code location would not load: "
+                       f"{type(exc).__name__}: {exc}")
+    return out or [f"the Dagster code location would not load: {whole}"]
 
 
 def run_tags(config: Config, tenant_id: str) -> dict[str, str]:

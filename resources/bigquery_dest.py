@@ -26,7 +26,8 @@ from google.cloud import bigquery
 
 from hakobu.errors import (DestinationUnavailable, HakobuError, LoadError, SchemaError,
                            TypeChangeError, environment_failure, is_transient)
-from hakobu.sqlquote import quote_bq
+from hakobu.naming import source_note
+from hakobu.sqlquote import bq_string, quote_bq
 from hakobu.types import ColumnSpec
 from resources.bigquery_client import BigQuerySettings, make_client
 
@@ -372,7 +373,10 @@ class BigQueryDestination:
     # -- datasets and tables --------------------------------------------------------------
 
     def ensure_dataset(self, labels: dict | None = None) -> bool:
-        """Create the dataset if missing; True when it was created now."""
+        """Create the dataset if missing; True when it was created now. A dataset that exists
+        in another location than the tenant file says is refused before anything is written
+        (every query and load job runs in the configured location, where BigQuery would not
+        find it): this tenant stops, with the fix; the others are not concerned."""
         with self._errors("creating dataset"):
             try:
                 self._check_location(self.client.get_dataset(f"{self.project}.{self.dataset}",
@@ -437,15 +441,24 @@ class BigQueryDestination:
         columns a policy now withholds (`remove` gives the reason) are dropped with the values
         delivered before, other columns no longer delivered stay, a decimal whose precision or
         scale grew is widened in place, and any other type change stops this table with a
-        TypeChangeError before anything is altered."""
-        columns = [(s.name, s.bq_type) for s in specs] + list(extra) + [(SYNCED_AT, "TIMESTAMP")]
+        TypeChangeError before anything is altered. A column whose BigQuery name is not its
+        MySQL name (hakobu.naming) is created with the MySQL name as its description."""
+        columns = [(s.bq_name, s.bq_type) for s in specs] + list(extra) + [(SYNCED_AT, "TIMESTAMP")]
         live = self.columns(table)
         if live is None:
-            self._create(table, columns, [*cluster_first, *primary_key])
+            self._create(table, columns, [*cluster_first, *primary_key],
+                         descriptions=source_notes(specs))
             return Evolution(created=True)
         plan = plan_evolution(live, columns, remove)
         self.refuse(plan, table, tenant)
-        return self._apply(table, plan)
+        return self._apply(table, plan, descriptions=source_notes(specs))
+
+    def describe_columns(self, table: str, descriptions: dict[str, str]) -> None:
+        """Set column descriptions again after a `CREATE OR REPLACE ... AS SELECT` (a backfill's
+        swap, a keyless table's replace), which does not carry them over."""
+        for name, text in descriptions.items():
+            self.sql(f"ALTER TABLE {self.ref(table)} ALTER COLUMN `{name}` SET OPTIONS("
+                     f"description={bq_string(text)})", table=table)
 
     def refuse(self, plan: EvolutionPlan, table: str, tenant: str | None) -> None:
         """Stop the table, before anything is altered, when a type change cannot be taken."""
@@ -547,10 +560,10 @@ class BigQueryDestination:
         stats = MergeStats()
         stg = self._load_staging(table, files, specs, run_id, stats)
         try:
-            json_cols = {s.name for s in specs if s.bq_type == "JSON"}
+            json_cols = {s.bq_name for s in specs if s.bq_type == "JSON"}
             cols = ", ".join(
-                (f"PARSE_JSON(`{s.name}`) AS `{s.name}`" if s.name in json_cols
-                 else f"`{s.name}`")
+                (f"PARSE_JSON(`{s.bq_name}`) AS `{s.bq_name}`" if s.bq_name in json_cols
+                 else f"`{s.bq_name}`")
                 for s in specs)
             self.sql(f"CREATE OR REPLACE TABLE {self.ref(table)} AS SELECT {cols}, "
                      f"CURRENT_TIMESTAMP() AS `{SYNCED_AT}` FROM {self.ref(stg)}", table=table)
@@ -567,7 +580,7 @@ class BigQueryDestination:
         NUMERIC/BIGNUMERIC, JSON staged as STRING — and an expiry of 2 days in case a crash
         leaves it behind; then one load job per file. The caller deletes it by the API."""
         stg = f"{STAGING_PREFIX}{table}_{run_id or uuid.uuid4().hex[:8]}"
-        cols = [(s.name, s.staging_bq_type) for s in specs] + list(extra) + [(SEQ, "INT64")]
+        cols = [(s.bq_name, s.staging_bq_type) for s in specs] + list(extra) + [(SEQ, "INT64")]
         self.sql(f"CREATE OR REPLACE TABLE {self.ref(stg)} ("
                  + ", ".join(f"`{n}` {t}" for n, t in cols)
                  + ") OPTIONS(expiration_timestamp=TIMESTAMP_ADD(CURRENT_TIMESTAMP(), "
@@ -593,8 +606,8 @@ class BigQueryDestination:
 
     def _merge_sql(self, table: str, stg: str, specs: list[ColumnSpec], pk: list[str],
                    extra: list[tuple[str, str]], delete_scope: str | None) -> str:
-        names = [s.name for s in specs] + [n for n, _ in extra]
-        json_cols = {s.name for s in specs if s.bq_type == "JSON"}
+        names = [s.bq_name for s in specs] + [n for n, _ in extra]
+        json_cols = {s.bq_name for s in specs if s.bq_type == "JSON"}
 
         def val(n: str) -> str:
             return f"PARSE_JSON(S.`{n}`)" if n in json_cols else f"S.`{n}`"
@@ -737,13 +750,16 @@ class StagingFile:
 
 
 def _described(text: str | None) -> str:
-    """A column's OPTIONS(description=...) in DDL; hakobu's descriptions are generated from a
-    fixed template (letters, digits, punctuation), quoted here all the same."""
+    """A column's OPTIONS(description=...) in DDL (the text may hold a MySQL name: anything
+    but NUL, quoted as a BigQuery string literal)."""
     if not text:
         return ""
-    if "'" in text or "\\" in text or "\n" in text:
-        raise ValueError(f"description not quotable: {text!r}")
-    return f" OPTIONS(description='{text}')"
+    return f" OPTIONS(description={bq_string(text)})"
+
+
+def source_notes(specs: Iterable[ColumnSpec]) -> dict[str, str]:
+    """BigQuery column → description recording its MySQL name, for the columns renamed."""
+    return {s.bq_name: source_note(s.name) for s in specs if s.renamed}
 
 
 def _short(exc: Exception) -> str:

@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import os
-import re
 import threading
 import time
 import uuid
@@ -92,7 +91,6 @@ def _malloc_trim():
 _TRIM = _malloc_trim()
 STREAM_BATCH_ROWS = 16_384   # rows per batch connectorx decodes
 TRIM_EVERY = int(os.environ.get("HAKOBU_TRIM_EVERY", "4"))
-_BQ_COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,299}")
 READERS = ("connectorx", "pymysql")
 
 
@@ -339,18 +337,13 @@ class MySQLSource:
         for col in refl.columns:
             if col.name.lower() in excluded:
                 continue
-            if not _BQ_COLUMN.fullmatch(col.name) or col.name.lower().startswith("_hakobu"):
-                raise SchemaError(f"column {col.name!r} of {schema}.{name} cannot be a BigQuery "
-                                  "column name (letters, digits and underscores; not _hakobu*)",
-                                  tenant=t, table=name,
-                                  hint=f"exclude it in {tenant.file} (exclude: [...]) or rename "
-                                       "it in MySQL")
             try:
                 specs.append(column_spec(col, datetime_as=self.datetime_as,
                                          source_timezone=cluster.timezone))
             except TypeContractError as exc:
                 exc.tenant, exc.table = t, name
                 raise SchemaError(str(exc)) from exc
+        refuse_name_collisions(specs, schema, name, t, tenant.file)
         plan = TablePlan(tenant=t, schema=schema, table=name, specs=tuple(specs),
                          primary_key=tuple(pk), cursor=None if full_replace else cursor,
                          chunk_rows=table.chunk_rows, query_rows=table.query_rows,
@@ -752,6 +745,25 @@ class MySQLSource:
                     f"in the row with key {key}", tenant=plan.tenant, table=plan.table,
                     hint="fix the row in MySQL, or set zero_dates: to_null for this table or cluster "
                          "to deliver such values as NULL")
+
+
+def refuse_name_collisions(specs, schema: str, table: str, tenant: str, file: str) -> None:
+    """Columns whose BigQuery names (hakobu.naming) are one name to BigQuery, which compares
+    column names without case: the table is refused, naming them, before anything is read —
+    two columns are never merged into one. (MySQL itself refuses two columns differing only
+    in case; a mapped name can still meet another column's.)"""
+    from hakobu.naming import collisions
+
+    by_name = {s.name: s.bq_name for s in specs}
+    clashes = collisions([s.name for s in specs], lambda n: by_name[n])
+    if clashes:
+        what = "; ".join(f"{', '.join(repr(o) for o in originals)} → {bq!r}"
+                         for bq, originals in clashes)
+        raise at_key(SchemaError(
+            f"columns of {schema}.{table} would land in one BigQuery column (names compared "
+            f"without case): {what}", tenant=tenant, table=table,
+            hint=f"exclude all but one of them in {file or 'the tenant file'} (exclude: [...]), "
+                 "or rename one in MySQL"), "exclude")
 
 
 class ZeroDateRead(SourceError):

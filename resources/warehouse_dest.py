@@ -24,9 +24,12 @@ import uuid
 from dataclasses import dataclass, field
 
 from hakobu.errors import LoadError, TypeChangeError
+from hakobu.naming import with_note
+from hakobu.sqlquote import bq_string
 from resources.bigquery_dest import (SHADOW_PREFIX, STAGING_PREFIX, SYNCED_AT,
                                      BigQueryDestination, Evolution, LiveColumn, MergeStats,
-                                     STATE_TABLE, Watermark, _listing, plan_evolution)
+                                     STATE_TABLE, Watermark, _listing, plan_evolution,
+                                     source_notes)
 
 _TENANT = re.compile(r"[a-z][a-z0-9_]{0,62}")
 BUCKET = "_hakobu_tenant_bucket"
@@ -180,9 +183,13 @@ class WarehouseDestination(BigQueryDestination):
         go too (any tenant's: a run or backfill of another tenant in flight then fails its
         warehouse part and catches up next time — preferred to letting it merge values the
         policy withholds), except `keep_tables` (the shadow a backfill is swapping in).
+
+        A column whose BigQuery name is not its MySQL name (hakobu.naming) has the MySQL name
+        in its description too, after the marker (`...; MySQL column: my col`).
         """
         forms = forms or {}
-        columns = ([(s.name, s.bq_type) for s in specs] + list(extra)
+        notes = source_notes(specs)
+        columns = ([(s.bq_name, s.bq_type) for s in specs] + list(extra)
                    + [(SYNCED_AT, "TIMESTAMP")])
         live = self.columns(table)
         evo = SharedEvolution()
@@ -190,8 +197,8 @@ class WarehouseDestination(BigQueryDestination):
             self._create(table, columns, ["tenant_id", *primary_key],
                          partition=f" PARTITION BY RANGE_BUCKET(`{BUCKET}`, "
                                    f"GENERATE_ARRAY(0, {self.buckets}, 1))",
-                         descriptions={n: marker(forms.get(n, "clear"), new_gen())
-                                       for n in forms})
+                         descriptions={n: with_note(marker(forms.get(n, "clear"), new_gen()),
+                                                    notes.get(n)) for n in forms})
             evo.created = True
         else:
             reform, unmarked = column_forms(live, forms)
@@ -210,11 +217,12 @@ class WarehouseDestination(BigQueryDestination):
                          table=table)
                 evo.rehashed[name] = how
             done = self._apply(table, plan, descriptions={
-                n: marker(f, new_gen()) for n, f in forms.items()})
+                n: with_note(marker(f, new_gen()), notes.get(n)) for n, f in forms.items()})
             evo.added, evo.removed, evo.widened = done.added, done.removed, done.widened
             for name, form in evo.adopted.items():
+                text = with_note(marker(form, LEGACY_GEN), notes.get(name))
                 self.sql(f"ALTER TABLE {self.ref(table)} ALTER COLUMN `{name}` SET OPTIONS("
-                         f"description='{marker(form, LEGACY_GEN)}')", table=table)
+                         f"description={bq_string(text)})", table=table)
             if slice_remove is not None:
                 delivered = {n.lower() for n, _ in columns}
                 gone = {c.name: why for k, c in kept.items()
@@ -291,8 +299,8 @@ class WarehouseDestination(BigQueryDestination):
         stats = MergeStats()
         stg = self._load_staging(table, files, specs, f"{self.tenant}_{run_id}", stats, extra)
         try:
-            json_cols = {s.name for s in specs if s.bq_type == "JSON"}
-            names = [s.name for s in specs] + [n for n, _ in extra]
+            json_cols = {s.bq_name for s in specs if s.bq_type == "JSON"}
+            names = [s.bq_name for s in specs] + [n for n, _ in extra]
             vals = ", ".join([f"PARSE_JSON(S.`{n}`)" if n in json_cols else f"S.`{n}`"
                               for n in names] + ["CURRENT_TIMESTAMP()"])
             cols = ", ".join([f"`{n}`" for n in names] + [f"`{SYNCED_AT}`"])

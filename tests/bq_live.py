@@ -44,7 +44,18 @@ _ADD = re.compile(r"ADD\s+COLUMN\s+(?:IF\s+NOT\s+EXISTS\s+)?`?([A-Za-z0-9_]+)`?(
 _DROP_COL = re.compile(r"DROP\s+COLUMN\s+(?:IF\s+EXISTS\s+)?`?([A-Za-z0-9_]+)`?", re.I)
 _SET_OPTIONS = re.compile(r"ALTER\s+COLUMN\s+`?([A-Za-z0-9_]+)`?\s+SET\s+OPTIONS\s*\((.*)\)\s*$",
                           re.I | re.S)
-_DESCRIPTION = re.compile(r"description\s*=\s*(['\"])(.*?)\1", re.I | re.S)
+# a BigQuery string literal, escapes included (hakobu.sqlquote.bq_string writes \\ \' \n \xHH)
+_DESCRIPTION = re.compile(r"description\s*=\s*(?:'((?:[^'\\]|\\.)*)'|\"((?:[^\"\\]|\\.)*)\")",
+                          re.I | re.S)
+_UNESCAPE = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", "'": "'", '"': '"', "`": "`"}
+
+
+def _literal(m: re.Match) -> str:
+    """The text of the description literal matched by _DESCRIPTION."""
+    raw = m.group(1) if m.group(1) is not None else m.group(2)
+    return re.sub(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|.)",
+                  lambda e: chr(int(e.group(1)[1:], 16)) if len(e.group(1)) > 1
+                  else _UNESCAPE.get(e.group(1), e.group(1)), raw, flags=re.S)
 
 
 def _ref_parts(text: str, project: str) -> tuple[str, str, str] | None:
@@ -59,7 +70,7 @@ def _description(text: str) -> str | None:
     if not m:
         return None
     d = _DESCRIPTION.search(m.group(1))
-    return d.group(2) if d else None
+    return _literal(d) if d else None
 
 
 def _column_defs(body: str) -> list[tuple[str, str]]:
@@ -67,8 +78,19 @@ def _column_defs(body: str) -> list[tuple[str, str]]:
     start = body.find("(")
     if start < 0:
         return []
-    depth, piece, pieces = 0, "", []
+    depth, piece, pieces, quote, escaped = 0, "", [], None, False
     for ch in body[start:]:
+        if quote:                       # inside a string literal: parentheses and commas count
+            piece += ch                 # for nothing
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = None
+            continue
+        if ch in "'\"":
+            quote = ch
         if ch == "(":
             depth += 1
             if depth == 1:
@@ -191,7 +213,7 @@ class LiveSchemaProxy:
             elif (o := _SET_OPTIONS.match(action)):
                 desc = _DESCRIPTION.search(o.group(2))
                 if desc:
-                    cols[o.group(1).lower()] = desc.group(2)
+                    cols[o.group(1).lower()] = _literal(desc)
 
     def forget(self, project: str, dataset: str, table: str | None = None) -> None:
         with self.lock:

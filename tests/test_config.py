@@ -238,3 +238,107 @@ def test_a_tenant_dataset_cannot_be_the_warehouse(tmp_path):
                                               "  dataset: dwh\n"})
     [err] = errors_of(root)
     assert "a.yaml:7: destination.dataset: hakobu-test.DWH is the internal warehouse's" in err
+
+
+# -- names (issue #16) ---------------------------------------------------------------------------
+
+ODD_TABLES = ["ord$2024", "my table", "a-b", "a.b", "Ünïcødé", "名前", "order", "2024_orders",
+              "_TABLE_x", "_hakobu_state", "it's `q`", "x" * 64]
+
+
+def one_table(tid: str, name: str, dataset: str | None = None, **table) -> str:
+    extra = "".join(f"    {k}: {v}\n" for k, v in table.items())
+    return (f"tenant: {tid}\ncluster: main\n"
+            + GOOD.replace("cust_a", dataset or f"cust_{tid}").replace("shop_a", f"shop_{tid}")
+            .replace("  - name: orders\n    cursor: updated_at\n",
+                     f"  - name: '{name.replace(chr(39), chr(39) * 2)}'\n{extra}"))
+
+
+@pytest.mark.parametrize("name", ODD_TABLES)
+def test_any_mysql_table_name_is_accepted(tmp_path, name):
+    config = load_config(write(tmp_path, {"a.yaml": one_table("a", name, cursor="'my col'",
+                                                              exclude="['a-b', 'x.y']")}))
+    [t] = config.tenant("a").tables
+    assert t.name == name and t.cursor == "my col" and t.exclude == ["a-b", "x.y"]
+
+
+@pytest.mark.parametrize("yaml_value, says", [
+    ("2024", "read by YAML as a int; write the name in quotes"),
+    ("on", "read by YAML as a bool"),
+    ("'ends with space '", "cannot end with a space"),
+    ("'" + "y" * 65 + "'", "1 to 64 characters"),
+    ("'emoji 🍣'", "outside the Basic Multilingual Plane"),
+])
+def test_names_mysql_cannot_hold_or_yaml_misreads_are_refused_at_their_line(tmp_path, yaml_value,
+                                                                          says):
+    text = one_table("a", "t").replace("  - name: 't'", f"  - name: {yaml_value}")
+    [err] = errors_of(write(tmp_path, {"a.yaml": text}))
+    assert "a.yaml:13: tables.0.name:" in err and says in err, err
+
+
+def test_tables_one_bigquery_name_apart_in_one_file_are_refused_at_their_line(tmp_path):
+    text = one_table("a", "Orders") + "  - name: orders\n" + "  - name: 'ord$2024'\n" \
+        + "  - name: ord_2024_a76493\n"
+    errs = errors_of(write(tmp_path, {"a.yaml": text}))
+    assert len(errs) == 2, errs
+    assert "a.yaml:14: tables.1.name: tables 'Orders', 'orders' would all be delivered as " \
+           "BigQuery table 'Orders'" in errs[0]
+    assert "a.yaml:16: tables.3.name: tables 'ord$2024', 'ord_2024_a76493'" in errs[1]
+
+
+def test_tables_of_two_tenants_one_bigquery_name_apart_are_refused(tmp_path):
+    files = {"a.yaml": one_table("a", "ord$2024"), "b.yaml": one_table("b", "ord_2024_a76493")}
+    [err] = errors_of(write(tmp_path, files))
+    assert "b.yaml:13: tables.0.name: table 'ord_2024_a76493' and table 'ord$2024' of tenant " \
+           "'a'" in err
+    # names differing in case are two tables, two assets — unless the warehouse holds both
+    ok = {"a.yaml": one_table("a", "Orders"), "b.yaml": one_table("b", "orders")}
+    assert set(load_config(write(tmp_path / "ok", ok)).tenants) == {"a", "b"}
+    wh = {**ok, "warehouse.yaml": "warehouse:\n  project: hakobu-test\n  dataset: dwh\n"}
+    [err] = errors_of(write(tmp_path / "wh", wh))
+    assert "without case" in err and "b.yaml:13" in err
+
+
+def test_a_cron_dagster_refuses_is_refused_at_its_line(tmp_path):
+    text = one_table("a", "t").replace('"0 2 * * *"', '"0 2 30 2 *"')
+    [err] = errors_of(write(tmp_path, {"a.yaml": text}))
+    assert "a.yaml:9: schedule.cron:" in err and "February has no day 30" in err
+
+
+# -- isolation (issue #16) -------------------------------------------------------------------------
+
+def test_isolated_load_leaves_only_the_broken_tenant_out(tmp_path):
+    files = {"a.yaml": one_table("a", "t"), "b.yaml": one_table("b", "t"),
+             "c.yaml": one_table("c", "t").replace("deliver_by: \"06:00\"", "deliver_by: 25h")}
+    root = write(tmp_path, files)
+    with pytest.raises(ConfigErrors):
+        load_config(root)                          # strict: validate still fails
+    config = load_config(root, isolate=True)
+    assert set(config.tenants) == {"a", "b"}
+    [b] = config.broken
+    assert b.tenant == "c" and b.file.endswith("c.yaml")
+    assert "c.yaml:11: deliver_by: use HH:MM" in b.describe()
+    with pytest.raises(ConfigErrors) as exc:
+        config.tenant("c")
+    assert "tenant 'c' is left out" in str(exc.value) and "c.yaml:11" in str(exc.value)
+
+
+def test_conflicting_tenant_files_leave_every_tenant_involved_out(tmp_path):
+    files = {"a.yaml": one_table("a", "t", dataset="cust_x"),
+             "b.yaml": one_table("b", "t", dataset="cust_x"), "c.yaml": one_table("c", "t")}
+    config = load_config(write(tmp_path, files), isolate=True)
+    assert set(config.tenants) == {"c"}                     # which file is wrong is unknown
+    assert {b.tenant for b in config.broken} == {"a", "b"}
+    assert all("already the dataset of tenant 'a'" in b.describe() for b in config.broken)
+
+
+@pytest.mark.parametrize("file, text", [
+    ("clusters.yaml", "clusters:\n  main:\n    host: h\n    user: u\n    port: many\n"),
+    ("warehouse.yaml", "warehouse:\n  project: hakobu-test\n  datasett: dwh\n"),
+])
+def test_shared_files_fail_closed_even_isolated(tmp_path, file, text):
+    root = write(tmp_path, {"a.yaml": one_table("a", "t")})
+    (root / "tenants" / file).write_text(text)
+    with pytest.raises(ConfigErrors) as exc:
+        load_config(root, isolate=True)
+    assert file in str(exc.value)

@@ -1,11 +1,11 @@
-"""Secrets never appear in errors or logs; odd identifiers are quoted or refused, never pasted."""
+"""Secrets never appear in errors or logs; odd identifiers are quoted, never pasted."""
 
 import logging
 
 import pytest
 
 from hakobu.config import Cluster, Tenant
-from hakobu.errors import HakobuError, SchemaError
+from hakobu.errors import HakobuError
 from resources.mysql_source import MySQLSource
 
 SECRET = "p@ss:w/rd%SECRET-7731"
@@ -32,7 +32,13 @@ def test_wrong_password_error_never_shows_it(mysql_server, monkeypatch, caplog, 
     source.dispose()
 
 
-def test_odd_identifiers_are_quoted_or_refused(sql, schema, mysql_server):
+def test_odd_identifiers_are_quoted_on_the_source_and_mapped_for_bigquery(sql, schema,
+                                                                          mysql_server):
+    """Any MySQL name is taken (issue #16): on the source it is only ever quoted — a backtick in
+    a name is doubled, never ends the identifier — and BigQuery gets hakobu.naming's name."""
+    from hakobu.naming import column_name
+    from hakobu.plan import chunk_sql
+
     sql(f"CREATE TABLE `{schema}`.`odd``name` (id INT PRIMARY KEY, `order date` DATE, "
         "`x` INT, updated_at DATETIME, INDEX (updated_at))")
     cluster = Cluster(name="m", host=mysql_server.host, port=mysql_server.port,
@@ -41,17 +47,14 @@ def test_odd_identifiers_are_quoted_or_refused(sql, schema, mysql_server):
     tenant = Tenant(tenant="t", cluster="m", source={"schema": schema},
                     destination={"project": "hakobu-test", "dataset": "x"},
                     schedule={"cron": "0 2 * * *"}, deliver_by="06:00",
-                    tables=[{"name": "x", "cursor": "updated_at"}])
-    # table names come from config and must be plain identifiers there
-    with pytest.raises(Exception, match="String should match pattern"):
-        Tenant(**{**tenant.model_dump(by_alias=True, exclude={"file"}),
-                  "tables": [{"name": "odd`name"}]})
-    sql(f"CREATE TABLE `{schema}`.t2 (id INT PRIMARY KEY, `order date` DATE, "
-        "updated_at DATETIME, INDEX (updated_at))")
-    t2 = tenant.model_copy(update={"tables": [tenant.tables[0].model_copy(update={"name": "t2"})]})
-    with pytest.raises(SchemaError, match="'order date'.*cannot be a BigQuery column name"):
-        source.plan_table(t2, t2.tables[0])
+                    tables=[{"name": "odd`name", "cursor": "updated_at"}])
+    plan = source.plan_table(tenant, tenant.tables[0])
+    assert plan.bq_table == "odd_name_" + plan.bq_table[-6:] and "`" not in plan.bq_table
+    assert "FROM `" + schema + "`.`odd``name` AS" in chunk_sql(plan, "main", None, None)
+    assert [s.bq_name for s in plan.specs] == ["id", column_name("order date"), "x",
+                                               "updated_at"]
+    assert source.read_chunk(plan, chunk_sql(plan, "main", None, None)).num_rows == 0
     from hakobu.config import Table
-    ok = Table(name="t2", cursor="updated_at", exclude=["order date"])   # validated
-    assert [s.name for s in source.plan_table(t2, ok).specs] == ["id", "updated_at"]
+    ok = Table(name="odd`name", cursor="updated_at", exclude=["order date"])   # validated
+    assert [s.name for s in source.plan_table(tenant, ok).specs] == ["id", "x", "updated_at"]
     source.dispose()
