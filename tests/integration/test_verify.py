@@ -47,18 +47,13 @@ from tests.integration.test_warehouse import datasets, wh_config  # noqa: F401,E
 
 
 @pytest.fixture
-def vschema(sql):
-    name = unique("hk_vfy")
-    sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    yield name
-    sql(f"DROP DATABASE IF EXISTS `{name}`")
+def vschema(schema):          # tests/integration/conftest.py: created, dropped
+    return schema
 
 
 @pytest.fixture
-def vdataset(bq_client):
-    name = unique("hk_vfy")
-    yield name
-    bq_client.delete_dataset(f"hakobu-test.{name}", delete_contents=True, not_found_ok=True)
+def vdataset(dataset):
+    return dataset
 
 
 def make_things(sql, schema, n=300):

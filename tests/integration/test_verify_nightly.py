@@ -11,22 +11,16 @@ from hakobu.sync import destination_for, source_for, sync_tenant
 from hakobu.verify import compare_content, repair_content
 from hakobu.verify_run import verify_tenant
 from resources.bigquery_client import BigQuerySettings
-from tests.helpers import unique
 
 
 @pytest.fixture
-def rschema(sql):
-    name = unique("hk_rev")
-    sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    yield name
-    sql(f"DROP DATABASE IF EXISTS `{name}`")
+def rschema(schema):          # tests/integration/conftest.py: created, dropped
+    return schema
 
 
 @pytest.fixture
-def rdataset(bq_client):
-    name = unique("hk_rev")
-    yield name
-    bq_client.delete_dataset(f"hakobu-test.{name}", delete_contents=True, not_found_ok=True)
+def rdataset(dataset):
+    return dataset
 
 
 def handles(config, table="t"):

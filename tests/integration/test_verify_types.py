@@ -9,22 +9,16 @@ from hakobu.plan import col_ref
 from hakobu.sync import destination_for, source_for, sync_tenant
 from hakobu.verify import compare_content
 from resources.bigquery_client import BigQuerySettings
-from tests.helpers import unique
 
 
 @pytest.fixture
-def rschema(sql):
-    name = unique("hk_rev")
-    sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    yield name
-    sql(f"DROP DATABASE IF EXISTS `{name}`")
+def rschema(schema):          # tests/integration/conftest.py: created, dropped
+    return schema
 
 
 @pytest.fixture
-def rdataset(bq_client):
-    name = unique("hk_rev")
-    yield name
-    bq_client.delete_dataset(f"hakobu-test.{name}", delete_contents=True, not_found_ok=True)
+def rdataset(dataset):
+    return dataset
 
 
 def column_diffs(source, dest, plan, table):
