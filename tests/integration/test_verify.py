@@ -101,15 +101,19 @@ def test_every_delivered_type_compares_equal_then_each_corruption_is_found(
     assert cmp.equal, cmp.summary()
     assert cmp.rows_compared == 300 and cmp.buckets_compared >= 1
     assert diff_table(source, dest, plan).equal
-    for column, change in CORRUPT.items():
-        rid = 10 + list(CORRUPT).index(column)
-        dest.sql(f"UPDATE {dest.ref('things')} SET {change} WHERE id = {rid}")
-        got = compare_content(source, dest, plan)
-        assert not got.equal, f"a changed {column} was not seen"
-        assert [k[0] for k in got.changed] == [rid] and not got.missing and not got.extra, column
-        fixed = repair_content(source, dest, plan, sink, got)
-        assert fixed.repaired and fixed.rows_merged == 1, (column, fixed.summary())
-        assert compare_content(source, dest, plan).equal, column
+    # one corruption per column, each in a row of its own (id 10 + i): the row-by-row step
+    # must name exactly those rows, so each column's change was seen on its own
+    rows = {10 + i: column for i, column in enumerate(CORRUPT)}
+    for rid, column in rows.items():
+        dest.sql(f"UPDATE {dest.ref('things')} SET {CORRUPT[column]} WHERE id = {rid}")
+    got = compare_content(source, dest, plan)
+    seen = sorted(k[0] for k in got.changed)
+    missed = [rows[r] for r in rows if r not in seen]
+    assert not missed, f"changed values not seen: {missed}"
+    assert seen == sorted(rows) and not got.missing and not got.extra, got.summary()
+    fixed = repair_content(source, dest, plan, sink, got)
+    assert fixed.repaired and fixed.rows_merged == len(rows), fixed.summary()
+    assert compare_content(source, dest, plan).equal
     assert diff_table(source, dest, plan).equal
 
 
