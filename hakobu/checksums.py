@@ -433,6 +433,32 @@ def _norm(rows: Iterable) -> dict[int, tuple]:
     return out
 
 
+def size_bucketing(source, dest, plan: TablePlan, table: str, *, gate=None,
+                   dest_exists: bool | None = None,
+                   bucket_rows: int = DEFAULT_BUCKET_ROWS) -> Bucketing:
+    """The bucketing of one comparison, sized from the BigQuery copy's COUNT/MIN/MAX (the
+    source's when BigQuery is empty): the same for the key checksums and the content digests."""
+    probe = choose_bucketing(plan, 1)          # which column sizes the buckets (and type check)
+    if probe.mode == "count":
+        return probe
+    column = probe.column if probe.mode in ("int", "prefix") else None
+    distinct = probe.mode == "prefix"
+    if dest_exists is None:
+        dest_exists = dest.table_schema(table) is not None
+    stats = None
+    if dest_exists:
+        row = dest.rows(dest_stats_sql(dest.ref(table), column and plan.bq(column), distinct,
+                                       _dest_slice(dest)))[0]
+        if int(row["n"]):
+            stats = (int(row["n"]), row.get("lo"), row.get("hi"), row.get("d"))
+    if stats is None:
+        with _slot(gate, plan):
+            n, *rest = _my_rows(source, source_stats_sql(plan, column, distinct), plan)[0]
+        stats = (int(n), *(rest + [None, None, None])[:3])
+    n, lo, hi, d = stats
+    return choose_bucketing(plan, n, lo, hi, None if d is None else int(d), bucket_rows)
+
+
 def compare_table(source, dest, plan: TablePlan, *, bucket_rows: int = DEFAULT_BUCKET_ROWS,
                   gate=None, table: str | None = None) -> "Comparison":
     """Compare the tenant's table in MySQL with its BigQuery copy, bucket by bucket.
@@ -446,21 +472,8 @@ def compare_table(source, dest, plan: TablePlan, *, bucket_rows: int = DEFAULT_B
     table_ref = dest.ref(table)
     dest_slice = _dest_slice(dest)
     dest_exists = dest.table_schema(table) is not None
-    probe = choose_bucketing(plan, 1)          # which column sizes the buckets (and type check)
-    column = probe.column if probe.mode in ("int", "prefix") else None
-    distinct = probe.mode == "prefix"
-    stats = None
-    if dest_exists:
-        row = dest.rows(dest_stats_sql(table_ref, column and plan.bq(column), distinct,
-                                       dest_slice))[0]
-        if int(row["n"]):
-            stats = (int(row["n"]), row.get("lo"), row.get("hi"), row.get("d"))
-    if stats is None:
-        with _slot(gate, plan):
-            n, *rest = _my_rows(source, source_stats_sql(plan, column, distinct), plan)[0]
-        stats = (int(n), *(rest + [None, None, None])[:3])
-    n, lo, hi, d = stats
-    b = choose_bucketing(plan, n, lo, hi, None if d is None else int(d), bucket_rows)
+    b = size_bucketing(source, dest, plan, table, gate=gate, dest_exists=dest_exists,
+                       bucket_rows=bucket_rows)
     cmp = Comparison(plan.tenant, table, b, dest_exists=dest_exists)
     t0 = time.monotonic()
     with _slot(gate, plan):

@@ -32,7 +32,7 @@ from hakobu.canonical import (Part, bq_key_text, bq_row_hash, bq_text, comparabl
                               my_key_text, my_row_hash, my_text)
 from hakobu.checksums import (Bucketing, _bq_bucket, _bq_scope, _dest_slice, _from, _my_bucket,
                               _my_range, _my_rows, _ranges, _slot, _tenant_where, _where,
-                              choose_bucketing, key_columns, read_by_keys)
+                              choose_bucketing, key_columns, read_by_keys, size_bucketing)
 from hakobu.errors import LoadError
 from hakobu.plan import TablePlan
 
@@ -242,7 +242,7 @@ def compare_content(source, dest, plan: TablePlan, *, table: str | None = None, 
     t0 = time.monotonic()
     table = table or plan.bq_table
     parts = parts_of(plan, sink)
-    b = bucketing or _bucketing(source, dest, plan, table, gate)
+    b = bucketing or size_bucketing(source, dest, plan, table, gate=gate)
     cmp = ContentComparison(table, b, buckets, slice_desc=slice_desc)
     if b.mode == "count":
         cmp.skipped = "no primary key, or a key without a canonical text (FLOAT)"
@@ -263,29 +263,6 @@ def compare_content(source, dest, plan: TablePlan, *, table: str | None = None, 
         _drill(source, dest, plan, b, parts, table_ref, cmp, gate)
     cmp.seconds = time.monotonic() - t0
     return cmp
-
-
-def _bucketing(source, dest, plan: TablePlan, table: str, gate) -> Bucketing:
-    """The bucketing the key comparison would choose (sized from BigQuery's copy)."""
-    from hakobu.checksums import dest_stats_sql, source_stats_sql
-
-    probe = choose_bucketing(plan, 1)
-    if probe.mode == "count":
-        return probe
-    column = probe.column if probe.mode in ("int", "prefix") else None
-    distinct = probe.mode == "prefix"
-    row = None
-    if dest.table_schema(table) is not None:
-        row = dest.rows(dest_stats_sql(dest.ref(table), column and plan.bq(column), distinct,
-                                       _dest_slice(dest)))[0]
-        row = (int(row["n"]), row.get("lo"), row.get("hi"), row.get("d")) if int(row["n"]) \
-            else None
-    if row is None:
-        with _slot(gate, plan):
-            n, *rest = _my_rows(source, source_stats_sql(plan, column, distinct), plan)[0]
-        row = (int(n), *(rest + [None, None, None])[:3])
-    n, lo, hi, d = row
-    return choose_bucketing(plan, n, lo, hi, None if d is None else int(d))
 
 
 def _drill(source, dest, plan, b, parts, table_ref, cmp: ContentComparison, gate) -> None:
