@@ -39,8 +39,7 @@ def evaluate(config: Config, tenant_id: str, table: str, *,
              bucket_rows: int = DEFAULT_BUCKET_ROWS) -> dg.AssetCheckResult:
     """The check for one tenant × table, usable outside Dagster too."""
     from hakobu.sinks import build_sinks
-    from hakobu.sync import destination_for, source_for
-    from resources.pressure import governor_for
+    from resources.io import LiveIO
 
     from assets.customer import customer_key
 
@@ -51,13 +50,14 @@ def evaluate(config: Config, tenant_id: str, table: str, *,
                                    description=f"{tenant_id} does not deliver {table}",
                                    metadata={"tenant": tenant_id, "delivered": False})
     try:
-        source = source_for(config, tenant)
-        dest = destination_for(tenant, settings or BigQuerySettings.from_env())
+        io = LiveIO(settings or BigQuerySettings.from_env())
+        source = io.source(config.cluster_of(tenant))
+        dest = io.customer(tenant)
         # what the customer's table holds: the plan after the export policy (withheld
         # credentials are not in BigQuery, so they are not compared)
         plan, _, _, _ = build_sinks(source.plan_table(tenant, tenant.table(table)),
                                     tenant.table(table), dest, None)
-        gate = governor_for(config.cluster_of(tenant))
+        gate = io.gate(config.cluster_of(tenant))
         cmp = compare_table(source, dest, plan, bucket_rows=bucket_rows, gate=gate)
         if cmp.dest_exists:
             cmp.content = tonight(source, dest, plan, cmp, gate)

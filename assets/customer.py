@@ -24,12 +24,15 @@ import warnings
 
 import dagster as dg
 
-from hakobu.backfill import FULL_RELOAD, MODE_TAG, Progress, backfill_tenant, notify
+from hakobu.backfill import FULL_RELOAD, MODE_TAG, backfill_tenant
+from hakobu.progress import Progress, notify
 from hakobu.config import Config
 from hakobu.errors import explain
 from hakobu.naming import table_name
 from hakobu.runs import record_worker
-from hakobu.sync import TableResult, sync_tenant
+from hakobu.results import TableResult
+from hakobu.sync import sync_tenant
+from resources.io import LiveIO
 from hakobu.warehouse import enabled as warehouse_enabled
 
 GROUP = "customer"
@@ -143,9 +146,10 @@ def build_customer_assets(config: Config, partitions: dg.StaticPartitionsDefinit
                         last[p.table] = now
                         log.info(p.line())
 
-                results = backfill_tenant(config, tenant_id, on_progress=progress, **kw)
+                results = backfill_tenant(config, tenant_id, io=LiveIO.from_env(),
+                                          on_progress=progress, **kw)
             else:
-                results = sync_tenant(config, tenant_id, verify=verify, **kw)
+                results = sync_tenant(config, tenant_id, io=LiveIO.from_env(), verify=verify, **kw)
         except Exception as exc:
             # the tenant as a whole (its source unreachable, credentials, its dataset not
             # writable): this tenant's run fails with the reason, in one line; other tenants'

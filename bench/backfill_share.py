@@ -60,9 +60,9 @@ def write_config(root: Path, server: Server, big: tuple, small: tuple, pps: int 
 
 
 def child(kind: str, config_dir: str) -> None:
-    from hakobu.backfill import backfill_tenant
+    from tests.live import backfill_tenant
     from hakobu.config import load_config
-    from hakobu.sync import sync_tenant
+    from tests.live import sync_tenant
 
     from resources.mysql_source import MySQLSource
 

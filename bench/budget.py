@@ -23,7 +23,8 @@ CHILD = r"""
 import json, sys, time
 from hakobu.config import Cluster
 from resources.mysql_source import MySQLSource, iter_chunks
-from resources.pressure import ReadGovernor, governor_for
+from resources.io import make_governor as governor_for
+from resources.pressure import ReadGovernor
 from hakobu.config import Tenant
 a = json.loads(sys.argv[1])
 budget = {"max_connections": 2}

@@ -90,7 +90,7 @@ def run_hakobu(job: dict) -> dict:
 
     from hakobu.plan import max_key_below
     from resources.mysql_source import MySQLSource, initial_splits, iter_chunks, iter_parallel
-    from resources.pressure import governor_for
+    from resources.io import make_governor as governor_for
 
     cluster, tenant = bench_objects(job)
     source = MySQLSource(cluster, reader=job.get("reader"))

@@ -257,7 +257,7 @@ def _instrument(acc: dict) -> list:
 
 
 def _sync(job: dict, tenant_ids: list[str]) -> dict:
-    from hakobu.sync import sync_tenant
+    from tests.live import sync_tenant
 
     cfg = _config(job, "bench_fan_s_")
     per = {}

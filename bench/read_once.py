@@ -130,7 +130,7 @@ class ReadWindows:
 def child(config_dir: str) -> None:
     """One nightly run of tenant acme (in its own process), result as JSON on stdout."""
     from hakobu.config import load_config
-    from hakobu.sync import sync_tenant
+    from tests.live import sync_tenant
     from resources.mysql_source import MySQLSource
 
     windows = ReadWindows(Server.from_env())

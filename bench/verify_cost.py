@@ -91,12 +91,12 @@ def measure(rows: int = 200_000, every: int = 7) -> dict:
     from hakobu.config import load_config
     from hakobu.localenv.emulator import start_emulator
     from hakobu.sinks import build_sinks
-    from hakobu.sync import destination_for, source_for, sync_tenant
+    from tests.live import destination_for, source_for, sync_tenant
     from hakobu.verify import night_number, nightly_content
     from resources.bigquery_client import BigQuerySettings
     from resources.mysql_source import iter_chunks
 
-    import hakobu.sync as hs
+    import hakobu.table_checks as hs
 
     verify_content = hs.VERIFY_CONTENT
     server = Server.from_env()

@@ -28,19 +28,18 @@ import uuid
 from collections.abc import Callable
 
 from hakobu.config import Config
-from hakobu.errors import HakobuError, LoadError, SourceUnavailable
-from hakobu.plan import NOTHING, SRC, TablePlan, max_key_below, tenant_predicate
-from hakobu.progress import (Progress, add_listener, count_sql, estimate,  # noqa: F401
-                             notify, remove_listener)
+from hakobu.errors import LoadError, SourceUnavailable
+from hakobu.plan import NOTHING, TablePlan, max_key_below
+from hakobu import table as table_sync
+from hakobu.progress import Progress, estimate
 from hakobu.sinks import Sink, build_sinks, staging
-from hakobu.sync import (NO_HOOKS, Hooks, TableResult, TenantRun, _Fanout, _summarise,
-                         name_metadata, refuse_duplicate_keys,
-                         after_table, bound_utc, common_start, open_tenant_run, run_tables,
-                         sync_table,
-                         watermark_utc, with_retries)
-from resources.bigquery_client import BigQuerySettings
+from hakobu.ports import IO
+from hakobu.results import NO_HOOKS, Hooks, TableResult, with_retries
+from hakobu.sync import TenantRun, open_tenant_run, run_tables
+from hakobu.table import _Fanout, _summarise, name_metadata, refuse_duplicate_keys, sync_table
+from hakobu.table_checks import after_table
+from hakobu.watermarks import bound_utc, common_start, watermark_utc
 from resources.bigquery_dest import Watermark
-from resources.mysql_source import iter_chunks
 
 log = logging.getLogger("hakobu.backfill")
 
@@ -122,9 +121,9 @@ def backfill_table(run: TenantRun, name: str, *, hooks: Hooks = NO_HOOKS,
                     report(progress)
                     hooks("after_chunk", table=name, rows=res.rows_read)
 
-                for batch, key in iter_chunks(source, plan, pass_, None,
-                                              upper if pass_ in ("main", "initial") else None,
-                                              on_chunk=on_chunk, gate=gov):
+                for batch, key in source.chunks(plan, pass_, None,
+                                                upper if pass_ in ("main", "initial") else None,
+                                                on_chunk=on_chunk, gate=gov):
                     fan.write(batch)
                     if pass_ == "main":
                         last_key = key
@@ -195,9 +194,7 @@ def backfill_table(run: TenantRun, name: str, *, hooks: Hooks = NO_HOOKS,
 
 
 def _merge_every() -> int:
-    from hakobu import sync
-
-    return sync.MERGE_EVERY_ROWS
+    return table_sync.MERGE_EVERY_ROWS      # read at call time: tests lower it
 
 
 def _version(wm: Watermark | None) -> int:
@@ -220,15 +217,14 @@ def _set_watermark(s: Sink, key, rows: int, run_id: str, lock: threading.Lock) -
 
 
 def backfill_tenant(config: Config, tenant_id: str, *, tables: list[str] | None = None,
-                    settings: BigQuerySettings | None = None, run_id: str | None = None,
+                    io: IO, run_id: str | None = None,
                     hooks: Hooks = NO_HOOKS, customer: bool = True, warehouse: bool | None = None,
                     on_progress: Callable[[Progress], None] | None = None,
                     on_result: Callable[[TableResult], None] | None = None) -> list[TableResult]:
     """Full reload of a tenant's tables (all, or the named ones). Tables run side by side on at
     most half of the cluster's read slots (one at a time with the default budget of 2)."""
-    settings = settings or BigQuerySettings.from_env()
     run_id = run_id or uuid.uuid4().hex[:12]
-    run = open_tenant_run(config, tenant_id, tables=tables, settings=settings, run_id=run_id,
+    run = open_tenant_run(config, tenant_id, io=io, tables=tables, run_id=run_id,
                           customer=customer, warehouse=warehouse, on_result=on_result)
     if not run.plans:
         return [run.results[n] for n in run.names]

@@ -83,12 +83,13 @@ def check_sources(config: Config) -> list[str]:
     indexes, types hakobu cannot deliver, tenant values of another type than their column,
     tenants whose values the column's collation takes for one. Each problem names the file and
     line it is about. Nothing is read or written."""
-    from hakobu.sync import source_for
+    from resources.io import LiveIO
 
+    io = LiveIO.from_env()
     out = []
     for tenant in config.tenants.values():
         try:
-            source = source_for(config, tenant)
+            source = io.source(config.cluster_of(tenant))
             source.ping()
         except HakobuError as exc:
             out.append(f"{config.where(tenant.tenant, 'cluster')}: tenant {tenant.tenant}: {exc}")
@@ -111,7 +112,9 @@ def collation_collisions(config: Config) -> list[str]:
     'ss' under unicode_ci): the application takes them for one tenant, so their rows would be
     delivered to either dataset. The server compares them, in the column's own collation."""
     from hakobu.sqlquote import mysql_literal
-    from hakobu.sync import source_for
+    from resources.io import LiveIO
+
+    io = LiveIO.from_env()
 
     groups: dict[tuple, list] = {}
     for t in config.tenants.values():
@@ -127,7 +130,7 @@ def collation_collisions(config: Config) -> list[str]:
         first = members[0]
         tables = sorted({x.name for m in members for x in m.tables})
         try:
-            source = source_for(config, first)
+            source = io.source(config.cluster_of(first))
             rows = source.query(
                 "SELECT TABLE_NAME, CHARACTER_SET_NAME, COLLATION_NAME FROM "
                 "information_schema.COLUMNS WHERE TABLE_SCHEMA = :s AND COLUMN_NAME = :c",
@@ -207,15 +210,15 @@ def preflight(config: Config, tenant_id: str, *, source: bool = True) -> None:
     """Before a run: the source answers and takes our login, BigQuery (or the emulator) answers
     with credentials, the tenant's dataset is where its file says. Each failure is one line
     saying what to do, and no Dagster run is created for it."""
-    from hakobu.sync import destination_for, source_for
-    from resources.bigquery_client import BigQuerySettings, check_endpoint
+    from resources.bigquery_client import check_endpoint
+    from resources.io import LiveIO
 
+    io = LiveIO.from_env()
     tenant = config.tenant(tenant_id)
     if source:
-        source_for(config, tenant).ping()
-    settings = BigQuerySettings.from_env()
-    check_endpoint(settings)
-    destination_for(tenant, settings).check_dataset()
+        io.source(config.cluster_of(tenant)).ping()
+    check_endpoint(io.settings)
+    io.customer(tenant).check_dataset()
 
 
 def run_load(config: Config, tenant_id: str, tables: list[str] | None = None, *,

@@ -27,8 +27,8 @@ def run_demo(keep_running: bool = False) -> int:
 
     from hakobu.cli import ensure_dagster_home, run_load
     from hakobu.reconcile import diff_table
-    from hakobu.sync import destination_for, source_for
     from resources.bigquery_client import BigQuerySettings
+    from resources.io import LiveIO
 
     t_start = time.monotonic()
     kept = running(LOCAL)            # `hakobu up` left the environment running: use it
@@ -46,6 +46,14 @@ def run_demo(keep_running: bool = False) -> int:
     try:
         config = load_config()
         settings = BigQuerySettings.from_env()
+        io = LiveIO(settings)
+
+        def source_for(config, tenant):
+            return io.source(config.cluster_of(tenant))
+
+        def destination_for(tenant, settings):
+            return io.customer(tenant)
+
         written = create_demo_data(server.host, server.port, server.user)
         say(f"Demo source data: {sum(written.values())} rows in {len(DEMO_SCHEMAS)} schemas")
         for tenant in config.tenants.values():  # a fresh destination, so reruns start clean

@@ -13,8 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hakobu.errors import HakobuError, Stopped
-from hakobu.plan import SRC, TablePlan, tenant_predicate
-from hakobu.sqlquote import quote_ident
+from hakobu.plan import TablePlan
 
 log = logging.getLogger("hakobu.progress")
 
@@ -108,30 +107,16 @@ def notify(p: Progress) -> None:
         fn(p)
 
 
-def count_sql(plan: TablePlan) -> tuple[str, dict]:
-    """The cheap total for progress: a shared table's COUNT of the tenant's rows (an index range
-    on the tenant column), else the InnoDB estimate from information_schema (no scan at all)."""
-    if plan.tenant_column is not None:
-        return (f"SELECT COUNT(*) FROM {quote_ident(plan.schema)}.{quote_ident(plan.table)} "
-                f"AS {SRC} WHERE {tenant_predicate(plan)}", {})
-    return ("SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = :s "
-            "AND TABLE_NAME = :t", {"s": plan.schema, "t": plan.table})
-
-
 def estimate(source, plan: TablePlan, gov) -> tuple[int | None, str]:
     """(estimated rows, how it was estimated), read through the cluster's governor."""
-    sql, params = count_sql(plan)
     try:
         with gov.slot(plan.tenant, plan.table):
-            rows = source.query(sql, params)
+            return source.estimate_rows(plan)
     except Stopped:
         raise
     except HakobuError as exc:
         log.warning("%s/%s: no row estimate: %s", plan.tenant, plan.table, exc)
         return None, "none"
-    value = rows[0][0] if rows else None
-    return (int(value) if value is not None else None,
-            "count" if plan.tenant_column else "information_schema estimate")
 
 
 def first_load(source, plan: TablePlan, gov) -> Progress | None:

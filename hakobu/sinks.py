@@ -29,6 +29,7 @@ from resources.bigquery_dest import (CLUSTERABLE, SHADOW_PREFIX, BigQueryDestina
 from resources.warehouse_dest import needs_refill
 
 log = logging.getLogger("hakobu.sinks")
+CUSTOMER, WAREHOUSE = "customer", "warehouse"
 
 
 class Sink:
@@ -173,23 +174,19 @@ class Sink:
         """A fresh, empty shadow with the source's current schema (so a backfill is also the
         way through an incompatible type change)."""
         self.drop_shadow()
-        BigQueryDestination.ensure_table(self.dest, self.shadow, self.specs, self.key,
-                                         extra=self.extra, tenant=self.tenant)
+        self.dest.create_shadow(self.shadow, self.specs, self.key, extra=self.extra,
+                                tenant=self.tenant)
 
     def count_shadow(self) -> int:
         return self.dest.count(self.shadow)
 
     def swap(self) -> None:
         """The shadow becomes the table in one statement; readers see old or new, never half."""
-        cluster = self.cluster_by()
-        self.dest.sql(f"CREATE OR REPLACE TABLE {self.dest.ref(self.table)}"
-                      + (f" CLUSTER BY {', '.join(f'`{c}`' for c in cluster)}" if cluster else "")
-                      + f" AS SELECT * FROM {self.dest.ref(self.shadow)}", table=self.table)
-        self.dest.describe_columns(self.table, source_notes(self.specs))   # lost by the CTAS
+        self.dest.swap_in(self.table, self.shadow, self.cluster_by(), source_notes(self.specs))
         self.drop_shadow()
 
     def drop_shadow(self) -> None:
-        self.dest.sql(f"DROP TABLE IF EXISTS {self.dest.ref(self.shadow)}", table=self.table)
+        self.dest.drop_table(self.shadow)
 
 
 class WarehouseSink(Sink):

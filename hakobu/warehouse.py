@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from hakobu.config import Config, Tenant
 from hakobu.errors import HakobuError
 from hakobu.plan import TablePlan
-from hakobu.policy import (TENANT_BUCKETS, ColumnPolicy, Hasher, any_hashed, hash_key,
-                           tenant_bucket, warehouse_table)
+from hakobu.policy import (ColumnPolicy, Hasher, any_hashed, hash_key,
+                           warehouse_table)
 from hakobu.sinks import WarehouseSink
-from resources.bigquery_client import BigQuerySettings
-from resources.warehouse_dest import WarehouseDestination
+from hakobu.ports import IO, Destination
 
 log = logging.getLogger("hakobu.warehouse")
 
@@ -25,7 +24,7 @@ log = logging.getLogger("hakobu.warehouse")
 @dataclass
 class WarehouseTarget:
     tenant: str
-    dest: WarehouseDestination | None
+    dest: Destination | None
     config: object                # hakobu.config.Warehouse
     hasher: Hasher | None = None
     error: str | None = None
@@ -47,7 +46,7 @@ def enabled(config: Config) -> bool:
     return config.warehouse is not None and config.warehouse.enabled
 
 
-def open_warehouse(config: Config, tenant: Tenant, settings: BigQuerySettings, work_dir,
+def open_warehouse(config: Config, tenant: Tenant, io: IO,
                    plans: list[TablePlan]) -> WarehouseTarget | None:
     if not enabled(config):
         return None
@@ -56,13 +55,9 @@ def open_warehouse(config: Config, tenant: Tenant, settings: BigQuerySettings, w
     try:
         if any_hashed(plans, w):
             target.hasher = Hasher(hash_key(w))
-        dest = WarehouseDestination(settings, w.project, w.dataset, w.location, work_dir,
-                                    tenant=tenant.tenant, bucket=tenant_bucket(tenant.tenant),
-                                    buckets=TENANT_BUCKETS)
+        dest = io.warehouse(config, tenant)
         if dest.ensure_dataset(labels={"managed-by": "hakobu", "role": "warehouse"}):
-            from hakobu.sync import _grant_new_dataset
-
-            _grant_new_dataset(config, dest)   # grants from permissions.csv as soon as it exists
+            io.grant_new_dataset(config, dest)   # grants from permissions.csv as soon as it exists
         dest.ensure_state_table()
         target.dest = dest
     except HakobuError as exc:

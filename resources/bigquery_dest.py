@@ -344,6 +344,22 @@ class BigQueryDestination:
         with self._errors("deleting a table", table):
             self.client.delete_table(self.table_id(table), not_found_ok=True, retry=self.retry)
 
+    def create_shadow(self, shadow: str, specs: list[ColumnSpec], primary_key: list[str], *,
+                      extra=(), tenant: str | None = None) -> None:
+        """An empty table with the source's current schema, made as a customer table is
+        (whatever this destination's own ensure_table adds): a backfill's shadow."""
+        BigQueryDestination.ensure_table(self, shadow, specs, primary_key, extra=extra,
+                                         tenant=tenant)
+
+    def swap_in(self, table: str, shadow: str, cluster: list[str],
+                descriptions: dict[str, str]) -> None:
+        """`table` becomes a copy of `shadow` in one statement (readers see old or new, never
+        half); the column descriptions, lost by the CTAS, are set again."""
+        self.sql(f"CREATE OR REPLACE TABLE {self.ref(table)}"
+                 + (f" CLUSTER BY {', '.join(quote_bq(c) for c in cluster)}" if cluster else "")
+                 + f" AS SELECT * FROM {self.ref(shadow)}", table=table)
+        self.describe_columns(table, descriptions)
+
     @contextlib.contextmanager
     def _errors(self, what: str, table: str | None = None):
         try:

@@ -26,7 +26,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from hakobu import stop
-from hakobu.config import Cluster, ReadBudget
+from hakobu.config import ReadBudget
 
 log = logging.getLogger("hakobu.pressure")
 
@@ -345,26 +345,3 @@ class ReadGovernor:
                 "governor_allowed_concurrency": self.allowed,
                 "governor_mean_observed_rate": round(sum(rates) / len(rates), 1) if rates
                 else 0.0}
-
-
-_governors: dict = {}
-_lock = threading.Lock()
-
-
-def governor_for(cluster: Cluster, source=None) -> ReadGovernor:
-    """One governor per cluster and process, shared by every tenant on that cluster. With a
-    source, it measures the server's counters and caps reads across processes too."""
-    key = (cluster.name, cluster.host, cluster.port, cluster.read_budget)
-    with _lock:
-        gov = _governors.get(key)
-        if gov is None:
-            budget = cluster.read_budget
-            probe = slots = None
-            if source is not None:
-                if budget.pages_per_second:
-                    probe = MySQLStatusProbe(source.query, budget.counter)
-                slots = ServerSlots(source.raw_connect, cluster.name, budget.max_connections)
-            gov = ReadGovernor(cluster.name, budget, probe=probe, slots=slots,
-                               timezone=cluster.timezone)
-            _governors[key] = gov
-        return gov

@@ -5,10 +5,10 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 
-from hakobu.plan import (TablePlan, chunk_sql, keyset_after, max_key_below, pk_ranges,
-                         splittable)
+from hakobu.plan import TablePlan, keyset_after, max_key_below, pk_ranges, splittable
 from hakobu.sqlquote import mysql_literal, quote_bq, quote_ident
 from hakobu.types import ColumnInfo, column_spec
+from resources.mysql_sql import chunk_sql
 
 
 def plan(**kw):

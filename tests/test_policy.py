@@ -14,7 +14,7 @@ from hakobu.errors import ConfigError, SchemaError
 from hakobu.plan import TablePlan
 from hakobu.policy import (TENANT_BUCKETS, Hasher, export_plan, hash_key, is_sensitive,
                            tenant_bucket, warehouse_table)
-from hakobu.sync import common_start
+from hakobu.watermarks import common_start
 from hakobu.types import ColumnInfo, column_spec
 
 

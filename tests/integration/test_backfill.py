@@ -8,12 +8,15 @@ import time
 import dagster as dg
 import pytest
 
-from hakobu.backfill import ReconcileError, backfill_tenant
+from hakobu.backfill import ReconcileError
+
+from tests.live import backfill_tenant
 from hakobu.cli import main
 from hakobu.errors import LoadError
 from hakobu.reconcile import diff_table
 from hakobu.sinks import Sink
-from hakobu.sync import Hooks, destination_for, source_for, sync_tenant
+from hakobu.results import Hooks
+from tests.live import destination_for, source_for, sync_tenant
 from resources.bigquery_client import BigQuerySettings
 from resources.bigquery_dest import BigQueryDestination
 from resources.mysql_source import MySQLSource

@@ -13,7 +13,7 @@ from hakobu.checksums import (Bucketing, choose_bucketing, compare_table, diff_b
                               source_keys_sql)
 from hakobu.errors import LoadError
 from hakobu.reconcile import diff_table
-from hakobu.sync import destination_for, source_for, sync_tenant
+from tests.live import destination_for, source_for, sync_tenant
 from resources.bigquery_client import BigQuerySettings
 from resources.bigquery_dest import BigQueryDestination
 from tests.helpers import unique
@@ -27,7 +27,7 @@ SHARED = "  tenant_column: tenant_id\n  tenant_value: {v}\n"
 def _sync_does_not_reconcile(monkeypatch):
     """These tests drive compare/repair themselves; the nightly sync's own reconcile (which
     would repair the deletes first) is tested in test_sync.py."""
-    import hakobu.sync as hs
+    import hakobu.table_checks as hs
 
     monkeypatch.setattr(hs, "RECONCILE", False)
 

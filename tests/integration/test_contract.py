@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from hakobu.sync import sync_tenant
+from tests.live import sync_tenant
 from hakobu.types import ColumnInfo, column_spec
 from tests.integration.test_readers import EDGE_TABLE, ROWS
 from tests.integration.test_sync import assert_equal, results
@@ -93,7 +93,7 @@ def test_table_without_primary_key_is_replaced_atomically(sql, schema, dataset, 
     sql(f"INSERT INTO `{schema}`.events VALUES ('new', 1000, NULL)")
     r = results(config, "a")["events"]
     assert r.rows_read == 151
-    from hakobu.sync import destination_for
+    from tests.live import destination_for
     dest = destination_for(config.tenant("a"), bq_env)
     got = sorted((x["k"], x["n"]) for x in dest.rows(f"SELECT k, n FROM {dest.ref('events')}"))
     want = sorted((k, n) for k, n, _ in sql(f"SELECT k, n, at FROM `{schema}`.events"))
@@ -104,7 +104,7 @@ def test_connection_killed_by_the_server_is_retried(sql, schema, dataset, make_c
                                                     mysql_server, monkeypatch):
     """KILL CONNECTION on our reader while it reads: a transient error, retried from the last
     watermark; BigQuery ends equal to the source, nothing doubled."""
-    import hakobu.sync as hs
+    import hakobu.results as hs
     from tests.helpers import Sql
 
     monkeypatch.setattr(hs, "RETRY_BASE_S", 0.2)
@@ -147,9 +147,9 @@ def test_destination_unreachable_mid_load_then_rerun(sql, schema, make_config, t
                                                      monkeypatch):
     """The emulator dies between staging and MERGE: the table fails with a clear error after
     bounded retries; once BigQuery is back, a rerun makes it exact."""
-    import hakobu.sync as hs
+    import hakobu.results as hs
     from hakobu.localenv.emulator import free_port, start_emulator
-    from hakobu.sync import Hooks
+    from hakobu.results import Hooks
     from tests.integration.conftest import make_orders
 
     monkeypatch.setattr(hs, "RETRY_BASE_S", 0.1)
@@ -174,7 +174,7 @@ def test_destination_unreachable_mid_load_then_rerun(sql, schema, make_config, t
 
 
 def test_terminal_errors_fail_fast_without_retries(monkeypatch):
-    import hakobu.sync as hs
+    import hakobu.results as hs
     from hakobu.errors import SchemaError, SourceUnavailable
 
     calls = []

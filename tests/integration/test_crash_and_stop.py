@@ -19,7 +19,7 @@ import pytest
 
 from hakobu.config import load_config
 from hakobu.reconcile import diff_table
-from hakobu.sync import destination_for, source_for
+from tests.live import destination_for, source_for
 from resources.bigquery_client import BigQuerySettings
 from tests.integration.conftest import make_orders
 

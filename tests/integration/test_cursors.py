@@ -14,7 +14,7 @@ import pytest
 
 from hakobu.errors import SchemaError
 from hakobu.reconcile import diff_table
-from hakobu.sync import destination_for, source_for, sync_tenant
+from tests.live import destination_for, source_for, sync_tenant
 from resources.bigquery_client import BigQuerySettings
 from resources.mysql_source import iter_chunks
 from tests.helpers import unique
@@ -196,18 +196,20 @@ def source_clock(monkeypatch):
     use resources.mysql_source.SESSION_INIT), so NOW() — and therefore upper_bound's clock —
     returns that instant. The real code path computes the bound; only the server's clock is
     set. Sources are rebuilt for each instant (init_command runs once per connection)."""
-    import hakobu.sync as hs
-    import resources.mysql_source as ms
+    import resources.mysql_sql as ms
+    from tests.live import live_io
 
     real = ms.SESSION_INIT
 
     def reset():
-        for src in list(hs._sources.values()):
+        io = live_io()
+        for src in list(io._sources.values()):
             src.dispose()
+        io._sources.clear()
+        io._gates.clear()
 
     def at(instant: dt.datetime) -> None:
         reset()
-        monkeypatch.setattr(hs, "_sources", {})
         monkeypatch.setattr(ms, "SESSION_INIT", f"{real}, timestamp = {instant.timestamp():.6f}")
 
     yield at

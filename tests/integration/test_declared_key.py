@@ -12,10 +12,10 @@ from google.api_core.exceptions import NotFound
 
 from hakobu.cli import main
 from hakobu.config import Cluster
-from hakobu.plan import chunk_sql
+from resources.mysql_sql import chunk_sql
 from hakobu.reconcile import diff_table
-from hakobu.sync import destination_for, source_for, sync_tenant
-from hakobu.backfill import backfill_tenant
+from tests.live import destination_for, source_for, sync_tenant
+from tests.live import backfill_tenant
 from resources.bigquery_client import BigQuerySettings
 from resources.mysql_source import MySQLSource
 from tests.integration.cfg_fixtures import cfg_datasets, cfg_schema  # noqa: F401

@@ -3,7 +3,7 @@
 import pytest
 
 from hakobu.config import Cluster, Tenant
-from hakobu.plan import chunk_sql
+from resources.mysql_sql import chunk_sql
 from resources.mysql_source import MySQLSource
 from tests.integration.conftest import make_orders
 

@@ -21,7 +21,7 @@ import pytest
 from hakobu.cli import main
 from hakobu.naming import column_name, table_name
 from hakobu.reconcile import diff_table
-from hakobu.sync import destination_for, source_for, sync_tenant
+from tests.live import destination_for, source_for, sync_tenant
 from resources.bigquery_client import BigQuerySettings
 from tests.helpers import unique
 from tests.integration.test_warehouse import (KEY, KEY_ENV, bq_rows, datasets,  # noqa: F401

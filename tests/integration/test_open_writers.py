@@ -19,7 +19,7 @@ import pytest
 
 from hakobu.config import load_config
 from hakobu.reconcile import diff_table
-from hakobu.sync import destination_for, source_for, sync_tenant
+from tests.live import destination_for, source_for, sync_tenant
 from resources.bigquery_client import BigQuerySettings
 from tests.helpers import Sql, tenant_body, unique, write_config
 
@@ -137,7 +137,7 @@ def test_numeric_cursor_value_committed_late_is_delivered(tokyo, tk, tk_schema, 
     """A holds a lower cursor value uncommitted while B commits a higher one: the watermark used
     to pass A's value (MAX + 1), and A's row was never delivered. Now the bound waits for the
     writers open when MAX was read, and holds while A stays open."""
-    import hakobu.sync as hs
+    import hakobu.table_checks as hs
 
     ddl, rows, table, write_a, write_b = (x.format(s=f"`{tk_schema}`") for x in KINDS[kind])
     if kind == "autoinc":
@@ -315,8 +315,8 @@ def test_backfill_refuses_to_swap_while_a_numeric_bound_is_held(tokyo, tk, tk_sc
     """A backfill reads the whole table below the bound and swaps it in: under a bound held by
     an open writer the swap would hide every row changed since the last delivery. It refuses
     (transient, retried) and leaves the table as it was; once the writer is done it succeeds."""
-    import hakobu.sync as hs
-    from hakobu.backfill import backfill_tenant
+    import hakobu.results as hs
+    from tests.live import backfill_tenant
 
     monkeypatch.setenv("HAKOBU_WRITER_WAIT_SECONDS", "0.3")
     monkeypatch.setattr(hs, "RETRY_BASE_S", 0.01)

@@ -18,7 +18,7 @@ import pytest
 from hakobu import policy
 from hakobu.config import load_config
 from hakobu.sinks import warehouse_shadow
-from hakobu.sync import sync_tenant
+from tests.live import sync_tenant
 from tests.helpers import tenant_body, unique, write_config
 
 KEY_ENV = "HK_POL_TEST_KEY"

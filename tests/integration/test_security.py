@@ -37,7 +37,7 @@ def test_odd_identifiers_are_quoted_on_the_source_and_mapped_for_bigquery(sql, s
     """Any MySQL name is taken (issue #16): on the source it is only ever quoted — a backtick in
     a name is doubled, never ends the identifier — and BigQuery gets hakobu.naming's name."""
     from hakobu.naming import column_name
-    from hakobu.plan import chunk_sql
+    from resources.mysql_sql import chunk_sql
 
     sql(f"CREATE TABLE `{schema}`.`odd``name` (id INT PRIMARY KEY, `order date` DATE, "
         "`x` INT, updated_at DATETIME, INDEX (updated_at))")

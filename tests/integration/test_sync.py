@@ -8,7 +8,8 @@ import pytest
 
 from hakobu.errors import HakobuError
 from hakobu.reconcile import diff_table
-from hakobu.sync import Hooks, destination_for, source_for, sync_tenant
+from hakobu.results import Hooks
+from tests.live import destination_for, source_for, sync_tenant
 from tests.integration.conftest import make_orders
 
 ORDERS = """\
@@ -193,7 +194,7 @@ class Crash(BaseException):
                                    "before_watermark"])
 def test_crash_at_any_point_then_rerun_is_exact(sql, schema, dataset, make_config, bq_env, point,
                                                 phase, monkeypatch):
-    import hakobu.sync as hs
+    import hakobu.table as hs
     make_orders(sql, schema, n=400)
     config = make_config({"a": (schema, dataset, ORDERS.format(chunk=60))})
     monkeypatch.setattr(hs, "MERGE_EVERY_ROWS", 120)
@@ -241,7 +242,7 @@ def test_initial_load_in_parallel_pk_ranges(sql, schema, dataset, make_config, b
     """A big table's first load is read over several primary-key ranges at once (in pk order,
     not through the cursor index); the watermark is the largest key read, so the next run
     reads only what changed."""
-    import resources.mysql_source as ms
+    import resources.mysql_chunks as ms
 
     monkeypatch.setattr(ms, "SPLIT_MIN_ROWS", 100)
     make_orders(sql, schema, n=900)

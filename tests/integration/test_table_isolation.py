@@ -7,9 +7,10 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 
-from hakobu.backfill import backfill_tenant
+from tests.live import backfill_tenant
 from hakobu.reconcile import diff_table
-from hakobu.sync import Hooks, destination_for, source_for, sync_tenant
+from hakobu.results import Hooks
+from tests.live import destination_for, source_for, sync_tenant
 from resources.bigquery_client import BigQuerySettings
 from tests.integration.cfg_fixtures import cfg_datasets, cfg_schema  # noqa: F401
 

@@ -6,12 +6,12 @@ Real MariaDB + emulator; hk_cfg_ schemas and datasets."""
 
 import pytest
 
-from hakobu.backfill import backfill_tenant
+from tests.live import backfill_tenant
 from hakobu.cli import main
 from hakobu.config import Cluster, Tenant
 from hakobu.plan import TablePlan, tenant_predicate
 from hakobu.reconcile import diff_table
-from hakobu.sync import destination_for, source_for, sync_tenant
+from tests.live import destination_for, source_for, sync_tenant
 from resources.bigquery_client import BigQuerySettings
 from tests.integration.cfg_fixtures import cfg_datasets, cfg_schema  # noqa: F401
 
@@ -70,7 +70,7 @@ def assert_equal(config, tid: str, table: str) -> None:
 
 def test_string_tenant_column_delivers_only_the_tenants_own_rows(
         sql, cfg_schema, cfg_datasets, make_config, bq_env, bq_client, monkeypatch):
-    import resources.mysql_source as ms
+    import resources.mysql_chunks as ms
 
     monkeypatch.setattr(ms, "SPLIT_MIN_ROWS", 1)     # (pk-range splits where the key allows)
     make_shared(sql, cfg_schema)

@@ -14,11 +14,12 @@ from decimal import Decimal
 
 import pytest
 
-from hakobu.backfill import backfill_tenant
+from tests.live import backfill_tenant
 from hakobu.config import load_config
 from hakobu.errors import TypeChangeError
 from hakobu.reconcile import diff_table
-from hakobu.sync import destination_for, source_for, sync_table, sync_tenant
+from tests.live import destination_for, source_for, sync_tenant
+from hakobu.table import sync_table
 from resources.bigquery_client import BigQuerySettings
 from tests.helpers import tenant_body, unique, write_config
 

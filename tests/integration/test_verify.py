@@ -11,7 +11,7 @@ import pytest
 
 from hakobu.reconcile import diff_table
 from hakobu.sinks import Sink
-from hakobu.sync import destination_for, source_for, sync_tenant
+from tests.live import destination_for, source_for, sync_tenant
 from hakobu.verify import (compare_content, night_number, nightly_content, night_slice,
                            repair_content, table_offset)
 from hakobu.checksums import compare_table

@@ -7,7 +7,7 @@ import pytest
 
 from hakobu.checksums import compare_table
 from hakobu.sinks import Sink
-from hakobu.sync import destination_for, source_for, sync_tenant
+from tests.live import destination_for, source_for, sync_tenant
 from hakobu.verify import compare_content, repair_content
 from hakobu.verify_run import verify_tenant
 from resources.bigquery_client import BigQuerySettings

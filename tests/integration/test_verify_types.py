@@ -6,7 +6,7 @@ import pytest
 from hakobu.canonical import Part, bq_part, bq_text, my_part, my_text
 from hakobu.checksums import _from, _my_rows
 from hakobu.plan import col_ref
-from hakobu.sync import destination_for, source_for, sync_tenant
+from tests.live import destination_for, source_for, sync_tenant
 from hakobu.verify import compare_content
 from resources.bigquery_client import BigQuerySettings
 

@@ -14,7 +14,7 @@ import pytest
 
 from hakobu.config import load_config
 from hakobu.reconcile import diff_table
-from hakobu.sync import destination_for, source_for, sync_tenant
+from tests.live import destination_for, source_for, sync_tenant
 from resources.bigquery_client import BigQuerySettings
 from resources.mysql_source import MySQLSource
 from tests.helpers import tenant_body, unique, write_config

@@ -1,0 +1,282 @@
+"""Deliver one table: plan, read in keyset chunks, stage, MERGE, then move the watermark.
+
+Order of effects for every unit of work, which is what makes a crash anywhere safe to rerun:
+  1. chunks are read and appended to local Parquet files (nothing in BigQuery yet);
+  2. each file is loaded into a fresh staging table and MERGEd on the primary key (idempotent);
+  3. only then does that destination's watermark move (compare-and-set).
+A crash before 3 means the next run re-reads rows that are already merged: harmless.
+
+Read once: every chunk read goes to every sink of the table (hakobu.sinks) — the customer's
+dataset and, when tenants/warehouse.yaml enables it, the internal warehouse — each with its own
+staging file, MERGE and watermark. The source is read once per run whatever the number of sinks.
+Everything outside goes through the ports (hakobu.ports): a Source, a ReadGate, Destinations.
+"""
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from hakobu.config import Tenant
+from hakobu.errors import SchemaError
+from hakobu.plan import TablePlan, fold_restart, max_key_below
+from hakobu.planning import plan_for
+from hakobu.ports import Destination, ReadGate, Source
+from hakobu.progress import first_load
+from hakobu.results import NO_HOOKS, Hooks, TableResult, with_retries
+from hakobu.sinks import CUSTOMER, Sink, build_sinks, staging
+from hakobu.table_checks import after_table
+from hakobu.watermarks import _key_lt, bound_utc, common_start, watermark_utc
+from hakobu.gates import unlimited
+
+log = logging.getLogger("hakobu.sync")
+MERGE_EVERY_ROWS = int(os.environ.get("HAKOBU_MERGE_EVERY_ROWS", "1000000"))
+
+
+class _Fanout:
+    """Runs an operation on every active sink: a critical sink's error propagates (the table
+    fails), a non-critical one's (the warehouse) is retried if transient, then sets that sink
+    aside and is recorded."""
+
+    def __init__(self, res: TableResult, sinks: list[Sink]):
+        self.res, self.sinks = res, sinks
+
+    @property
+    def active(self) -> list[Sink]:
+        return [s for s in self.sinks if s.active]
+
+    def each(self, what: str, fn: Callable[[Sink], object]) -> None:
+        for s in self.active:
+            if s.critical:
+                fn(s)
+                continue
+            try:
+                with_retries(lambda s=s: fn(s), what=f"{self.res.tenant}/{self.res.table} "
+                                                     f"{s.kind} {what}")
+            except Exception as exc:      # noqa: BLE001 — the warehouse never stops the customer
+                log.error("%s/%s: %s sink failed at %s, set aside for this run: %s",
+                          self.res.tenant, self.res.table, s.kind, what, exc)
+                s.fail(exc)
+
+    def write(self, batch) -> None:
+        self.each("staging", lambda s: s.write(batch))
+
+    @property
+    def staged_rows(self) -> int:
+        return max((s.rows for s in self.active), default=0)
+
+
+def sync_table(source: Source, dest: Destination | None, tenant: Tenant,
+               table_name: str, *, run_id: str, governor: ReadGate | None = None,
+               hooks: Hooks = NO_HOOKS, state_lock: "threading.Lock | None" = None,
+               plan: TablePlan | None = None, warehouse=None,
+               verify: bool = False) -> TableResult:
+    """Deliver one table into `dest` (the customer's dataset; None: not this run) and, with a
+    hakobu.warehouse.WarehouseTarget, into the warehouse — from one read. With verify, the
+    customer table is compared with the source afterwards whatever the mode (res.check): what
+    the Dagster check `in_sync_with_source` reports, without a second scan."""
+    t0 = time.monotonic()
+    res = TableResult(tenant.tenant, table_name, customer=dest is not None)
+    table_cfg = tenant.table(table_name)
+    plan, sinks, res.withheld, wh_error = build_sinks(
+        plan or plan_for(source, tenant, table_cfg), table_cfg, dest, warehouse)
+    if wh_error:
+        res.warehouse, res.warehouse_error = "failed", wh_error
+    res.extra.update(name_metadata(plan))
+    fan = _Fanout(res, sinks)
+    gov = governor or unlimited()
+    lock = state_lock or threading.Lock()
+    if not plan.key_enforced and fan.active and (plan.cursor is None or plan.key_index):
+        refuse_duplicate_keys(source, plan, gov)
+    fan.each("preparing the table", lambda s: s.prepare())
+
+    def read(pass_: str, after, upper):
+        def on_chunk(rows: int, seconds: float) -> None:
+            res.chunks += 1
+            res.rows_read += rows
+            hooks("after_chunk", table=table_name, rows=res.rows_read)
+
+        for batch, key in source.chunks(plan, pass_, after, upper, on_chunk=on_chunk, gate=gov):
+            yield batch, key
+
+    def flush(*, key=None, watermark: bool, delete_scope: str | None = None,
+              always: bool = False) -> None:
+        """Merge every active sink's staged rows; then move its watermark to `key`."""
+        def one(s: Sink) -> None:
+            rows = s.rows
+            if not rows and not always:
+                return
+            hooks("after_stage", table=table_name, sink=s.kind)
+            files = s.take()
+            hooks("before_merge", table=table_name, sink=s.kind)
+            s.merge(files, delete_scope=delete_scope, run_id=f"{run_id}_{s.merges}")
+            hooks("after_merge", table=table_name, sink=s.kind)
+            if watermark:
+                with lock:
+                    hooks("before_watermark", table=table_name, sink=s.kind)
+                    s.write_watermark(key, rows, run_id)
+        fan.each("merge", one)
+
+    if not fan.active:
+        pass                               # nothing to feed (e.g. only the warehouse, failed)
+    elif plan.full_replace:
+        # No key: nothing to merge on. Stream the whole table, swap it in atomically.
+        res.mode = "replace"
+        with staging(sinks):
+            for batch in source.whole_table(plan, gov):
+                fan.write(batch)
+                res.chunks += 1
+                res.rows_read += batch.num_rows
+                hooks("after_chunk", table=table_name, rows=res.rows_read)
+
+            def one(s: Sink) -> None:
+                hooks("after_stage", table=table_name, sink=s.kind)
+                files = s.take()
+                hooks("before_merge", table=table_name, sink=s.kind)
+                s.replace(files, run_id=f"{run_id}_r")
+                hooks("after_merge", table=table_name, sink=s.kind)
+            fan.each("replace", one)
+        res.watermark = "(full replace)"
+    elif plan.cursor is None:
+        # No cursor: the whole table every run, merged with deletion of vanished rows.
+        res.mode = "full"
+        with staging(sinks):
+            for batch, _ in read("full", None, None):
+                fan.write(batch)
+            flush(watermark=False, delete_scope="TRUE", always=True)
+        res.watermark = "(full read)"
+    else:
+        fan.each("reading the watermark", lambda s: s.read_watermark())
+        after = common_start([s.previous.key if s.previous else None for s in fan.active])
+        if after is None and not plan.key_enforced and not plan.key_index:
+            refuse_duplicate_keys(source, plan, gov)     # a first load: a complete read
+        upper, res.bound = source.upper_bound(plan, after)
+        start = fold_restart(plan, after, bound_utc(res.bound))   # DST fall-back: re-read
+        if start != after:
+            res.bound["reread_from_dst_fold"], after = str(start[0]), start
+        pending_key = None
+        if after is None and plan.initial_in_pk_order:
+            initial_load(source, plan, fan, sinks, upper, gov, res, hooks, flush, lock, run_id)
+            after = "done"
+        with staging(sinks) if after != "done" else contextlib.nullcontext():
+            for batch, key in (read("main", after, upper) if after != "done" else ()):
+                fan.write(batch)
+                pending_key = key
+                if fan.staged_rows >= MERGE_EVERY_ROWS:
+                    flush(key=pending_key, watermark=True)
+                    fan.each("staging", lambda s: s.open())
+            if after != "done":
+                flush(key=pending_key, watermark=True)
+        # Rows whose cursor is NULL (or a zero date) cannot sit behind a watermark: they are
+        # re-read every run, keyed on the primary key alone, and merged like the others.
+        before = res.rows_read
+        with staging(sinks):
+            for pass_ in ("nulls", "zeros") if plan.cursor_is_temporal else ("nulls",):
+                for batch, _ in read(pass_, None, None):
+                    fan.write(batch)
+            flush(watermark=False)
+        res.null_cursor_rows = res.rows_read - before
+        res.watermark_utc = watermark_utc(plan, _first_key(sinks), source.cluster.timezone)
+        res.complete_to_utc = bound_utc(res.bound)
+    _summarise(res, sinks)
+    after_table(source, plan, sinks, res, hooks, gov, run_id, verify=verify)
+    res.throttled_s = gov.throttled_seconds(tenant.tenant, table_name)
+    res.duration_s = time.monotonic() - t0
+    return res
+
+
+def name_metadata(plan: TablePlan) -> dict:
+    """Where the table landed in BigQuery, and the columns delivered under another name than
+    MySQL's (hakobu.naming), for the materialization: the original names stay findable."""
+    renamed = [f"{s.name} → {s.bq_name}" for s in plan.specs if s.renamed]
+    return {"bigquery_table": plan.bq_table, "mysql_table": plan.table,
+            "columns_renamed": "; ".join(renamed) or "-"}
+
+
+def refuse_duplicate_keys(source: Source, plan: TablePlan, gov: ReadGate) -> None:
+    """Stop the table, before anything is written, when rows share a declared primary key that
+    no UNIQUE index enforces: merged on it they would collapse into one row in BigQuery (or one
+    would overwrite the other on a later run), silently. Run before every run where an index
+    is ordered by the key (an index scan, no temp table), else before every complete read
+    (first load, full read, backfill), where the whole table is read anyway."""
+    row = source.duplicate_key(plan, gov)
+    if row:
+        *values, n = row
+        key = dict(zip(plan.primary_key, values))
+        raise SchemaError(
+            f"declared primary key {list(plan.primary_key)} of {plan.schema}.{plan.table} is not "
+            f"unique: {n} rows have {key}; merged on it they would become one row in BigQuery",
+            tenant=plan.tenant, table=plan.table,
+            hint="declare columns that identify a row as primary_key: (a UNIQUE index on them "
+                 "in MySQL makes the source enforce it), or remove primary_key: and set "
+                 "without_primary_key: replace (the table is then reloaded whole)")
+
+
+def initial_load(source, plan, fan, sinks, upper, gov, res, hooks, flush, lock, run_id) -> None:
+    """The first load of a table: every row with cursor < upper, read in primary-key order
+    (sequential on the clustered index; the cursor index would cost a random lookup per row),
+    over several pk ranges at once for big tables. The watermark becomes the largest
+    (cursor, pk) read — every row at or below it has been read — and is written only once the
+    whole pass is merged: an interrupted initial load starts over, which the MERGE makes
+    harmless."""
+    res.mode = "initial"
+    top = None
+    progress = first_load(source, plan, gov)     # the CLI's bar; None when nobody listens
+
+    def on_chunk(rows: int, seconds: float) -> None:
+        res.chunks += 1
+        res.rows_read += rows
+        hooks("after_chunk", table=plan.table, rows=res.rows_read)
+        if progress is not None:
+            progress.advance(rows)
+
+    parts = res.splits = source.initial_splits(plan, gov)
+    with staging(sinks), (progress.finishing() if progress else contextlib.nullcontext()):
+        for batch in source.parallel_chunks(plan, "initial", upper, parts, on_chunk, gov):
+            fan.write(batch)
+            k = max_key_below(plan, batch, None)   # the pass read only cursor < upper
+            if k is not None and (top is None or _key_lt(top, k)):
+                top = k
+            if fan.staged_rows >= MERGE_EVERY_ROWS:
+                flush(watermark=False)
+                fan.each("staging", lambda s: s.open())
+        if fan.staged_rows:
+            flush(key=top, watermark=top is not None)
+        elif top is not None:
+            def mark(s) -> None:
+                with lock:
+                    hooks("before_watermark", table=plan.table, sink=s.kind)
+                    s.write_watermark(top, 0, run_id)
+            fan.each("watermark", mark)
+
+
+def _summarise(res: TableResult, sinks: list[Sink]) -> None:
+    for s in sinks:
+        shown = s.previous.display() if s.previous else "-"
+        if res.mode == "replace":
+            shown = "(full replace)"
+        elif res.mode == "full":
+            shown = "(full read)"
+        if s.kind == CUSTOMER:
+            res.merges, res.rows_merged, res.bytes_staged = s.merges, s.rows_merged, s.bytes_staged
+            res.columns_added = s.columns_added
+            res.watermark = shown
+            res.extra.update(s.evolution_metadata())       # policy and type changes applied
+        else:
+            res.warehouse_extra.update(s.evolution_metadata())
+            res.warehouse_rows_merged, res.warehouse_watermark = s.rows_merged, shown
+            if s.active:
+                res.warehouse = "ok"
+            else:
+                res.warehouse, res.warehouse_error = "failed", s.error
+            if not res.customer:
+                res.watermark = shown
+
+
+def _first_key(sinks: list[Sink]):
+    for s in sinks:
+        if s.active and s.previous is not None:
+            return s.previous.key
+    return None
