@@ -85,106 +85,170 @@ def sync_table(source: Source, dest: Destination | None, tenant: Tenant,
     if wh_error:
         res.warehouse, res.warehouse_error = "failed", wh_error
     res.extra.update(name_metadata(plan))
-    fan = _Fanout(res, sinks)
     gov = governor or unlimited()
-    lock = state_lock or threading.Lock()
-    if not plan.key_enforced and fan.active and (plan.cursor is None or plan.key_index):
+    run = _TableRun(source, plan, sinks, res, gov, hooks, state_lock or threading.Lock(), run_id)
+    if not plan.key_enforced and run.fan.active and (plan.cursor is None or plan.key_index):
         refuse_duplicate_keys(source, plan, gov)
-    fan.each("preparing the table", lambda s: s.prepare())
-
-    def read(pass_: str, after, upper):
-        def on_chunk(rows: int, seconds: float) -> None:
-            res.chunks += 1
-            res.rows_read += rows
-            hooks("after_chunk", table=table_name, rows=res.rows_read)
-
-        for batch, key in source.chunks(plan, pass_, after, upper, on_chunk=on_chunk, gate=gov):
-            yield batch, key
-
-    def flush(*, key=None, watermark: bool, delete_scope: str | None = None,
-              always: bool = False) -> None:
-        """Merge every active sink's staged rows; then move its watermark to `key`."""
-        def one(s: Sink) -> None:
-            rows = s.rows
-            if not rows and not always:
-                return
-            hooks("after_stage", table=table_name, sink=s.kind)
-            files = s.take()
-            hooks("before_merge", table=table_name, sink=s.kind)
-            s.merge(files, delete_scope=delete_scope, run_id=f"{run_id}_{s.merges}")
-            hooks("after_merge", table=table_name, sink=s.kind)
-            if watermark:
-                with lock:
-                    hooks("before_watermark", table=table_name, sink=s.kind)
-                    s.write_watermark(key, rows, run_id)
-        fan.each("merge", one)
-
-    if not fan.active:
+    run.fan.each("preparing the table", lambda s: s.prepare())
+    if not run.fan.active:
         pass                               # nothing to feed (e.g. only the warehouse, failed)
     elif plan.full_replace:
-        # No key: nothing to merge on. Stream the whole table, swap it in atomically.
-        res.mode = "replace"
-        with staging(sinks):
-            for batch in source.whole_table(plan, gov):
-                fan.write(batch)
-                res.chunks += 1
-                res.rows_read += batch.num_rows
-                hooks("after_chunk", table=table_name, rows=res.rows_read)
-
-            def one(s: Sink) -> None:
-                hooks("after_stage", table=table_name, sink=s.kind)
-                files = s.take()
-                hooks("before_merge", table=table_name, sink=s.kind)
-                s.replace(files, run_id=f"{run_id}_r")
-                hooks("after_merge", table=table_name, sink=s.kind)
-            fan.each("replace", one)
-        res.watermark = "(full replace)"
+        run.replace()
     elif plan.cursor is None:
-        # No cursor: the whole table every run, merged with deletion of vanished rows.
-        res.mode = "full"
-        with staging(sinks):
-            for batch, _ in read("full", None, None):
-                fan.write(batch)
-            flush(watermark=False, delete_scope="TRUE", always=True)
-        res.watermark = "(full read)"
+        run.full()
     else:
-        fan.each("reading the watermark", lambda s: s.read_watermark())
-        after = common_start([s.previous.key if s.previous else None for s in fan.active])
-        if after is None and not plan.key_enforced and not plan.key_index:
-            refuse_duplicate_keys(source, plan, gov)     # a first load: a complete read
-        upper, res.bound = source.upper_bound(plan, after)
-        start = fold_restart(plan, after, bound_utc(res.bound))   # DST fall-back: re-read
-        if start != after:
-            res.bound["reread_from_dst_fold"], after = str(start[0]), start
-        pending_key = None
-        if after is None and plan.initial_in_pk_order:
-            initial_load(source, plan, fan, sinks, upper, gov, res, hooks, flush, lock, run_id)
-            after = "done"
-        with staging(sinks) if after != "done" else contextlib.nullcontext():
-            for batch, key in (read("main", after, upper) if after != "done" else ()):
-                fan.write(batch)
-                pending_key = key
-                if fan.staged_rows >= MERGE_EVERY_ROWS:
-                    flush(key=pending_key, watermark=True)
-                    fan.each("staging", lambda s: s.open())
-            if after != "done":
-                flush(key=pending_key, watermark=True)
-        # Rows whose cursor is NULL (or a zero date) cannot sit behind a watermark: they are
-        # re-read every run, keyed on the primary key alone, and merged like the others.
-        before = res.rows_read
-        with staging(sinks):
-            for pass_ in ("nulls", "zeros") if plan.cursor_is_temporal else ("nulls",):
-                for batch, _ in read(pass_, None, None):
-                    fan.write(batch)
-            flush(watermark=False)
-        res.null_cursor_rows = res.rows_read - before
-        res.watermark_utc = watermark_utc(plan, _first_key(sinks), source.cluster.timezone)
-        res.complete_to_utc = bound_utc(res.bound)
+        run.incremental()
     _summarise(res, sinks)
     after_table(source, plan, sinks, res, hooks, gov, run_id, verify=verify)
     res.throttled_s = gov.throttled_seconds(tenant.tenant, table_name)
     res.duration_s = time.monotonic() - t0
     return res
+
+
+class _TableRun:
+    """One table's delivery in one of its modes: reads through the gate, writes every chunk to
+    every active sink, merges, then moves each sink's watermark (in that order: crash-safe)."""
+
+    def __init__(self, source: Source, plan: TablePlan, sinks: list[Sink], res: TableResult,
+                 gov: ReadGate, hooks: Hooks, lock: threading.Lock, run_id: str):
+        self.source, self.plan, self.sinks, self.res = source, plan, sinks, res
+        self.gov, self.hooks, self.lock, self.run_id = gov, hooks, lock, run_id
+        self.fan = _Fanout(res, sinks)
+
+    def _chunk_read(self, rows: int) -> None:
+        self.res.chunks += 1
+        self.res.rows_read += rows
+        self.hooks("after_chunk", table=self.plan.table, rows=self.res.rows_read)
+
+    def read(self, pass_: str, after, upper):
+        yield from self.source.chunks(self.plan, pass_, after, upper,
+                                      on_chunk=lambda rows, s: self._chunk_read(rows),
+                                      gate=self.gov)
+
+    def flush(self, *, key=None, watermark: bool, delete_scope: str | None = None,
+              always: bool = False) -> None:
+        """Merge every active sink's staged rows; then move its watermark to `key`."""
+        table, hooks = self.plan.table, self.hooks
+
+        def one(s: Sink) -> None:
+            rows = s.rows
+            if not rows and not always:
+                return
+            hooks("after_stage", table=table, sink=s.kind)
+            files = s.take()
+            hooks("before_merge", table=table, sink=s.kind)
+            s.merge(files, delete_scope=delete_scope, run_id=f"{self.run_id}_{s.merges}")
+            hooks("after_merge", table=table, sink=s.kind)
+            if watermark:
+                self.mark(s, key, rows)
+        self.fan.each("merge", one)
+
+    def mark(self, s: Sink, key, rows: int) -> None:
+        with self.lock:
+            self.hooks("before_watermark", table=self.plan.table, sink=s.kind)
+            s.write_watermark(key, rows, self.run_id)
+
+    def replace(self) -> None:
+        """No key: nothing to merge on. Stream the whole table, swap it in atomically."""
+        self.res.mode, table, hooks = "replace", self.plan.table, self.hooks
+        with staging(self.sinks):
+            for batch in self.source.whole_table(self.plan, self.gov):
+                self.fan.write(batch)
+                self._chunk_read(batch.num_rows)
+
+            def one(s: Sink) -> None:
+                hooks("after_stage", table=table, sink=s.kind)
+                files = s.take()
+                hooks("before_merge", table=table, sink=s.kind)
+                s.replace(files, run_id=f"{self.run_id}_r")
+                hooks("after_merge", table=table, sink=s.kind)
+            self.fan.each("replace", one)
+        self.res.watermark = "(full replace)"
+
+    def full(self) -> None:
+        """No cursor: the whole table every run, merged with deletion of vanished rows."""
+        self.res.mode = "full"
+        with staging(self.sinks):
+            for batch, _ in self.read("full", None, None):
+                self.fan.write(batch)
+            self.flush(watermark=False, delete_scope="TRUE", always=True)
+        self.res.watermark = "(full read)"
+
+    def incremental(self) -> None:
+        """From the sinks' common watermark up to the source's bound; a first load in pk order
+        when the table allows it; then the rows no watermark can hold (NULL or zero cursors)."""
+        plan, res, fan = self.plan, self.res, self.fan
+        fan.each("reading the watermark", lambda s: s.read_watermark())
+        after = common_start([s.previous.key if s.previous else None for s in fan.active])
+        if after is None and not plan.key_enforced and not plan.key_index:
+            refuse_duplicate_keys(self.source, plan, self.gov)   # a first load: a complete read
+        upper, res.bound = self.source.upper_bound(plan, after)
+        start = fold_restart(plan, after, bound_utc(res.bound))   # DST fall-back: re-read
+        if start != after:
+            res.bound["reread_from_dst_fold"], after = str(start[0]), start
+        if after is None and plan.initial_in_pk_order:
+            self.initial(upper)
+        else:
+            self.main(after, upper)
+        # Rows whose cursor is NULL (or a zero date) cannot sit behind a watermark: they are
+        # re-read every run, keyed on the primary key alone, and merged like the others.
+        before = res.rows_read
+        with staging(self.sinks):
+            for pass_ in ("nulls", "zeros") if plan.cursor_is_temporal else ("nulls",):
+                for batch, _ in self.read(pass_, None, None):
+                    fan.write(batch)
+            self.flush(watermark=False)
+        res.null_cursor_rows = res.rows_read - before
+        res.watermark_utc = watermark_utc(plan, _first_key(self.sinks),
+                                          self.source.cluster.timezone)
+        res.complete_to_utc = bound_utc(res.bound)
+
+    def main(self, after, upper) -> None:
+        """The main pass: (cursor, pk) > after, cursor < upper; the watermark follows every
+        merge (every MERGE_EVERY_ROWS rows and at the end)."""
+        pending_key = None
+        with staging(self.sinks):
+            for batch, key in self.read("main", after, upper):
+                self.fan.write(batch)
+                pending_key = key
+                if self.fan.staged_rows >= MERGE_EVERY_ROWS:
+                    self.flush(key=pending_key, watermark=True)
+                    self.fan.each("staging", lambda s: s.open())
+            self.flush(key=pending_key, watermark=True)
+
+    def initial(self, upper) -> None:
+        """The first load of a table: every row with cursor < upper, read in primary-key order
+        (sequential on the clustered index; the cursor index would cost a random lookup per
+        row), over several pk ranges at once for big tables. The watermark becomes the largest
+        (cursor, pk) read — every row at or below it has been read — and is written only once
+        the whole pass is merged: an interrupted initial load starts over, which the MERGE
+        makes harmless."""
+        plan, res, fan = self.plan, self.res, self.fan
+        res.mode = "initial"
+        top = None
+        progress = first_load(self.source, plan, self.gov)   # the CLI's bar, if one listens
+
+        def on_chunk(rows: int, seconds: float) -> None:
+            self._chunk_read(rows)
+            if progress is not None:
+                progress.advance(rows)
+
+        parts = res.splits = self.source.initial_splits(plan, self.gov)
+        with staging(self.sinks), (progress.finishing() if progress
+                                   else contextlib.nullcontext()):
+            for batch in self.source.parallel_chunks(plan, "initial", upper, parts, on_chunk,
+                                                     self.gov):
+                fan.write(batch)
+                k = max_key_below(plan, batch, None)   # the pass read only cursor < upper
+                if k is not None and (top is None or _key_lt(top, k)):
+                    top = k
+                if fan.staged_rows >= MERGE_EVERY_ROWS:
+                    self.flush(watermark=False)
+                    fan.each("staging", lambda s: s.open())
+            if fan.staged_rows:
+                self.flush(key=top, watermark=top is not None)
+            elif top is not None:
+                fan.each("watermark", lambda s: self.mark(s, top, 0))
 
 
 def name_metadata(plan: TablePlan) -> dict:
@@ -212,44 +276,6 @@ def refuse_duplicate_keys(source: Source, plan: TablePlan, gov: ReadGate) -> Non
             hint="declare columns that identify a row as primary_key: (a UNIQUE index on them "
                  "in MySQL makes the source enforce it), or remove primary_key: and set "
                  "without_primary_key: replace (the table is then reloaded whole)")
-
-
-def initial_load(source, plan, fan, sinks, upper, gov, res, hooks, flush, lock, run_id) -> None:
-    """The first load of a table: every row with cursor < upper, read in primary-key order
-    (sequential on the clustered index; the cursor index would cost a random lookup per row),
-    over several pk ranges at once for big tables. The watermark becomes the largest
-    (cursor, pk) read — every row at or below it has been read — and is written only once the
-    whole pass is merged: an interrupted initial load starts over, which the MERGE makes
-    harmless."""
-    res.mode = "initial"
-    top = None
-    progress = first_load(source, plan, gov)     # the CLI's bar; None when nobody listens
-
-    def on_chunk(rows: int, seconds: float) -> None:
-        res.chunks += 1
-        res.rows_read += rows
-        hooks("after_chunk", table=plan.table, rows=res.rows_read)
-        if progress is not None:
-            progress.advance(rows)
-
-    parts = res.splits = source.initial_splits(plan, gov)
-    with staging(sinks), (progress.finishing() if progress else contextlib.nullcontext()):
-        for batch in source.parallel_chunks(plan, "initial", upper, parts, on_chunk, gov):
-            fan.write(batch)
-            k = max_key_below(plan, batch, None)   # the pass read only cursor < upper
-            if k is not None and (top is None or _key_lt(top, k)):
-                top = k
-            if fan.staged_rows >= MERGE_EVERY_ROWS:
-                flush(watermark=False)
-                fan.each("staging", lambda s: s.open())
-        if fan.staged_rows:
-            flush(key=top, watermark=top is not None)
-        elif top is not None:
-            def mark(s) -> None:
-                with lock:
-                    hooks("before_watermark", table=plan.table, sink=s.kind)
-                    s.write_watermark(top, 0, run_id)
-            fan.each("watermark", mark)
 
 
 def _summarise(res: TableResult, sinks: list[Sink]) -> None:

@@ -130,7 +130,7 @@ def test_each_cursor_row_is_in_exactly_one_pass(sql, cur_schema, mysql_server, m
     """main + nulls + zeros read every row exactly once, whatever the cursor holds; main never
     hands on a NULL cursor; the zeros pass is an index range (gaps between months of the years
     present), or a scan of the cursor index past MAX_GAP_YEARS years."""
-    import hakobu.plan as hp
+    import resources.mysql_sql as hp
     from hakobu.config import Cluster, Tenant
     from resources.mysql_source import MySQLSource
 
