@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hakobu.errors import TypeContractError
+from hakobu.naming import column_name
 from hakobu.sqlquote import quote_ident
 
 INT_TYPES = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint"}
@@ -72,8 +73,6 @@ class ColumnSpec:
 
     def __post_init__(self):
         if not self.bq_name:
-            from hakobu.naming import column_name
-
             object.__setattr__(self, "bq_name", column_name(self.info.name))
 
     @property
