@@ -102,6 +102,7 @@ def _zero_flag(col: str) -> str:
     return f"({col} IS NOT NULL AND (MONTH({col}) = 0 OR DAYOFMONTH({col}) = 0))"
 
 
+# long: the whole type contract in one place, a branch per MySQL type, read as a table
 def column_spec(info: ColumnInfo, *, datetime_as: str = "datetime",
                 source_timezone: str = "UTC") -> ColumnSpec:
     """The type contract for one column; raises TypeContractError for what cannot be held."""
