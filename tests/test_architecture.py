@@ -114,7 +114,7 @@ def layer_violations() -> list[str]:
                     out.append(f"{where(importer, line)}: {LAYERS[layer(importer)]} module "
                                f"{importer} imports {LAYERS[layer(imported)]} module "
                                f"{imported}: {text}")
-    return out
+    return by_place(out)
 
 
 def strongly_connected(nodes: list[str], edges: dict[str, set[str]]) -> list[list[str]]:
@@ -221,7 +221,7 @@ def function_size_violations() -> list[str]:
                     out.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.name}() is {n} "
                                f"lines (at most {MAX_FUNCTION_LINES}, or `{LONG_MARKER} <why>` "
                                "on the line above its def)")
-    return out
+    return by_place(out)
 
 
 def _project_module(node: ast.Import | ast.ImportFrom) -> str | None:
