@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup dev bench validate clean up down
+.PHONY: demo test contract setup dev bench validate clean up down
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -19,6 +19,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -q
+
+# the import contract and the size limits alone, every violation listed (tests/test_architecture.py)
+contract: $(STAMP)
+	PYTHONPATH=. $(BIN)/python tests/test_architecture.py
 
 validate: $(STAMP)
 	$(BIN)/hakobu validate

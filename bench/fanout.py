@@ -176,7 +176,8 @@ def _config(job: dict, prefix: str):
 def _pure(job: dict) -> dict:
     from hakobu.types import arrow_schema
     from resources.bigquery_client import BigQuerySettings
-    from resources.bigquery_dest import SEQ, BigQueryDestination
+    from hakobu.bqschema import SEQ
+    from resources.bigquery_dest import BigQueryDestination
     from resources.mysql_source import MySQLSource, iter_chunks
 
     cfg = _config(job, "bench_fan_p_")

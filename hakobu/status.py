@@ -28,6 +28,7 @@ import dagster as dg
 from hakobu.config import Config, Tenant
 from hakobu.deadlines import (UTC, Verdict, human, judge, next_deadline, next_run, window,
                               zone)
+from hakobu.naming import table_name
 
 RECENT_RUNS = 10
 NIGHTLY_JOB = "nightly"
@@ -35,8 +36,6 @@ NIGHTLY_JOB = "nightly"
 
 def customer_key(table: str) -> dg.AssetKey:
     """The same key as assets.customer.customer_key (hakobu.naming: a valid Dagster name)."""
-    from hakobu.naming import table_name
-
     return dg.AssetKey(["customer", table_name(table)])
 
 

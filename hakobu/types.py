@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hakobu.errors import TypeContractError
+from hakobu.naming import column_name
 from hakobu.sqlquote import quote_ident
 
 INT_TYPES = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint"}
@@ -72,8 +73,6 @@ class ColumnSpec:
 
     def __post_init__(self):
         if not self.bq_name:
-            from hakobu.naming import column_name
-
             object.__setattr__(self, "bq_name", column_name(self.info.name))
 
     @property
@@ -103,6 +102,7 @@ def _zero_flag(col: str) -> str:
     return f"({col} IS NOT NULL AND (MONTH({col}) = 0 OR DAYOFMONTH({col}) = 0))"
 
 
+# long: the whole type contract in one place, a branch per MySQL type, read as a table
 def column_spec(info: ColumnInfo, *, datetime_as: str = "datetime",
                 source_timezone: str = "UTC") -> ColumnSpec:
     """The type contract for one column; raises TypeContractError for what cannot be held."""

@@ -6,12 +6,14 @@ or the metadata server). Nothing else in the pipeline knows which of the two it 
 """
 
 import os
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 
 from google.api_core.retry import Retry
 from google.cloud import bigquery
 
-from hakobu.errors import explain, is_transient
+from hakobu.errors import bigquery_away, explain, is_transient
 
 
 @dataclass(frozen=True)
@@ -57,11 +59,6 @@ def check_endpoint(settings: BigQuerySettings, timeout: float = 3.0) -> None:
     to check before the first call."""
     if not settings.endpoint:
         return
-    import urllib.error
-    import urllib.request
-
-    from hakobu.errors import bigquery_away
-
     url = f"{settings.endpoint.rstrip('/')}/bigquery/v2/projects/{settings.default_project or 'local'}/datasets?maxResults=1"
     try:
         with urllib.request.urlopen(url, timeout=timeout):

@@ -10,8 +10,7 @@ import pytest
 from google.cloud import bigquery
 
 from hakobu.types import ColumnInfo, column_spec
-from resources.bigquery_dest import (BqType, Evolution, LiveColumn, plan_evolution, supertype,
-                                     type_change)
+from hakobu.bqschema import BqType, Evolution, LiveColumn, plan_evolution, supertype, type_change
 
 
 def spec_type(data_type: str, column_type: str, p=None, s=None) -> BqType:

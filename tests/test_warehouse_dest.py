@@ -81,9 +81,9 @@ def test_invalid_tenant_ids_cannot_reach_sql(tmp_path):
 
 # -- policy changes on the shared table: markers, generations, refills ----------------------------
 
-from resources.bigquery_dest import BqType, LiveColumn, Watermark  # noqa: E402
-from resources.warehouse_dest import (LEGACY_GEN, column_forms, marker, needs_refill,  # noqa: E402
-                                      parse_marker)
+from hakobu.bqschema import BqType, LiveColumn  # noqa: E402
+from hakobu.markers import LEGACY_GEN, column_forms, marker, needs_refill, parse_marker  # noqa: E402
+from hakobu.state import Watermark  # noqa: E402
 
 
 def col(name, type_="STRING", form=None, gen="a1b2c3d4"):

@@ -9,15 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hakobu.cli import ensure_dagster_home, open_instance
 from hakobu.config import REPO_ROOT
+from hakobu.localenv.emulator import start_emulator
+from hakobu.localenv.mariadb import ensure_mysql
+from hakobu.localenv.up import env_of, running
 
 
 def main(argv: list[str]) -> int:
-    from hakobu.cli import ensure_dagster_home, open_instance
-    from hakobu.localenv.up import env_of, running
-    from hakobu.localenv.emulator import start_emulator
-    from hakobu.localenv.mariadb import ensure_mysql
-
     local = REPO_ROOT / ".local"
     kept = running(local)            # `hakobu up` runs: use it, and leave it running
     server = ensure_mysql(local / "mariadb")

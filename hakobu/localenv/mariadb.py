@@ -18,12 +18,10 @@ The private server runs in its own session, so it outlives the process that star
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +34,8 @@ import pymysql
 
 from hakobu.errors import HakobuError
 from hakobu.localenv.emulator import free_port
+from hakobu.localenv.processes import (is_our_mariadbd, locked, log_tail, port_free,
+                                       read_int, wait_gone)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3306
@@ -103,15 +103,15 @@ class MySQLServer:
             return
         # Started by another process (it may have exited since): only signal it if that pid still
         # is our mariadbd, so a recycled pid is never killed.
-        if not _is_our_mariadbd(pid, self.datadir):
+        if not is_our_mariadbd(pid, self.datadir):
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        if _wait_gone(pid, timeout):
+        if wait_gone(pid, timeout):
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        _wait_gone(pid, 10.0)
+        wait_gone(pid, 10.0)
 
 
 def ensure_mysql(state_dir: Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
@@ -131,7 +131,7 @@ def ensure_mysql(state_dir: Path, *, host: str = DEFAULT_HOST, port: int = DEFAU
 
     state_dir = Path(state_dir).expanduser().resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(state_dir / ".lock"):
+    with locked(state_dir / ".lock"):
         server = _running_private(state_dir, timeout)
         if server is not None:
             return server
@@ -154,7 +154,7 @@ def start_private(state_dir: Path, *, system_timezone: str | None = None,
     env = None
     if system_timezone is not None:
         env = {**os.environ, "TZ": system_timezone}
-    with _locked(state_dir / ".lock"):
+    with locked(state_dir / ".lock"):
         server = _running_private(state_dir, timeout)
         if server is not None:
             return server
@@ -181,68 +181,7 @@ def _socket_login(sock: str, timeout: float = 2.0) -> pymysql.connections.Connec
         return None
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as mariadbd does
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is gone for our purposes (its parent reaps it)
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat[stat.rindex(")") + 2] != "Z"
-    except (OSError, ValueError, IndexError):
-        return True
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        if not _alive(pid):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-
-
-def _is_our_mariadbd(pid: int, datadir: Path | None) -> bool:
-    if not _alive(pid):
-        return False
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except FileNotFoundError:
-        return not Path("/proc/self").exists()  # no procfs (macOS): trust the pid file
-    except OSError:
-        return False
-    if not args or os.path.basename(args[0].decode(errors="replace")) not in ("mariadbd", "mysqld"):
-        return False
-    return datadir is None or f"--datadir={datadir}".encode() in args
-
-
 # --- the private server ---------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    """Serialise starts across processes sharing one state_dir."""
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
 
 def _paths(state_dir: Path) -> dict[str, Path]:
     sock = state_dir / "mariadbd.sock"
@@ -259,18 +198,11 @@ def _paths(state_dir: Path) -> dict[str, Path]:
     }
 
 
-def _read_int(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def _running_private(state_dir: Path, timeout: float) -> MySQLServer | None:
     """The private server an earlier call started, if it still runs."""
     p = _paths(state_dir)
-    pid, port = _read_int(p["pid"]), _read_int(p["port"])
-    if pid is None or port is None or not _is_our_mariadbd(pid, p["data"]):
+    pid, port = read_int(p["pid"]), read_int(p["port"])
+    if pid is None or port is None or not is_our_mariadbd(pid, p["data"]):
         return None
     server = MySQLServer(host="127.0.0.1", port=port, user="root", private=True, pid=pid,
                          socket=str(p["socket"]), datadir=p["data"], log=p["log"])
@@ -278,7 +210,7 @@ def _running_private(state_dir: Path, timeout: float) -> MySQLServer | None:
     while True:
         if _can_login("127.0.0.1", port, "root"):
             return server
-        if not _is_our_mariadbd(pid, p["data"]):
+        if not is_our_mariadbd(pid, p["data"]):
             return None
         if time.monotonic() >= deadline:
             raise HakobuError(
@@ -328,16 +260,6 @@ def _binaries() -> tuple[str, str]:
     return mariadbd, install_db
 
 
-def _log_tail(path: Path, offset: int = 0, lines: int = 20) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            text = fh.read().decode(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
 def _as_root_flags() -> list[str]:
     return ["--user=root"] if os.geteuid() == 0 else []
 
@@ -355,13 +277,13 @@ def _init_datadir(install_db: str, datadir: Path, install_log: Path) -> None:
     if res.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
         raise HakobuError(f"mariadb-install-db failed (exit {res.returncode}); see {install_log}:\n"
-                          f"{_log_tail(install_log)}", hint=_INSTALL_HINT)
+                          f"{log_tail(install_log)}", hint=_INSTALL_HINT)
     tmp.rename(datadir)
 
 
 def _choose_port(port_file: Path, avoid: set[int]) -> int:
-    previous = _read_int(port_file)
-    if previous and previous not in avoid and _port_free(previous):
+    previous = read_int(port_file)
+    if previous and previous not in avoid and port_free(previous):
         return previous
     while True:
         port = free_port()
@@ -408,7 +330,7 @@ def _wait_ready(proc: subprocess.Popen, server: MySQLServer, timeout: float, log
     while True:
         if proc.poll() is not None:
             _CHILDREN.pop(proc.pid, None)
-            tail = _log_tail(log, log_offset)
+            tail = log_tail(log, log_offset)
             if "Address already in use" in tail or "Do you already have another server" in tail:
                 return False
             raise HakobuError(f"the private MariaDB exited (code {proc.returncode}) while "
@@ -427,7 +349,7 @@ def _wait_ready(proc: subprocess.Popen, server: MySQLServer, timeout: float, log
                               f"127.0.0.1:{server.port} with an empty password; see {log}")
         if time.monotonic() >= deadline:
             raise HakobuError(f"the private MariaDB did not accept connections within "
-                              f"{timeout:.0f} s; see {log}:\n{_log_tail(log, log_offset)}")
+                              f"{timeout:.0f} s; see {log}:\n{log_tail(log, log_offset)}")
         time.sleep(0.1)
 
 

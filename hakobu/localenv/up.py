@@ -28,7 +28,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from hakobu.config import REPO_ROOT
+from hakobu.config import REPO_ROOT, load_config
+from hakobu.localenv.demo_data import DEMO_SCHEMAS, connect, create_demo_data
+from hakobu.localenv.emulator import Emulator, start_emulator
+from hakobu.localenv.mariadb import MySQLServer, ensure_mysql
 
 DEFAULT_STATE = REPO_ROOT / ".local"
 STATE_FILE = "up.json"
@@ -98,8 +101,6 @@ def _hash_key(state_dir: Path) -> str:
 
 def env_of(r: Running) -> dict[str, str]:
     """The variables every command (and `dagster dev`) needs to use this environment."""
-    from hakobu.config import load_config
-
     env = {"HAKOBU_MYSQL_HOST": r.mysql_host, "HAKOBU_MYSQL_PORT": str(r.mysql_port),
            "HAKOBU_MYSQL_USER": r.mysql_user, "HAKOBU_BIGQUERY_ENDPOINT": r.emulator_url,
            "HAKOBU_BIGQUERY_RETRY_DEADLINE": "30",
@@ -127,9 +128,6 @@ def _write_env(r: Running, env: dict[str, str]) -> Path:
 
 
 def up(state_dir: Path | None = None, *, demo_data: bool = True) -> int:
-    from hakobu.localenv.emulator import start_emulator
-    from hakobu.localenv.mariadb import ensure_mysql
-
     state_dir = Path(state_dir or DEFAULT_STATE).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     r = running(state_dir)
@@ -171,8 +169,6 @@ def _shown(path: Path) -> str:
 def _demo_data(server) -> int:
     """The demo schemas, created when absent (an existing one is left as it is: it may hold
     what an earlier demo or load changed). Returns rows written."""
-    from hakobu.localenv.demo_data import DEMO_SCHEMAS, connect, create_demo_data
-
     conn = connect(server.host, server.port, server.user)
     try:
         with conn.cursor() as cur:
@@ -188,9 +184,6 @@ def _demo_data(server) -> int:
 
 
 def down(state_dir: Path | None = None) -> int:
-    from hakobu.localenv.emulator import Emulator
-    from hakobu.localenv.mariadb import MySQLServer
-
     state_dir = Path(state_dir or DEFAULT_STATE).resolve()
     try:
         data = json.loads((state_dir / STATE_FILE).read_text())

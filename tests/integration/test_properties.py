@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from hakobu.plan import keyset_after
 from hakobu.sqlquote import mysql_literal, quote_ident
+from hakobu.state import Watermark
 from hakobu.types import ColumnInfo, column_spec, conform, python_column
-from resources.bigquery_dest import Watermark
 
 texts = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
                 max_size=40)
