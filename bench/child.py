@@ -88,7 +88,7 @@ def run_hakobu(job: dict) -> dict:
       "full":    the primary-key pass used for tables without a cursor."""
     import pyarrow as pa
 
-    from hakobu.plan import max_key_below
+    from hakobu.keys import max_key_below
     from resources.mysql_source import MySQLSource, initial_splits, iter_chunks, iter_parallel
     from resources.io import make_governor as governor_for
 

@@ -29,7 +29,8 @@ from collections.abc import Callable
 
 from hakobu.config import Config
 from hakobu.errors import LoadError, SourceUnavailable
-from hakobu.plan import NOTHING, TablePlan, max_key_below
+from hakobu.keys import max_key_below
+from hakobu.plan import NOTHING, TablePlan
 from hakobu import table as table_sync
 from hakobu.progress import Progress, estimate
 from hakobu.sinks import Sink, build_sinks, staging
@@ -39,7 +40,7 @@ from hakobu.sync import TenantRun, open_tenant_run, run_tables
 from hakobu.table import _Fanout, _summarise, name_metadata, refuse_duplicate_keys, sync_table
 from hakobu.table_checks import after_table
 from hakobu.watermarks import bound_utc, common_start, watermark_utc
-from resources.bigquery_dest import Watermark
+from hakobu.state import Watermark
 
 log = logging.getLogger("hakobu.backfill")
 
@@ -68,129 +69,152 @@ def backfill_table(run: TenantRun, name: str, *, hooks: Hooks = NO_HOOKS,
         r.mode = "backfill (replace)"
         return r
     t0 = time.monotonic()
-    tenant, source, gov = run.tenant, run.source, run.gov
-    res = TableResult(tenant.tenant, name, mode="backfill", customer=run.dest is not None)
-    plan, sinks, res.withheld, wh_error = build_sinks(plan0, tenant.table(name), run.dest,
-                                                      run.warehouse)
-    if wh_error:
-        res.warehouse, res.warehouse_error = "failed", wh_error
-    res.extra.update(name_metadata(plan))
-    fan = _Fanout(res, sinks)
-    if not plan.key_enforced:
-        refuse_duplicate_keys(source, plan, gov)     # a complete read: before any shadow
-    if plan.cursor is not None:
-        fan.each("reading the watermark", lambda s: s.read_watermark())
-    total, basis = estimate_rows(run, plan)
-    progress = Progress(tenant.tenant, name, total, basis)
-    report = on_progress or (lambda p: None)
-    fan.each("creating the shadow table", lambda s: s.prepare_shadow())
-    upper = None
-    if plan.cursor is not None:
-        held_at = common_start([s.previous.key if s.previous else None for s in fan.active])
-        upper, res.bound = source.upper_bound(plan, held_at)
-        if upper is NOTHING or res.bound.get("held_by_trx_ids"):
-            # A numeric cursor's bound held by an open writer: the shadow would lack every row
-            # changed since the last watermark, and the swap would hide them until the next run.
-            raise SourceUnavailable(
-                "a transaction that started before the cursor's maximum was read is still open, "
-                "so rows changed since the last delivery cannot be read safely; nothing was "
-                "swapped", tenant=tenant.tenant, table=name,
-                hint=f"retry when it has finished (InnoDB trx {res.bound.get('held_by_trx_ids')})")
-    # the whole table: in primary-key order where the plan allows it (sequential on the
-    # clustered index, like an initial load), else through the cursor index; then the rows
-    # whose cursor is NULL or a zero date
-    first = "initial" if plan.initial_in_pk_order else "main"
-    passes = ("full",) if plan.cursor is None else \
-        ((first, "nulls", "zeros") if plan.cursor_is_temporal else (first, "nulls"))
-    last_key = None
+    bf = _Backfill(run, name, hooks, on_progress or (lambda p: None))
     try:
-        def into_shadow() -> None:
-            def one(s: Sink) -> None:
-                files = s.take()
-                if files:
-                    hooks("before_merge", table=name, sink=s.kind)
-                    s.merge(files, run_id=f"{run.run_id}_bf{s.merges}", into=s.shadow)
-            fan.each("merge into the shadow", one)
-
-        with staging(sinks):
-            for pass_ in passes:
-                def on_chunk(rows: int, seconds: float) -> None:
-                    res.chunks += 1
-                    res.rows_read += rows
-                    progress.done += rows
-                    report(progress)
-                    hooks("after_chunk", table=name, rows=res.rows_read)
-
-                for batch, key in source.chunks(plan, pass_, None,
-                                                upper if pass_ in ("main", "initial") else None,
-                                                on_chunk=on_chunk, gate=gov):
-                    fan.write(batch)
-                    if pass_ == "main":
-                        last_key = key
-                    elif pass_ == "initial":      # the largest (cursor, pk) read so far
-                        k = max_key_below(plan, batch, None)
-                        if k is not None and (last_key is None or last_key < k):
-                            last_key = k
-                    if fan.staged_rows >= _merge_every():
-                        into_shadow()
-                        fan.each("staging", lambda s: s.open())
-            into_shadow()
-
-        def reconcile(s: Sink) -> None:
-            n = s.count_shadow()
-            if n != res.rows_read:
-                raise ReconcileError(
-                    f"{s.kind} shadow holds {n} rows, the source read gave {res.rows_read}; "
-                    "nothing was swapped", tenant=tenant.tenant, table=name,
-                    hint="rerun the backfill (rows deleted or re-keyed during the read show up "
-                         "here)")
-            res.extra[f"{s.kind}_shadow_rows"] = n
-        fan.each("reconcile", reconcile)
+        bf.fan.each("creating the shadow table", lambda s: s.prepare_shadow())
+        bf.bound()
+        bf.read_into_shadows()
+        bf.fan.each("reconcile", bf.reconcile)
         hooks("before_swap", table=name)
-
-        def swap(s: Sink) -> None:
-            if plan.cursor is not None:
-                now = s.dest.read_watermark(s.table)
-                if _version(now) != _version(s.previous):
-                    raise LoadError("the watermark moved during the backfill (another run of this "
-                                    "tenant loaded the table); nothing was swapped",
-                                    tenant=tenant.tenant, table=name,
-                                    hint="runs of one tenant must not overlap; rerun the backfill")
-            s.swap()
-            hooks("after_swap", table=name, sink=s.kind)
-            if plan.cursor is not None:
-                _set_watermark(s, last_key, res.rows_read, run.run_id, run.lock)
-        fan.each("swap", swap)
+        bf.fan.each("swap", bf.swap)
     except BaseException:
-        for s in sinks:
+        for s in bf.sinks:
             try:
                 s.drop_shadow()
             except Exception as exc:      # noqa: BLE001 — best effort; the next backfill drops it
-                log.warning("%s/%s: could not drop %s: %s", tenant.tenant, name, s.shadow, exc)
+                log.warning("%s/%s: could not drop %s: %s", run.tenant.tenant, name, s.shadow, exc)
         raise
     finally:
-        progress.finished = True
-        report(progress)
-    for s in sinks:
-        if not s.active:
-            try:
-                s.drop_shadow()
-            except Exception:             # noqa: BLE001
-                pass
-    _summarise(res, sinks)
-    res.mode = "backfill"
-    res.watermark = "-" if last_key is None else str(last_key[0])
-    if plan.cursor is None:
-        res.watermark = "(full read)"
-    res.watermark_utc = watermark_utc(plan, last_key, source.cluster.timezone)
-    res.complete_to_utc = bound_utc(res.bound)
-    res.extra.update({"rows_total_estimate": total if total is not None else -1,
-                      "rows_total_basis": basis,
-                      "rows_per_s": round(progress.rate, 1)})
-    after_table(source, plan, sinks, res, hooks)
-    res.throttled_s = gov.throttled_seconds(tenant.tenant, name)
+        bf.progress.finished = True
+        bf.report(bf.progress)
+    res = bf.finish()
     res.duration_s = time.monotonic() - t0
     return res
+
+
+class _Backfill:
+    """One table's backfill: its sinks' shadows, the read, the reconcile and the swap."""
+
+    def __init__(self, run: TenantRun, name: str, hooks: Hooks,
+                 report: Callable[[Progress], None]):
+        self.run, self.name, self.hooks, self.report = run, name, hooks, report
+        self.source, self.gov, tenant = run.source, run.gov, run.tenant
+        res = self.res = TableResult(tenant.tenant, name, mode="backfill",
+                                     customer=run.dest is not None)
+        self.plan, self.sinks, res.withheld, wh_error = build_sinks(
+            run.plans[name], tenant.table(name), run.dest, run.warehouse)
+        if wh_error:
+            res.warehouse, res.warehouse_error = "failed", wh_error
+        res.extra.update(name_metadata(self.plan))
+        self.fan = _Fanout(res, self.sinks)
+        if not self.plan.key_enforced:
+            refuse_duplicate_keys(self.source, self.plan, self.gov)   # before any shadow
+        if self.plan.cursor is not None:
+            self.fan.each("reading the watermark", lambda s: s.read_watermark())
+        self.total, self.basis = estimate_rows(run, self.plan)
+        self.progress = Progress(tenant.tenant, name, self.total, self.basis)
+        self.upper = self.last_key = None
+
+    def bound(self) -> None:
+        """The run's upper bound; a numeric cursor's bound held by an open writer stops the
+        backfill: the shadow would lack every row changed since the last watermark, and the
+        swap would hide them until the next run."""
+        plan, res = self.plan, self.res
+        if plan.cursor is None:
+            return
+        held_at = common_start([s.previous.key if s.previous else None for s in self.fan.active])
+        self.upper, res.bound = self.source.upper_bound(plan, held_at)
+        if self.upper is NOTHING or res.bound.get("held_by_trx_ids"):
+            raise SourceUnavailable(
+                "a transaction that started before the cursor's maximum was read is still open, "
+                "so rows changed since the last delivery cannot be read safely; nothing was "
+                "swapped", tenant=res.tenant, table=self.name,
+                hint=f"retry when it has finished (InnoDB trx {res.bound.get('held_by_trx_ids')})")
+
+    def _into_shadow(self) -> None:
+        def one(s: Sink) -> None:
+            files = s.take()
+            if files:
+                self.hooks("before_merge", table=self.name, sink=s.kind)
+                s.merge(files, run_id=f"{self.run.run_id}_bf{s.merges}", into=s.shadow)
+        self.fan.each("merge into the shadow", one)
+
+    def _on_chunk(self, rows: int, seconds: float) -> None:
+        self.res.chunks += 1
+        self.res.rows_read += rows
+        self.progress.done += rows
+        self.report(self.progress)
+        self.hooks("after_chunk", table=self.name, rows=self.res.rows_read)
+
+    def read_into_shadows(self) -> None:
+        """The whole table: in primary-key order where the plan allows it (sequential on the
+        clustered index, like an initial load), else through the cursor index; then the rows
+        whose cursor is NULL or a zero date."""
+        plan, fan = self.plan, self.fan
+        first = "initial" if plan.initial_in_pk_order else "main"
+        passes = ("full",) if plan.cursor is None else \
+            ((first, "nulls", "zeros") if plan.cursor_is_temporal else (first, "nulls"))
+        with staging(self.sinks):
+            for pass_ in passes:
+                upper = self.upper if pass_ in ("main", "initial") else None
+                for batch, key in self.source.chunks(plan, pass_, None, upper,
+                                                     on_chunk=self._on_chunk, gate=self.gov):
+                    fan.write(batch)
+                    if pass_ == "main":
+                        self.last_key = key
+                    elif pass_ == "initial":      # the largest (cursor, pk) read so far
+                        k = max_key_below(plan, batch, None)
+                        if k is not None and (self.last_key is None or self.last_key < k):
+                            self.last_key = k
+                    if fan.staged_rows >= _merge_every():
+                        self._into_shadow()
+                        fan.each("staging", lambda s: s.open())
+            self._into_shadow()
+
+    def reconcile(self, s: Sink) -> None:
+        n = s.count_shadow()
+        if n != self.res.rows_read:
+            raise ReconcileError(
+                f"{s.kind} shadow holds {n} rows, the source read gave {self.res.rows_read}; "
+                "nothing was swapped", tenant=self.res.tenant, table=self.name,
+                hint="rerun the backfill (rows deleted or re-keyed during the read show up "
+                     "here)")
+        self.res.extra[f"{s.kind}_shadow_rows"] = n
+
+    def swap(self, s: Sink) -> None:
+        if self.plan.cursor is not None:
+            now = s.dest.read_watermark(s.table)
+            if _version(now) != _version(s.previous):
+                raise LoadError("the watermark moved during the backfill (another run of this "
+                                "tenant loaded the table); nothing was swapped",
+                                tenant=self.res.tenant, table=self.name,
+                                hint="runs of one tenant must not overlap; rerun the backfill")
+        s.swap()
+        self.hooks("after_swap", table=self.name, sink=s.kind)
+        if self.plan.cursor is not None:
+            _set_watermark(s, self.last_key, self.res.rows_read, self.run.run_id, self.run.lock)
+
+    def finish(self) -> TableResult:
+        plan, res, last_key = self.plan, self.res, self.last_key
+        for s in self.sinks:
+            if not s.active:
+                try:
+                    s.drop_shadow()
+                except Exception:             # noqa: BLE001
+                    pass
+        _summarise(res, self.sinks)
+        res.mode = "backfill"
+        res.watermark = "-" if last_key is None else str(last_key[0])
+        if plan.cursor is None:
+            res.watermark = "(full read)"
+        res.watermark_utc = watermark_utc(plan, last_key, self.source.cluster.timezone)
+        res.complete_to_utc = bound_utc(res.bound)
+        res.extra.update({"rows_total_estimate": self.total if self.total is not None else -1,
+                          "rows_total_basis": self.basis,
+                          "rows_per_s": round(self.progress.rate, 1)})
+        after_table(self.source, plan, self.sinks, res, self.hooks)
+        res.throttled_s = self.gov.throttled_seconds(res.tenant, self.name)
+        return res
 
 
 def _merge_every() -> int:

@@ -64,7 +64,8 @@ import pyarrow.parquet as pq
 
 from hakobu.canonical import bq_col, bq_key_text, key_comparable, my_key_text
 from hakobu.errors import HakobuError, LoadError, SchemaError, SourceError, SourceUnavailable
-from hakobu.plan import SRC, TablePlan, col_ref, keyset_after, to_source_value
+from hakobu.keys import to_source_value
+from hakobu.plan import SRC, TablePlan, col_ref, keyset_after
 from hakobu.sqlquote import mysql_literal, quote_ident
 from hakobu.types import INT_TYPES, ColumnSpec, to_dest, zero_flag_select
 

@@ -34,89 +34,38 @@ def plan_table(refl: Reflected | None, tenant: Tenant, table: Table, cluster: Cl
     of the reflection and the configuration. Every problem is a SchemaError naming tenant and
     table and what to do. (A DATE/DATETIME cursor's years, which need a query, are added by
     plan_for.)"""
-    schema = tenant.source.schema_
-    t, name = tenant.tenant, table.name
+    schema, t, name = tenant.source.schema_, tenant.tenant, table.name
     if refl is None:
         raise SchemaError(f"table {schema}.{name} does not exist on cluster "
                           f"{cluster.name!r}", tenant=t, table=name,
                           hint=f"fix or remove the table in {tenant.file}")
-    by_name = {c.name.lower(): c for c in refl.columns}
-
-    def need(col: str, role: str) -> str:
-        if col.lower() not in by_name:
-            raise at_key(SchemaError(
-                f"{role} column {col!r} does not exist in {schema}.{name}",
-                tenant=t, table=name,
-                hint=f"columns are: {', '.join(c.name for c in refl.columns)}; "
-                     f"fix {tenant.file}"), *_ROLE_KEYS[role])
-        return by_name[col.lower()].name
-
+    need = _Columns(refl, tenant, table)
     excluded = {need(c, "excluded").lower() for c in table.exclude}
     cursor = need(table.cursor, "cursor") if table.cursor else None
     tcol = need(tenant.source.tenant_column, "tenant") if tenant.source.shared else None
-    ttype = by_name[tcol.lower()].data_type if tcol else None
+    ttype = need.by_name[tcol.lower()].data_type if tcol else None
     if tcol:
-        problem = tenant_value_problem(ttype, tenant.source.tenant_value)
-        if problem:
-            value = tenant.source.tenant_value
-            fix = (f'tenant_value: "{value}" (quoted)' if isinstance(value, int)
-                   else "an unquoted integer" if ttype in INT_TYPES
-                   else "a value of the column's type")
-            raise at_key(SchemaError(
-                f"source.tenant_value for tenant column {tcol!r} of {schema}.{name} "
-                f"{problem}; the tenant could receive another tenant's rows",
-                tenant=t, table=name, hint=f"write {fix} in {tenant.file}"),
-                "source", "tenant_value")
+        _check_tenant_value(tenant, schema, name, tcol, ttype)
     pk = [need(c, "primary key") for c in table.primary_key] if table.primary_key \
         else list(refl.primary_key)
     if table.primary_key:
-        nullable = [c for c in pk if by_name[c.lower()].nullable]
-        if nullable:
-            raise at_key(SchemaError(
-                f"declared primary key column(s) {nullable} of {schema}.{name} can be NULL: "
-                "a NULL key never matches in the MERGE (NULL = NULL is not true), so such "
-                "a row would be inserted again on every run, and rows whose keys differ "
-                "only by NULL could not be told apart", tenant=t, table=name,
-                hint=f"make them NOT NULL in MySQL (ALTER TABLE {schema}.{name} MODIFY "
-                     f"{nullable[0]} ... NOT NULL) or declare NOT NULL columns that "
-                     f"identify a row as primary_key: in {tenant.file}"), "primary_key")
+        _check_key_not_null(need, pk, tenant, schema, name)
     key_index, key_enforced = _key_index(refl, pk)
-    full_replace = False
-    if not pk:
-        if table.without_primary_key != "replace":
-            raise SchemaError(
-                f"{schema}.{name} has no primary key, so rows cannot be merged idempotently",
-                tenant=t, table=name,
-                hint="add a primary key in MySQL, declare a unique column set with "
-                     "primary_key: [...], or set without_primary_key: replace "
-                     "(the table is then reloaded in full and swapped in atomically)")
-        full_replace = True
+    full_replace = not pk
+    if full_replace and table.without_primary_key != "replace":
+        raise SchemaError(
+            f"{schema}.{name} has no primary key, so rows cannot be merged idempotently",
+            tenant=t, table=name,
+            hint="add a primary key in MySQL, declare a unique column set with "
+                 "primary_key: [...], or set without_primary_key: replace "
+                 "(the table is then reloaded in full and swapped in atomically)")
     cursor_index = None
     if cursor and not full_replace:
-        problem = cursor_type_problem(by_name[cursor.lower()])
-        if problem:
-            raise CursorTypeError(
-                f"cursor column {cursor!r} of {schema}.{name}: {problem}",
-                tenant=t, table=name,
-                hint=f"in {tenant.file or 'the tenant file'}, table {name!r}: declare as "
-                     "cursor a DATETIME/TIMESTAMP column stamped on every change, or an "
-                     "integer/DECIMAL column from a monotone allocator (AUTO_INCREMENT, a "
-                     "version counter); or remove `cursor:` to read the table in full "
-                     "every run")
-        cursor_index = _require_index(refl, [tcol] if tcol else [], cursor, tenant, table,
-                                           pk)
-    specs = []
-    for col in refl.columns:
-        if col.name.lower() in excluded:
-            continue
-        try:
-            specs.append(column_spec(col, datetime_as=datetime_as,
-                                     source_timezone=cluster.timezone))
-        except TypeContractError as exc:
-            exc.tenant, exc.table = t, name
-            raise SchemaError(str(exc)) from exc
+        _check_cursor_type(need.by_name[cursor.lower()], cursor, tenant, schema, name)
+        cursor_index = _require_index(refl, [tcol] if tcol else [], cursor, tenant, table, pk)
+    specs = _specs(refl, excluded, tenant, name, cluster, datetime_as)
     refuse_name_collisions(specs, schema, name, t, tenant.file)
-    plan = TablePlan(tenant=t, schema=schema, table=name, specs=tuple(specs),
+    return TablePlan(tenant=t, schema=schema, table=name, specs=tuple(specs),
                      primary_key=tuple(pk), cursor=None if full_replace else cursor,
                      chunk_rows=table.chunk_rows, query_rows=table.query_rows,
                      row_bytes=refl.row_bytes, tenant_column=tcol,
@@ -126,7 +75,82 @@ def plan_table(refl: Reflected | None, tenant: Tenant, table: Table, cluster: Cl
                      key_index=None if full_replace else key_index,
                      key_enforced=full_replace or key_enforced,
                      verify_every=table.verify_every or cluster.verify_every)
-    return plan
+
+
+class _Columns:
+    """A column the tenant file names, by its reflected name (MySQL compares names without
+    case); a missing one is a SchemaError at the tenant-file key of its role."""
+
+    def __init__(self, refl: Reflected, tenant: Tenant, table: Table):
+        self.refl, self.tenant, self.table = refl, tenant, table
+        self.by_name = {c.name.lower(): c for c in refl.columns}
+
+    def __call__(self, col: str, role: str) -> str:
+        if col.lower() not in self.by_name:
+            schema, name = self.tenant.source.schema_, self.table.name
+            raise at_key(SchemaError(
+                f"{role} column {col!r} does not exist in {schema}.{name}",
+                tenant=self.tenant.tenant, table=name,
+                hint=f"columns are: {', '.join(c.name for c in self.refl.columns)}; "
+                     f"fix {self.tenant.file}"), *_ROLE_KEYS[role])
+        return self.by_name[col.lower()].name
+
+
+def _check_tenant_value(tenant: Tenant, schema: str, name: str, tcol: str, ttype: str) -> None:
+    problem = tenant_value_problem(ttype, tenant.source.tenant_value)
+    if not problem:
+        return
+    value = tenant.source.tenant_value
+    fix = (f'tenant_value: "{value}" (quoted)' if isinstance(value, int)
+           else "an unquoted integer" if ttype in INT_TYPES
+           else "a value of the column's type")
+    raise at_key(SchemaError(
+        f"source.tenant_value for tenant column {tcol!r} of {schema}.{name} "
+        f"{problem}; the tenant could receive another tenant's rows",
+        tenant=tenant.tenant, table=name, hint=f"write {fix} in {tenant.file}"),
+        "source", "tenant_value")
+
+
+def _check_key_not_null(need: _Columns, pk: list[str], tenant: Tenant, schema: str,
+                        name: str) -> None:
+    nullable = [c for c in pk if need.by_name[c.lower()].nullable]
+    if nullable:
+        raise at_key(SchemaError(
+            f"declared primary key column(s) {nullable} of {schema}.{name} can be NULL: "
+            "a NULL key never matches in the MERGE (NULL = NULL is not true), so such "
+            "a row would be inserted again on every run, and rows whose keys differ "
+            "only by NULL could not be told apart", tenant=tenant.tenant, table=name,
+            hint=f"make them NOT NULL in MySQL (ALTER TABLE {schema}.{name} MODIFY "
+                 f"{nullable[0]} ... NOT NULL) or declare NOT NULL columns that "
+                 f"identify a row as primary_key: in {tenant.file}"), "primary_key")
+
+
+def _check_cursor_type(info, cursor: str, tenant: Tenant, schema: str, name: str) -> None:
+    problem = cursor_type_problem(info)
+    if problem:
+        raise CursorTypeError(
+            f"cursor column {cursor!r} of {schema}.{name}: {problem}",
+            tenant=tenant.tenant, table=name,
+            hint=f"in {tenant.file or 'the tenant file'}, table {name!r}: declare as "
+                 "cursor a DATETIME/TIMESTAMP column stamped on every change, or an "
+                 "integer/DECIMAL column from a monotone allocator (AUTO_INCREMENT, a "
+                 "version counter); or remove `cursor:` to read the table in full "
+                 "every run")
+
+
+def _specs(refl: Reflected, excluded: set[str], tenant: Tenant, name: str, cluster: Cluster,
+           datetime_as: str) -> list:
+    specs = []
+    for col in refl.columns:
+        if col.name.lower() in excluded:
+            continue
+        try:
+            specs.append(column_spec(col, datetime_as=datetime_as,
+                                     source_timezone=cluster.timezone))
+        except TypeContractError as exc:
+            exc.tenant, exc.table = tenant.tenant, name
+            raise SchemaError(str(exc)) from exc
+    return specs
 
 
 def _key_index(refl: Reflected, pk: list[str]) -> tuple[str | None, bool]:

@@ -24,9 +24,10 @@ from hakobu.errors import HakobuError
 from hakobu.plan import TablePlan
 from hakobu.policy import ColumnPolicy, Hasher, WarehouseTable, export_plan, withheld_columns
 from hakobu.types import ColumnSpec, dest_schema, to_dest
-from resources.bigquery_dest import (CLUSTERABLE, SHADOW_PREFIX, BigQueryDestination, Evolution,
-                                     MergeStats, Watermark, base_type, source_notes)
-from resources.warehouse_dest import needs_refill
+from hakobu.bqschema import CLUSTERABLE, SHADOW_PREFIX, Evolution, base_type, source_notes
+from hakobu.markers import needs_refill
+from hakobu.ports import Destination
+from hakobu.state import MergeStats, Watermark
 
 log = logging.getLogger("hakobu.sinks")
 CUSTOMER, WAREHOUSE = "customer", "warehouse"
@@ -42,7 +43,7 @@ class Sink:
     kind = "customer"
     critical = True
 
-    def __init__(self, dest: BigQueryDestination, table: str, specs: list[ColumnSpec],
+    def __init__(self, dest: Destination, table: str, specs: list[ColumnSpec],
                  key: list[str], *, extra: list[tuple[str, str]] = (), tenant: str | None = None,
                  policy: ColumnPolicy | None = None, incremental: bool = False):
         self.dest, self.table, self.tenant = dest, table, tenant
@@ -266,7 +267,7 @@ def warehouse_shadow(tenant: str, table: str) -> str:
     return f"{SHADOW_PREFIX}{tenant}_{table}_{tag}"
 
 
-def build_sinks(plan: TablePlan, table: Table, customer: BigQueryDestination | None,
+def build_sinks(plan: TablePlan, table: Table, customer: Destination | None,
                 warehouse=None) -> tuple[TablePlan, list[Sink], list[str], str | None]:
     """Apply the export policy, then make the sinks this table feeds.
 

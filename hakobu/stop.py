@@ -27,45 +27,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from hakobu.errors import Stopped
+from hakobu.cancel import _event, check, reason, request, requested, reset, sleep  # noqa: F401
 
-_event = threading.Event()
-_why: list[str] = []
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def request(why: str) -> None:
-    if not _event.is_set():
-        _why[:] = [why]
-        _event.set()
-
-
-def requested() -> bool:
-    return _event.is_set()
-
-
-def reason() -> str | None:
-    return _why[0] if _event.is_set() and _why else None
-
-
-def reset() -> None:
-    _event.clear()
-    _why.clear()
-
-
-def check(tenant: str | None = None, table: str | None = None) -> None:
-    """Raise Stopped if a stop was asked for: call where stopping leaves nothing half done."""
-    if _event.is_set():
-        raise Stopped(f"stopped ({reason()}) before the table finished", tenant=tenant,
-                      table=table, hint="nothing was left half written; rerun to complete it: "
-                                        "it resumes at the last watermark")
-
-
-def sleep(seconds: float, tenant: str | None = None, table: str | None = None) -> None:
-    """time.sleep that a stop cuts short (and then raises Stopped)."""
-    if seconds > 0:
-        _event.wait(seconds)
-    check(tenant, table)
 
 
 def exit_code() -> int:
@@ -82,6 +46,7 @@ def _raise_interrupt(signum, frame):
 
 
 @contextlib.contextmanager
+# long: the watcher thread and its escalation steps read best in one place
 def on_signals(*, grace_s: float = 6.0, on_signal: Callable[[int], None] | None = None,
                on_abandon: Callable[[int], None] | None = None, say=None):
     """Within: SIGINT and SIGTERM ask the work to stop (see the module docstring). Outside

@@ -21,7 +21,8 @@ from collections.abc import Callable
 
 from hakobu.config import Tenant
 from hakobu.errors import SchemaError
-from hakobu.plan import TablePlan, fold_restart, max_key_below
+from hakobu.keys import fold_restart, max_key_below
+from hakobu.plan import TablePlan
 from hakobu.planning import plan_for
 from hakobu.ports import Destination, ReadGate, Source
 from hakobu.progress import first_load

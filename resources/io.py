@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from hakobu.config import Cluster, Config, Tenant
+from hakobu.grants.apply import apply_dataset_grants
 from hakobu.policy import TENANT_BUCKETS, tenant_bucket
 from resources.bigquery_client import BigQuerySettings
 from resources.bigquery_dest import BigQueryDestination
@@ -85,8 +86,6 @@ class LiveIO:
 
     def grant_new_dataset(self, config: Config, dest: BigQueryDestination) -> None:
         """A dataset gets its declared grants (permissions.csv) as soon as it exists."""
-        from hakobu.grants.apply import apply_dataset_grants   # grants import BigQuery late
-
         apply_dataset_grants(dest.client, config, f"{dest.project}.{dest.dataset}")
 
     def close(self) -> None:

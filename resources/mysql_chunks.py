@@ -9,9 +9,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from hakobu import stop as stopping
+from hakobu import cancel as stopping
 from hakobu.errors import SourceError
-from hakobu.plan import TablePlan, last_key, pk_ranges, splittable
+from hakobu.keys import last_key
+from hakobu.plan import TablePlan, pk_ranges, splittable
 from resources.mysql_read import _TRIM, TRIM_EVERY, ReaderMixin, ZeroDateRead
 from resources.mysql_sql import chunk_sql
 
@@ -30,6 +31,8 @@ def initial_splits(source: ReaderMixin, plan: TablePlan, gov) -> int:
     return 1
 
 
+# long: one scheduling loop (widen while slots are free, hand batches on in key order, stop
+# cleanly); split, its invariants would be spread over several functions
 def iter_parallel(source: ReaderMixin, plan: TablePlan, pass_: str, upper: Any, parts: int,
                   on_chunk=None, gate=None, queue_depth: int = 2) -> Iterator[pa.Table]:
     """Read a whole pass over `parts` primary-key ranges at once (each a keyset reader under the
@@ -117,6 +120,7 @@ def _between_chunks(handed: int, pace, plan: TablePlan) -> None:
         pace(plan.tenant, plan.table)
 
 
+# long: the connectorx variant of the same loop, one query per range per round
 def _cx_parallel(source: ReaderMixin, plan: TablePlan, pass_: str, upper: Any,
                  ranges: list[tuple[int, int]], on_chunk, gate) -> Iterator[pa.Table]:
     """iter_parallel for connectorx: one read_sql call per round carries one keyset query per

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from hakobu import stop as stopping
+from hakobu import cancel as stopping
 from hakobu.errors import HakobuError, SourceError, SourceUnavailable, TypeContractError
 from hakobu.plan import TablePlan
 from hakobu.types import ZERO_FLAG_PREFIX, conform, python_column

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from hakobu import stop
+from hakobu import cancel as stop
 from hakobu.config import ReadBudget
 
 log = logging.getLogger("hakobu.pressure")

@@ -19,7 +19,6 @@ import os
 import re
 import select
 import threading
-import time
 
 _HEADER = re.compile(rb"^thread '[^']*'( \(\d+\))? panicked at ")
 _FRAME = re.compile(rb"^\s+(\d+: |at )")

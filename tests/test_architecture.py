@@ -59,7 +59,8 @@ LONG_MARKER = "# long:"
 LATE_MARKER = "# late:"
 
 APP = ("hakobu.cli", "hakobu.demo", "hakobu.verify_run", "hakobu.status", "hakobu.stop",
-       "hakobu.runs", "hakobu.run_launcher", "hakobu.localenv", "hakobu.grants.cli")
+       "hakobu.runs", "hakobu.run_launcher", "hakobu.localenv", "hakobu.grants.cli",
+       "hakobu.reconcile")
 LAYERS = {5: "pipelines", 4: "assets", 3: "app", 2: "resources", 1: "core"}
 
 # While issue #13 is being worked on in several branches, main holds code these tests refuse:

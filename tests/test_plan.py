@@ -5,7 +5,8 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 
-from hakobu.plan import TablePlan, keyset_after, max_key_below, pk_ranges, splittable
+from hakobu.keys import max_key_below
+from hakobu.plan import TablePlan, keyset_after, pk_ranges, splittable
 from hakobu.sqlquote import mysql_literal, quote_bq, quote_ident
 from hakobu.types import ColumnInfo, column_spec
 from resources.mysql_sql import chunk_sql
@@ -176,7 +177,7 @@ def test_zero_gaps_cover_every_month_boundary():
 
 def test_a_main_pass_key_never_holds_a_null_cursor():
     from hakobu.errors import SourceError
-    from hakobu.plan import last_key
+    from hakobu.keys import last_key
 
     batch = pa.table({"id": [1, 2], "updated_at": pa.array([dt.datetime(2026, 1, 1), None],
                                                            pa.timestamp("us")),
@@ -223,7 +224,7 @@ UTC = dt.timezone.utc
 
 
 def test_repeated_span_of_a_fall_back():
-    from hakobu.plan import repeated_span
+    from hakobu.keys import repeated_span
 
     ny = "America/New_York"
     start, end, back = repeated_span(ny, dt.datetime(2025, 11, 2, 1, 30))
@@ -241,7 +242,7 @@ def test_repeated_span_of_a_fall_back():
 
 
 def test_fold_restart_re_reads_the_repeated_span_once_the_clock_went_back():
-    from hakobu.plan import fold_restart
+    from hakobu.keys import fold_restart
 
     ny = "America/New_York"
     specs = (column_spec(ColumnInfo("id", "bigint", "bigint(20)", False)),

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from hakobu.config import Cluster
-from hakobu.plan import MIN_DATETIME, NOTHING, TablePlan, just_above, last_key
+from hakobu.keys import last_key
+from hakobu.plan import MIN_DATETIME, NOTHING, TablePlan, just_above
 from hakobu.ports import Reflected
 from hakobu.types import ColumnInfo, conform, python_column
 
