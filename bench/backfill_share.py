@@ -60,9 +60,10 @@ def write_config(root: Path, server: Server, big: tuple, small: tuple, pps: int 
 
 
 def child(kind: str, config_dir: str) -> None:
-    from tests.live import backfill_tenant
+    from hakobu.backfill import backfill_tenant
+    from resources.io import LiveIO
     from hakobu.config import load_config
-    from tests.live import sync_tenant
+    from hakobu.sync import sync_tenant
 
     from resources.mysql_source import MySQLSource
 
@@ -80,9 +81,9 @@ def child(kind: str, config_dir: str) -> None:
     config = load_config(Path(config_dir))
     t0 = time.time()
     if kind == "backfill":
-        [r] = backfill_tenant(config, "big")
+        [r] = backfill_tenant(config, "big", io=LiveIO.from_env())
     else:
-        [r] = sync_tenant(config, "small")
+        [r] = sync_tenant(config, "small", io=LiveIO.from_env())
     t1 = time.time()
     print(json.dumps({"ok": r.ok, "error": r.error, "rows": r.rows_read, "start": t0, "end": t1,
                       "table_s": r.duration_s, "throttled_s": r.throttled_s,
@@ -139,9 +140,9 @@ def main(argv=None) -> int:
         base = write_config(tmp / "base", server, big, small, args.pages_per_second)
         env_cfg = base
         subprocess.run([sys.executable, "-c", "from hakobu.config import load_config;"
-                        "from hakobu.sync import sync_tenant;"
+                        "from hakobu.sync import sync_tenant;from resources.io import LiveIO;"
                         f"print(sync_tenant(load_config(__import__('pathlib').Path('{env_cfg}')),"
-                        "'big')[0].ok)"], cwd=REPO, check=True, capture_output=True,
+                        "'big', io=LiveIO.from_env())[0].ok)"], cwd=REPO, check=True, capture_output=True,
                        env={**os.environ, "HAKOBU_BIGQUERY_ENDPOINT": endpoint,
                             "PYTHONPATH": str(REPO)})
         res["nightly_alone"] = collect(spawn("nightly", base, endpoint))

@@ -258,14 +258,17 @@ def _instrument(acc: dict) -> list:
 
 
 def _sync(job: dict, tenant_ids: list[str]) -> dict:
-    from tests.live import sync_tenant
+    from hakobu.sync import sync_tenant
+    from resources.io import LiveIO
+
+    io = LiveIO.from_env()
 
     cfg = _config(job, "bench_fan_s_")
     per = {}
     rows = 0
     for tid in tenant_ids:
         t0 = time.perf_counter()
-        for r in sync_tenant(cfg, tid, verify=True):   # what the nightly step runs
+        for r in sync_tenant(cfg, tid, io=io, verify=True):   # what the nightly step runs
             if not r.ok:
                 raise RuntimeError(f"sync {tid}/{r.table}: {r.error}")
             rows += r.rows_read

@@ -130,7 +130,8 @@ class ReadWindows:
 def child(config_dir: str) -> None:
     """One nightly run of tenant acme (in its own process), result as JSON on stdout."""
     from hakobu.config import load_config
-    from tests.live import sync_tenant
+    from hakobu.sync import sync_tenant
+    from resources.io import LiveIO
     from resources.mysql_source import MySQLSource
 
     windows = ReadWindows(Server.from_env())
@@ -143,7 +144,7 @@ def child(config_dir: str) -> None:
         finally:
             windows.exit()
     MySQLSource.stream = stream
-    [r] = sync_tenant(load_config(Path(config_dir)), "acme")
+    [r] = sync_tenant(load_config(Path(config_dir)), "acme", io=LiveIO.from_env())
     print(json.dumps({"ok": r.ok, "error": r.error, "rows_read": r.rows_read,
                       "chunks": r.chunks, "warehouse": r.warehouse,
                       "warehouse_error": r.warehouse_error, "duration_s": r.duration_s,

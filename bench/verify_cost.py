@@ -91,9 +91,9 @@ def measure(rows: int = 200_000, every: int = 7) -> dict:
     from hakobu.config import load_config
     from hakobu.localenv.emulator import start_emulator
     from hakobu.sinks import build_sinks
-    from tests.live import destination_for, source_for, sync_tenant
+    from hakobu.sync import sync_tenant
+    from resources.io import LiveIO
     from hakobu.verify import night_number, nightly_content
-    from resources.bigquery_client import BigQuerySettings
     from resources.mysql_source import iter_chunks
 
     import hakobu.table_checks as hs
@@ -112,12 +112,13 @@ def measure(rows: int = 200_000, every: int = 7) -> dict:
         dataset = f"hk_vc_b_{uuid.uuid4().hex[:8]}"
         config = load_config(write_config(tmp / "cfg", server, dataset, table, every))
         hs.VERIFY_CONTENT = False                     # the delivery itself: no slice yet
-        [r] = sync_tenant(config, "acme")
+        io = LiveIO.from_env()
+        [r] = sync_tenant(config, "acme", io=io)
         if not r.ok:
             raise RuntimeError(f"delivery failed: {r.error}")
         tenant = config.tenant("acme")
-        source = source_for(config, tenant)
-        dest = destination_for(tenant, BigQuerySettings.from_env())
+        source = io.source(config.cluster_of(tenant))
+        dest = io.customer(tenant)
         plan, [sink], _, _ = build_sinks(source.plan_table(tenant, tenant.table(table)),
                                          tenant.table(table), dest, None)
         busy = [busy_sessions(server)]
