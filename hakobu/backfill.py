@@ -219,16 +219,15 @@ def _set_watermark(s: Sink, key, rows: int, run_id: str, lock: threading.Lock) -
             s.previous = s.dest.write_watermark(s.table, wm, now, run_id)
 
 
-def backfill_tenant(config: Config, tenant_id: str, *, tables: list[str] | None = None,
-                    settings: BigQuerySettings | None = None, run_id: str | None = None,
+def backfill_tenant(config: Config, tenant_id: str, *, io, tables: list[str] | None = None,
+                    run_id: str | None = None,
                     hooks: Hooks = NO_HOOKS, customer: bool = True, warehouse: bool | None = None,
                     on_progress: Callable[[Progress], None] | None = None,
                     on_result: Callable[[TableResult], None] | None = None) -> list[TableResult]:
     """Full reload of a tenant's tables (all, or the named ones). Tables run side by side on at
     most half of the cluster's read slots (one at a time with the default budget of 2)."""
-    settings = settings or BigQuerySettings.from_env()
     run_id = run_id or uuid.uuid4().hex[:12]
-    run = open_tenant_run(config, tenant_id, tables=tables, settings=settings, run_id=run_id,
+    run = open_tenant_run(config, tenant_id, io=io, tables=tables, run_id=run_id,
                           customer=customer, warehouse=warehouse, on_result=on_result)
     if not run.plans:
         return [run.results[n] for n in run.names]

@@ -73,6 +73,9 @@ class TableResult:
     # the customer table compared with the source after this run (verify=True, or every
     # incremental run's reconcile): a hakobu.checksums.Comparison, or None
     check: object = field(default=None, repr=False)
+    # per sink kind ("customer", "warehouse"): the BigQuery table written (project.dataset.table)
+    # and its columns as (BigQuery name, BigQuery type, MySQL name or None for added columns)
+    landed: dict = field(default_factory=dict, repr=False)
 
     def metadata(self) -> dict:
         return {"rows_read": self.rows_read, "rows_merged": self.rows_merged,
@@ -436,6 +439,9 @@ def content_pass(source, sink: Sink, plan: TablePlan, cmp, res: TableResult, gov
 
 def _summarise(res: TableResult, sinks: list[Sink]) -> None:
     for s in sinks:
+        res.landed[s.kind] = (f"{s.dest.project}.{s.dest.dataset}.{s.table}",
+                              [(c.bq_name, c.bq_type, c.name) for c in s.specs]
+                              + [(n, t, None) for n, t in s.extra])
         shown = s.previous.display() if s.previous else "-"
         if res.mode == "replace":
             shown = "(full replace)"
@@ -560,8 +566,8 @@ class TenantRun:
         return max(1, min(len(self.plans), int(budget * share)))
 
 
-def open_tenant_run(config: Config, tenant_id: str, *, tables: list[str] | None,
-                    settings: BigQuerySettings, run_id: str, customer: bool = True,
+def open_tenant_run(config: Config, tenant_id: str, *, io, tables: list[str] | None,
+                    run_id: str, customer: bool = True,
                     warehouse: bool | None = None,
                     on_result: Callable[[TableResult], None] | None = None) -> TenantRun:
     """Plan every table first (reflection only): a table that does not fit its declaration is
@@ -572,7 +578,7 @@ def open_tenant_run(config: Config, tenant_id: str, *, tables: list[str] | None,
     names = tables or [t.name for t in tenant.tables]
     for n in names:
         tenant.table(n)  # unknown table → ConfigError before anything happens
-    source = source_for(config, tenant)
+    source = io.source(config.cluster_of(tenant))
     source.ping()
     run = TenantRun(config, tenant, source, run_id, names, {}, {})
     for n in names:
@@ -585,18 +591,17 @@ def open_tenant_run(config: Config, tenant_id: str, *, tables: list[str] | None,
     if not run.plans:
         return run
     if customer:
-        dest = destination_for(tenant, settings)
+        dest = io.customer(tenant)
         created = dest.ensure_dataset(labels={"managed-by": "hakobu", "tenant": tenant.tenant})
         if created:
-            _grant_new_dataset(config, dest)
+            io.grant_new_dataset(config, dest)
         dest.ensure_state_table()
         dest.drop_stale_staging()
         dest.prefetch_watermarks([p.bq_table for p in run.plans.values()])
         run.dest = dest
     if warehouse is not False:
-        run.warehouse = open_warehouse(config, tenant, settings, work_dir(),
-                                       list(run.plans.values()))
-    run.gov = governor_for(config.cluster_of(tenant), source)
+        run.warehouse = open_warehouse(config, tenant, io, list(run.plans.values()))
+    run.gov = io.gate(config.cluster_of(tenant))
     return run
 
 
@@ -644,8 +649,8 @@ def run_tables(run: TenantRun, fn: Callable[[str], TableResult], workers: int,
     return [run.results[n] for n in run.names]
 
 
-def sync_tenant(config: Config, tenant_id: str, *, tables: list[str] | None = None,
-                settings: BigQuerySettings | None = None, run_id: str | None = None,
+def sync_tenant(config: Config, tenant_id: str, *, io, tables: list[str] | None = None,
+                run_id: str | None = None,
                 hooks: Hooks = NO_HOOKS, on_result: Callable[[TableResult], None] | None = None,
                 customer: bool = True, warehouse: bool | None = None, verify: bool = False,
                 ) -> list[TableResult]:
@@ -656,9 +661,8 @@ def sync_tenant(config: Config, tenant_id: str, *, tables: list[str] | None = No
     Tables load side by side up to the cluster's connection budget; a table that fails (schema
     change, bad value) does not stop the others. Every table's outcome is returned.
     """
-    settings = settings or BigQuerySettings.from_env()
     run_id = run_id or uuid.uuid4().hex[:12]
-    run = open_tenant_run(config, tenant_id, tables=tables, settings=settings, run_id=run_id,
+    run = open_tenant_run(config, tenant_id, io=io, tables=tables, run_id=run_id,
                           customer=customer, warehouse=warehouse, on_result=on_result)
     if not run.plans:
         return [run.results[n] for n in run.names]

@@ -42,23 +42,19 @@ class Progress:
 
 
 def verify_tenant(config: Config, tenant_id: str, *, tables: list[str] | None = None,
-                  repair: bool = False, settings=None,
+                  repair: bool = False, io,
                   on_progress: Callable[[Progress], None] | None = None) -> list[TableVerdict]:
     from hakobu.sinks import build_sinks
-    from hakobu.sync import destination_for, source_for, work_dir
     from hakobu.warehouse import open_warehouse
-    from resources.bigquery_client import BigQuerySettings
-    from resources.pressure import governor_for
 
-    settings = settings or BigQuerySettings.from_env()
     tenant = config.tenant(tenant_id)
     names = tables or [t.name for t in tenant.tables]
     for n in names:
         tenant.table(n)
-    source = source_for(config, tenant)
+    source = io.source(config.cluster_of(tenant))
     source.ping()
-    gate = governor_for(config.cluster_of(tenant), source)
-    dest = destination_for(tenant, settings)
+    gate = io.gate(config.cluster_of(tenant))
+    dest = io.customer(tenant)
     out: list[TableVerdict] = []
     plans = {}
     for n in names:
@@ -66,7 +62,7 @@ def verify_tenant(config: Config, tenant_id: str, *, tables: list[str] | None = 
             plans[n] = source.plan_table(tenant, tenant.table(n))
         except HakobuError as exc:
             out.append(TableVerdict(f"customer/{n}", equal=False, error=str(exc)))
-    warehouse = open_warehouse(config, tenant, settings, work_dir(), list(plans.values())) \
+    warehouse = open_warehouse(config, tenant, io, list(plans.values())) \
         if plans else None
     for n, plan in plans.items():
         exported, sinks, _, wh_error = build_sinks(plan, tenant.table(n), dest, warehouse)

@@ -47,8 +47,8 @@ def enabled(config: Config) -> bool:
     return config.warehouse is not None and config.warehouse.enabled
 
 
-def open_warehouse(config: Config, tenant: Tenant, settings: BigQuerySettings, work_dir,
-                   plans: list[TablePlan]) -> WarehouseTarget | None:
+def open_warehouse(config: Config, tenant: Tenant, io, plans: list[TablePlan]
+                   ) -> WarehouseTarget | None:
     if not enabled(config):
         return None
     w = config.warehouse
@@ -56,13 +56,9 @@ def open_warehouse(config: Config, tenant: Tenant, settings: BigQuerySettings, w
     try:
         if any_hashed(plans, w):
             target.hasher = Hasher(hash_key(w))
-        dest = WarehouseDestination(settings, w.project, w.dataset, w.location, work_dir,
-                                    tenant=tenant.tenant, bucket=tenant_bucket(tenant.tenant),
-                                    buckets=TENANT_BUCKETS)
+        dest = io.warehouse(config, tenant)
         if dest.ensure_dataset(labels={"managed-by": "hakobu", "role": "warehouse"}):
-            from hakobu.sync import _grant_new_dataset
-
-            _grant_new_dataset(config, dest)   # grants from permissions.csv as soon as it exists
+            io.grant_new_dataset(config, dest)   # grants from permissions.csv as soon as it exists
         dest.ensure_state_table()
         target.dest = dest
     except HakobuError as exc:

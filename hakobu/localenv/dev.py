@@ -13,7 +13,7 @@ from hakobu.config import REPO_ROOT
 
 
 def main(argv: list[str]) -> int:
-    from hakobu.cli import ensure_dagster_home, open_instance
+    from hakobu.launch import ensure_dagster_home, open_instance
     from hakobu.localenv.up import env_of, running
     from hakobu.localenv.emulator import start_emulator
     from hakobu.localenv.mariadb import ensure_mysql
