@@ -16,6 +16,7 @@ from hakobu.verify import (compare_content, night_number, nightly_content, night
                            repair_content, table_offset)
 from hakobu.checksums import compare_table
 from resources.bigquery_client import BigQuerySettings
+from resources.dagster import open_io
 from tests.helpers import unique
 
 ALL_TYPES = """
@@ -385,8 +386,12 @@ def test_the_dagster_check_says_what_it_compared_and_fails_on_a_changed_value(
         sql, vschema, vdataset, make_config, bq_env):
     from assets import checks
 
+    def evaluate(*args):
+        with open_io() as io:
+            return checks.evaluate(*args, io=io)
+
     config, source, dest, plan, _ = setup(sql, vschema, vdataset, make_config, n=60)
-    ok = checks.evaluate(config, "a", "things")
+    ok = evaluate(config, "a", "things")
     assert ok.passed, ok.description
     md = {k: getattr(v, "value", v) for k, v in ok.metadata.items()}
     assert md["compared"].startswith("keys in all") and "content" in md["compared"]
@@ -395,7 +400,7 @@ def test_the_dagster_check_says_what_it_compared_and_fails_on_a_changed_value(
     # (which only reads) fails; with verify_every 1 every bucket is tonight's
     config2 = make_config({"a": (vschema, vdataset, THINGS + "  verify_every: 1\n")})
     dest.sql(f"UPDATE {dest.ref('things')} SET v = 'stale' WHERE id = 30")
-    bad = checks.evaluate(config2, "a", "things")
+    bad = evaluate(config2, "a", "things")
     md = {k: getattr(v, "value", v) for k, v in bad.metadata.items()}
     assert not bad.passed and md["content_rows_changed"] == 1 and md["buckets_differing"] == 0
     assert "content" in bad.description and "DIFFERENT" in bad.description
