@@ -23,10 +23,14 @@ undelivered delete.
 
 import dagster as dg
 
+from assets.keys import customer_key
 from hakobu.checksums import DEFAULT_BUCKET_ROWS, Comparison, compare_table
 from hakobu.config import Config
 from hakobu.errors import HakobuError
-from resources.bigquery_client import BigQuerySettings
+from hakobu.ports import IO
+from hakobu.sinks import build_sinks
+from hakobu.verify import compare_content, night_number, night_slice, table_offset
+from hakobu.planning import plan_for
 
 CHECK_NAME = "in_sync_with_source"
 DESCRIPTION = ("the table in the tenant's dataset has the source's rows and values: per "
@@ -34,15 +38,9 @@ DESCRIPTION = ("the table in the tenant's dataset has the source's rows and valu
                "of buckets (all of them every verify_every nights) is equal value by value")
 
 
-def evaluate(config: Config, tenant_id: str, table: str, *,
-             settings: BigQuerySettings | None = None,
+def evaluate(config: Config, tenant_id: str, table: str, *, io: IO,
              bucket_rows: int = DEFAULT_BUCKET_ROWS) -> dg.AssetCheckResult:
-    """The check for one tenant × table, usable outside Dagster too."""
-    from hakobu.sinks import build_sinks
-    from resources.io import LiveIO
-
-    from assets.customer import customer_key
-
+    """The check for one tenant × table, usable outside Dagster too (with any IO)."""
     tenant = config.tenant(tenant_id)
     key = dict(asset_key=customer_key(table), check_name=CHECK_NAME)
     if table not in {t.name for t in tenant.tables}:
@@ -50,14 +48,13 @@ def evaluate(config: Config, tenant_id: str, table: str, *,
                                    description=f"{tenant_id} does not deliver {table}",
                                    metadata={"tenant": tenant_id, "delivered": False})
     try:
-        io = LiveIO(settings or BigQuerySettings.from_env())
-        source = io.source(config.cluster_of(tenant))
-        dest = io.customer(tenant)
+        cluster = config.cluster_of(tenant)
+        source, dest = io.source(cluster), io.customer(tenant)
         # what the customer's table holds: the plan after the export policy (withheld
         # credentials are not in BigQuery, so they are not compared)
-        plan, _, _, _ = build_sinks(source.plan_table(tenant, tenant.table(table)),
+        plan, _, _, _ = build_sinks(plan_for(source, tenant, tenant.table(table)),
                                     tenant.table(table), dest, None)
-        gate = io.gate(config.cluster_of(tenant))
+        gate = io.gate(cluster)
         cmp = compare_table(source, dest, plan, bucket_rows=bucket_rows, gate=gate)
         if cmp.dest_exists:
             cmp.content = tonight(source, dest, plan, cmp, gate)
@@ -70,8 +67,6 @@ def evaluate(config: Config, tenant_id: str, table: str, *,
 
 def tonight(source, dest, plan, cmp: Comparison, gate):
     """Tonight's content slice, compared read-only (no repair, no rotation state written)."""
-    from hakobu.verify import night_number, night_slice, table_offset, compare_content
-
     every = plan.verify_every
     buckets, desc = night_slice(cmp.bucketing, cmp.bucket_ids, every, night_number(),
                                 table_offset(plan.tenant, plan.bq_table, every))
@@ -80,8 +75,6 @@ def tonight(source, dest, plan, cmp: Comparison, gate):
 
 
 def result(tenant_id: str, table: str, cmp: Comparison) -> dg.AssetCheckResult:
-    from assets.customer import customer_key
-
     return dg.AssetCheckResult(asset_key=customer_key(table), check_name=CHECK_NAME,
                                passed=cmp.in_sync, severity=dg.AssetCheckSeverity.ERROR,
                                description=cmp.summary(),

@@ -13,6 +13,14 @@ from the sources) and, per tenant:
 Its cursor remembers, per tenant, which deadline was reported and which tables are final, so a
 check is reported once per deadline (twice when late). Executed by hand from the UI before a
 deadline, the check passes as "not delivered yet; due HH:MM".
+
+Why a check and a sensor, and not only Dagster's freshness policies: a table that exactly one
+tenant delivers also gets a cron FreshnessPolicy for that tenant's deadline in its zone
+(assets/freshness.py). Dagster judges a policy per asset, on its latest materialization of
+any partition, so it cannot hold one tenant's deadline on a table that several tenants (each
+its own partition, deadline and zone) deliver; nor can it say how late a delivery was, or
+express a schedule whose run is not the same time before the deadline every day. This check
+covers every tenant and table, and is what `hakobu status` and alerts read.
 """
 
 import datetime as dt
@@ -21,7 +29,7 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from assets.customer import customer_key
+from assets.keys import customer_key
 from hakobu.config import Config
 from hakobu.deadlines import UTC, judge, run_window, window
 from hakobu.status import first_delivery_since

@@ -12,7 +12,7 @@ import dagster as dg
 
 from hakobu.config import config_dir, load_config
 from hakobu.grants.apply import apply_grants
-from resources.bigquery_client import BigQuerySettings
+from resources.dagster import BigQueryResource
 
 PERMISSIONS_FILE = "permissions.csv"
 
@@ -31,10 +31,11 @@ _AUDIT_SCHEMA = dg.TableSchema(columns=[
                 "metadata and left in place (revert or adopt it with `hakobu grants apply`).",
     kinds={"bigquery"},
 )
-def dataset_grants(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+def dataset_grants(context: dg.AssetExecutionContext,
+                   bigquery: BigQueryResource) -> dg.MaterializeResult:
     config = load_config(config_dir())
     csv_sha = _file_sha256(config.permissions_file)
-    report = apply_grants(config, settings=BigQuerySettings.from_env(), policy="report",
+    report = apply_grants(config, settings=bigquery.settings(), policy="report",
                           log=context.log.info)
     records = [dg.TableRecord({"dataset": c.dataset, "action": c.action, "role": c.role,
                                "member": c.member}) for c in report.changes]
@@ -42,8 +43,8 @@ def dataset_grants(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
                                 "member": g.member}) for g in report.drift]
     metadata = {
         "changes": dg.MetadataValue.table(records, schema=_AUDIT_SCHEMA),
-        "changes_count": len(report.changes),
-        "drift_count": len(report.drift),
+        "changes_count": dg.MetadataValue.int(len(report.changes)),
+        "drift_count": dg.MetadataValue.int(len(report.drift)),
         "datasets": dg.MetadataValue.json(
             {r.dataset: r.status for r in report.results}),
         "permissions_csv_sha256": csv_sha or "",

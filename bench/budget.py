@@ -26,6 +26,7 @@ from resources.mysql_source import MySQLSource, iter_chunks
 from resources.io import make_governor as governor_for
 from resources.pressure import ReadGovernor
 from hakobu.config import Tenant
+from hakobu.planning import plan_for
 a = json.loads(sys.argv[1])
 budget = {"max_connections": 2}
 if a["budget"]:
@@ -37,7 +38,7 @@ t = Tenant(tenant="b", cluster="bench_budget", source={"schema": a["schema"]},
            destination={"project": "hakobu-bench", "dataset": "b"}, schedule={"cron": "0 2 * * *"},
            deliver_by="06:00", tables=[{"name": a["table"], "cursor": "updated_at",
                                         "chunk_rows": 20000}])
-plan = src.plan_table(t, t.tables[0])
+plan = plan_for(src, t, t.tables[0])
 gov = governor_for(c, src) if a["budget"] else ReadGovernor.unlimited()
 t0 = time.monotonic(); rows = 0
 for b, _ in iter_chunks(src, plan, "full", None, None, gate=gov, pk_range=tuple(a["range"])):

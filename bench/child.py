@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from decimal import Decimal
+from hakobu.planning import plan_for
 
 
 def vm(field: str) -> int:
@@ -94,7 +95,7 @@ def run_hakobu(job: dict) -> dict:
 
     cluster, tenant = bench_objects(job)
     source = MySQLSource(cluster, reader=job.get("reader"))
-    plan = source.plan_table(tenant, tenant.tables[0])
+    plan = plan_for(source, tenant, tenant.tables[0])
     upper, _ = source.upper_bound(plan)
     after = decode_key(job.get("after"))
     mode = job.get("mode", "initial")

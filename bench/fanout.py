@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bench.fixtures import COLUMNS_DDL, SELECT_SQL, Server, _q, ensure_schema
 from bench.report import Goal, Report
+from hakobu.planning import plan_for
 
 REPO = Path(__file__).resolve().parent.parent
 PROJECT = "hakobu-bench"
@@ -192,7 +193,7 @@ def _pure(job: dict) -> dict:
         dest = BigQueryDestination(settings, d.project, d.dataset, d.location, work)
         dest.ensure_dataset()
         for table in tenant.tables:
-            plan = source.plan_table(tenant, table)
+            plan = plan_for(source, tenant, table)
             cols = [(s.name, s.staging_bq_type) for s in plan.specs] + [(SEQ, "INT64")]
             dest.sql(f"CREATE TABLE {dest.ref(table.name)} ("
                      + ", ".join(f"`{n}` {t}" for n, t in cols) + ")")
@@ -234,7 +235,7 @@ def _instrument(acc: dict) -> list:
                                               "drop_stale_staging", "ensure_table",
                                               "read_watermark", "write_watermark", "merge",
                                               "_load_staging", "sql", "rows")),
-                       (MySQLSource, ("ping", "plan_table", "upper_bound"))):
+                       (MySQLSource, ("ping", "reflect", "upper_bound"))):
         for name in names:
             orig = getattr(cls, name, None)
             if orig is None:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from bench.fixtures import Server, ensure_table
 from bench.report import Goal
+from hakobu.planning import plan_for
 
 SCHEMA = "hk_wh_bench"
 TABLE = "orders"
@@ -119,7 +120,7 @@ def measure(rows: int = 200_000, every: int = 7) -> dict:
         tenant = config.tenant("acme")
         source = io.source(config.cluster_of(tenant))
         dest = io.customer(tenant)
-        plan, [sink], _, _ = build_sinks(source.plan_table(tenant, tenant.table(table)),
+        plan, [sink], _, _ = build_sinks(plan_for(source, tenant, tenant.table(table)),
                                          tenant.table(table), dest, None)
         busy = [busy_sessions(server)]
         before = logical_reads(server)

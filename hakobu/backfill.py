@@ -44,8 +44,6 @@ from hakobu.state import Watermark
 
 log = logging.getLogger("hakobu.backfill")
 
-MODE_TAG = "hakobu/mode"
-FULL_RELOAD = "full-reload"
 SLOT_SHARE = 0.5          # tables of one backfill side by side: at most half the cluster's slots
 
 

@@ -6,14 +6,25 @@ a summary read back from BigQuery. Leaves nothing running unless --keep-running.
 """
 
 import os
+import secrets
 import sys
 import time
 
+from google.api_core.exceptions import NotFound
+from google.cloud import bigquery
+
 from hakobu.config import REPO_ROOT, load_config
-from hakobu.localenv.demo_data import DEMO_SCHEMAS, create_demo_data, mutate_demo_data
+from hakobu.launch import ensure_dagster_home, run_load
+from hakobu.localenv.demo_data import (DEMO_SCHEMAS, connect, create_demo_data,
+                                       mutate_demo_data)
 from hakobu.localenv.emulator import start_emulator
 from hakobu.localenv.mariadb import ensure_mysql
 from hakobu.localenv.up import running
+from hakobu.policy import export_plan, warehouse_table
+from hakobu.reconcile import diff_table
+from hakobu.sqlquote import quote_ident
+from hakobu.planning import plan_for
+from resources.dagster import open_io
 
 LOCAL = REPO_ROOT / ".local"
 
@@ -23,13 +34,6 @@ def say(text: str = "") -> None:
 
 
 def run_demo(keep_running: bool = False) -> int:
-    from google.api_core.exceptions import NotFound
-
-    from hakobu.cli import ensure_dagster_home, run_load
-    from hakobu.reconcile import diff_table
-    from resources.bigquery_client import BigQuerySettings
-    from resources.io import LiveIO
-
     t_start = time.monotonic()
     kept = running(LOCAL)            # `hakobu up` left the environment running: use it
     server = ensure_mysql(LOCAL / "mariadb")
@@ -44,96 +48,10 @@ def run_demo(keep_running: bool = False) -> int:
     say(f"BigQuery emulator: {os.environ['HAKOBU_BIGQUERY_ENDPOINT']}"
         f"{' (started by `hakobu up`)' if kept else ''}   Dagster instance: {home}")
     try:
-        config = load_config()
-        settings = BigQuerySettings.from_env()
-        io = LiveIO(settings)
-
-        def source_for(config, tenant):
-            return io.source(config.cluster_of(tenant))
-
-        def destination_for(tenant, settings):
-            return io.customer(tenant)
-
-        written = create_demo_data(server.host, server.port, server.user)
-        say(f"Demo source data: {sum(written.values())} rows in {len(DEMO_SCHEMAS)} schemas")
-        for tenant in config.tenants.values():  # a fresh destination, so reruns start clean
-            dest = destination_for(tenant, settings)
-            try:
-                dest.client.delete_dataset(f"{dest.project}.{dest.dataset}",
-                                           delete_contents=True, retry=dest.retry)
-            except NotFound:
-                pass
-        warehouse = _demo_warehouse(config, settings)
-
-        def run_all(title: str) -> dict[tuple, dict]:
-            say(f"\n== {title}: the nightly job, one Dagster run per tenant ==")
-            out = {}
-            for tid in sorted(config.tenants):
-                t0 = time.monotonic()
-                outcome = run_load(config, tid)
-                rows = outcome.rows
-                if not outcome.ok:
-                    raise SystemExit(f"demo: tenant {tid} failed: {outcome.error}")
-                for r in rows:
-                    out[(tid, r["table"])] = r
-                say(f"  {tid}: {sum(int(r['rows_read']) for r in rows)} rows read in "
-                    f"{time.monotonic() - t0:.1f}s")
-            return out
-
-        def summary(reads: dict[tuple, dict], changed: dict | None) -> bool:
-            head = (f"{'tenant':<7}{'table':<14}{'read':>7}"
-                    + (f"{'changed':>9}" if changed is not None else "")
-                    + f"{'source':>8}{'bigquery':>10}  {'watermark':<28}content")
-            say(head)
-            all_equal = True
-            for tid in sorted(config.tenants):
-                tenant = config.tenant(tid)
-                source = source_for(config, tenant)
-                dest = destination_for(tenant, settings)
-                for table in tenant.tables:
-                    plan = source.plan_table(tenant, table)
-                    d = diff_table(source, dest, plan)
-                    all_equal &= d.equal
-                    wm = dest.read_watermark(table.name)
-                    r = reads[(tid, table.name)]
-                    line = f"{tid:<7}{table.name:<14}{int(r['rows_read']):>7}"
-                    if changed is not None:
-                        key = f"{tenant.source.schema_}.{table.name}"
-                        n = changed.get((tid, key), 0)
-                        line += f"{n if table.cursor else '(full)':>9}"
-                    line += (f"{d.source_rows:>8}{d.dest_rows:>10}  "
-                             f"{(wm.display() if wm else '(no cursor)'):<28}"
-                             f"{'equal' if d.equal else d.summary()}")
-                    say(line)
-            return all_equal
-
-        first = run_all("Run 1 (initial load)")
-        say("")
-        ok1 = summary(first, None)
-
-        changed_raw = mutate_demo_data(server.host, server.port, server.user)
-        changed = _changed_per_tenant(config, changed_raw, server)
-        say(f"\nChanged in the sources: {sum(changed.values())} rows (updates and inserts)")
-        lag = max(c.lag_seconds for c in config.clusters.values())
-        time.sleep(lag + 1)   # rows newer than now-lag wait for the next run, by design
-        second = run_all("Run 2 (incremental)")
-        say("")
-        ok2 = summary(second, changed)
-        read2 = sum(int(r["rows_read"]) for (t, tb), r in second.items()
-                    if config.tenant(t).table(tb).cursor)
-        total = sum(int(r["rows_read"]) for (t, tb), r in first.items()
-                    if config.tenant(t).table(tb).cursor)
-        only_changed = all(int(second[(t, tb.name)]["rows_read"]) ==
-                           changed.get((t, f"{config.tenant(t).source.schema_}.{tb.name}"), 0)
-                           for t in config.tenants for tb in config.tenant(t).tables if tb.cursor)
-        if warehouse is not None:
-            say(_warehouse_line(config, settings, source_for))
-        say(f"\nRun 2 read {read2} rows of tables with a cursor (run 1: {total}); "
-            f"only changed rows read: {'yes' if only_changed else 'NO'}; "
-            f"BigQuery equals source: {'yes' if ok1 and ok2 else 'NO'}")
+        ok = _two_runs(server)
         say(f"Demo finished in {time.monotonic() - t_start:.0f}s. "
             f"See the runs: DAGSTER_HOME={home} .venv/bin/dagster dev -w workspace.yaml")
-        return 0 if ok1 and ok2 and only_changed else 1
+        return 0 if ok else 1
     finally:
         if kept:
             say("Left running (started by `hakobu up`; `hakobu down` stops it)")
@@ -147,11 +65,93 @@ def run_demo(keep_running: bool = False) -> int:
         sys.stdout.flush()
 
 
+def _two_runs(server) -> bool:
+    """Demo data, a first run, changes, a second run; True when both equal the sources and
+    the second read only the changed rows."""
+    config = load_config()
+    written = create_demo_data(server.host, server.port, server.user)
+    say(f"Demo source data: {sum(written.values())} rows in {len(DEMO_SCHEMAS)} schemas")
+    with open_io() as io:           # the same IO builder as the runs' `io` resource
+        for tenant in config.tenants.values():  # a fresh destination: reruns start clean
+            dest = io.customer(tenant)
+            try:
+                dest.client.delete_dataset(f"{dest.project}.{dest.dataset}",
+                                           delete_contents=True, retry=dest.retry)
+            except NotFound:
+                pass
+        warehouse = _demo_warehouse(config, io.settings)
+        first = _run_all(config, "Run 1 (initial load)")
+        say("")
+        ok1 = _summary(config, io, first, None)
+        changed_raw = mutate_demo_data(server.host, server.port, server.user)
+        changed = _changed_per_tenant(config, changed_raw, server)
+        say(f"\nChanged in the sources: {sum(changed.values())} rows (updates and inserts)")
+        lag = max(c.lag_seconds for c in config.clusters.values())
+        time.sleep(lag + 1)   # rows newer than now-lag wait for the next run, by design
+        second = _run_all(config, "Run 2 (incremental)")
+        say("")
+        ok2 = _summary(config, io, second, changed)
+        if warehouse is not None:
+            say(_warehouse_line(config, io))
+
+    def cursor_rows(reads) -> int:
+        return sum(int(r["rows_read"]) for (t, tb), r in reads.items()
+                   if config.tenant(t).table(tb).cursor)
+
+    only_changed = all(int(second[(t, tb.name)]["rows_read"]) ==
+                       changed.get((t, f"{config.tenant(t).source.schema_}.{tb.name}"), 0)
+                       for t in config.tenants for tb in config.tenant(t).tables if tb.cursor)
+    say(f"\nRun 2 read {cursor_rows(second)} rows of tables with a cursor (run 1: "
+        f"{cursor_rows(first)}); only changed rows read: {'yes' if only_changed else 'NO'}; "
+        f"BigQuery equals source: {'yes' if ok1 and ok2 else 'NO'}")
+    return ok1 and ok2 and only_changed
+
+
+def _run_all(config, title: str) -> dict[tuple, dict]:
+    say(f"\n== {title}: the nightly job, one Dagster run per tenant ==")
+    out = {}
+    for tid in sorted(config.tenants):
+        t0 = time.monotonic()
+        outcome = run_load(config, tid)
+        rows = outcome.rows
+        if not outcome.ok:
+            raise SystemExit(f"demo: tenant {tid} failed: {outcome.error}")
+        for r in rows:
+            out[(tid, r["table"])] = r
+        say(f"  {tid}: {sum(int(r['rows_read']) for r in rows)} rows read in "
+            f"{time.monotonic() - t0:.1f}s")
+    return out
+
+
+def _summary(config, io, reads: dict[tuple, dict], changed: dict | None) -> bool:
+    head = (f"{'tenant':<7}{'table':<14}{'read':>7}"
+            + (f"{'changed':>9}" if changed is not None else "")
+            + f"{'source':>8}{'bigquery':>10}  {'watermark':<28}content")
+    say(head)
+    all_equal = True
+    for tid in sorted(config.tenants):
+        tenant = config.tenant(tid)
+        source = io.source(config.cluster_of(tenant))
+        dest = io.customer(tenant)
+        for table in tenant.tables:
+            plan = plan_for(source, tenant, table)
+            d = diff_table(source, dest, plan)
+            all_equal &= d.equal
+            wm = dest.read_watermark(table.name)
+            r = reads[(tid, table.name)]
+            line = f"{tid:<7}{table.name:<14}{int(r['rows_read']):>7}"
+            if changed is not None:
+                n = changed.get((tid, f"{tenant.source.schema_}.{table.name}"), 0)
+                line += f"{n if table.cursor else '(full)':>9}"
+            line += (f"{d.source_rows:>8}{d.dest_rows:>10}  "
+                     f"{(wm.display() if wm else '(no cursor)'):<28}"
+                     f"{'equal' if d.equal else d.summary()}")
+            say(line)
+    return all_equal
+
+
 def _changed_per_tenant(config, changed_raw: dict, server) -> dict:
     """mutate_demo_data counts per schema.table; split shared schemas by tenant."""
-    from hakobu.localenv.demo_data import connect
-    from hakobu.sqlquote import quote_ident
-
     out = {}
     for tenant in config.tenants.values():
         schema = tenant.source.schema_
@@ -179,12 +179,6 @@ def _changed_per_tenant(config, changed_raw: dict, server) -> dict:
 def _demo_warehouse(config, settings):
     """The warehouse of tenants/warehouse.yaml, emptied for the demo; a throwaway HMAC key for
     this process when none is set (a real deployment sets its own, and keeps it)."""
-    import secrets
-
-    from google.api_core.exceptions import NotFound
-
-    from resources.bigquery_client import make_client
-
     w = config.warehouse
     if w is None or not w.enabled:
         return None
@@ -192,7 +186,7 @@ def _demo_warehouse(config, settings):
         os.environ[w.hash_key_env] = secrets.token_hex(32)
         say(f"Warehouse {w.project}.{w.dataset}: {w.hash_key_env} not set, using a random key "
             "for this demo")
-    client = make_client(settings, w.project)
+    client = settings.client(w.project)
     try:
         client.delete_dataset(f"{w.project}.{w.dataset}", delete_contents=True)
     except NotFound:
@@ -200,22 +194,18 @@ def _demo_warehouse(config, settings):
     return w
 
 
-def _warehouse_line(config, settings, source_for) -> str:
+def _warehouse_line(config, io) -> str:
     """One line: the warehouse's rows per tenant against the sources, and the policy applied."""
-    from hakobu.policy import export_plan, warehouse_table
-    from hakobu.sqlquote import quote_ident
-    from resources.bigquery_client import make_client
-
     w = config.warehouse
-    client = make_client(settings, w.project)
+    client = io.settings.client(w.project)
     per_tenant: dict[str, int] = {}
     equal = True
     hashed, dropped = set(), set()
     for tid in sorted(config.tenants):
         tenant = config.tenant(tid)
-        source = source_for(config, tenant)
+        source = io.source(config.cluster_of(tenant))
         for table in tenant.tables:
-            plan = export_plan(source.plan_table(tenant, table), table)
+            plan = export_plan(plan_for(source, tenant, table), table)
             wt = warehouse_table(plan, w)
             hashed |= set(wt.hashed)
             dropped |= ({s.name for s in plan.specs} - {s.name for s in wt.specs}
@@ -239,7 +229,5 @@ def _warehouse_line(config, settings, source_for) -> str:
 
 
 def _params(tenant_id: str):
-    from google.cloud import bigquery
-
     return bigquery.QueryJobConfig(
         query_parameters=[bigquery.ScalarQueryParameter("t", "STRING", tenant_id)])

@@ -239,7 +239,7 @@ def tenant_predicate(plan: "TablePlan") -> str:
     if t is None:
         raise SchemaError(f"the type of tenant column {plan.tenant_column!r} is unknown",
                           tenant=plan.tenant, table=plan.table,
-                          hint="internal: plans come from MySQLSource.plan_table, which "
+                          hint="internal: plans come from hakobu.planning.plan_table, which "
                                "reflects it")
     t = t.lower()
     problem = tenant_value_problem(t, value)

@@ -13,7 +13,7 @@ Implementations:
 - tests/fakes — an in-memory destination and a scripted source, for the fast unit tier.
 
 These are typing.Protocols: an implementation does not inherit from them, it only has to
-answer the same calls. Planning (hakobu.plan.plan_table) is pure: a function of the reflected
+answer the same calls. Planning (hakobu.planning.plan_table) is pure: a function of the reflected
 table (`Reflected`, returned by Source.reflect) and the configuration.
 """
 
@@ -65,7 +65,7 @@ class ReadGate(Protocol):
 
 @runtime_checkable
 class Source(Protocol):
-    """One source cluster. Reflects and reads; plans nothing (hakobu.plan.plan_table does)."""
+    """One source cluster. Reflects and reads; plans nothing (hakobu.planning.plan_table does)."""
 
     cluster: "Cluster"
 

@@ -44,6 +44,9 @@ class TableResult:
     # the customer table compared with the source after this run (verify=True, or every
     # incremental run's reconcile): a hakobu.checksums.Comparison, or None
     check: object = field(default=None, repr=False)
+    # per sink kind ("customer", "warehouse"): the BigQuery table written (project.dataset.table)
+    # and its columns as (BigQuery name, BigQuery type, MySQL name or None for added columns)
+    landed: dict = field(default_factory=dict, repr=False)
 
     def metadata(self) -> dict:
         return {"rows_read": self.rows_read, "rows_merged": self.rows_merged,

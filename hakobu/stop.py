@@ -45,8 +45,8 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-@contextlib.contextmanager
 # long: the watcher thread and its escalation steps read best in one place
+@contextlib.contextmanager
 def on_signals(*, grace_s: float = 6.0, on_signal: Callable[[int], None] | None = None,
                on_abandon: Callable[[int], None] | None = None, say=None):
     """Within: SIGINT and SIGTERM ask the work to stop (see the module docstring). Outside

@@ -281,6 +281,9 @@ def refuse_duplicate_keys(source: Source, plan: TablePlan, gov: ReadGate) -> Non
 
 def _summarise(res: TableResult, sinks: list[Sink]) -> None:
     for s in sinks:
+        res.landed[s.kind] = (f"{s.dest.project}.{s.dest.dataset}.{s.table}",
+                              [(c.bq_name, c.bq_type, c.name) for c in s.specs]
+                              + [(n, t, None) for n, t in s.extra])
         shown = s.previous.display() if s.previous else "-"
         if res.mode == "replace":
             shown = "(full replace)"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from hakobu.config import Config
 from hakobu.errors import HakobuError
 from hakobu.verify import ContentComparison, compare_content, repair_content
+from hakobu.planning import plan_for
 
 GROUPS = 20                      # source queries per table (progress steps) for range buckets
 
@@ -42,14 +43,11 @@ class Progress:
 
 
 def verify_tenant(config: Config, tenant_id: str, *, tables: list[str] | None = None,
-                  repair: bool = False, settings=None,
+                  repair: bool = False, io,
                   on_progress: Callable[[Progress], None] | None = None) -> list[TableVerdict]:
     from hakobu.sinks import build_sinks
     from hakobu.warehouse import open_warehouse
-    from resources.bigquery_client import BigQuerySettings
-    from resources.io import LiveIO
 
-    io = LiveIO(settings or BigQuerySettings.from_env())
     tenant = config.tenant(tenant_id)
     names = tables or [t.name for t in tenant.tables]
     for n in names:
@@ -62,7 +60,7 @@ def verify_tenant(config: Config, tenant_id: str, *, tables: list[str] | None = 
     plans = {}
     for n in names:
         try:
-            plans[n] = source.plan_table(tenant, tenant.table(n))
+            plans[n] = plan_for(source, tenant, tenant.table(n))
         except HakobuError as exc:
             out.append(TableVerdict(f"customer/{n}", equal=False, error=str(exc)))
     warehouse = open_warehouse(config, tenant, io, list(plans.values())) \

@@ -1,53 +1,80 @@
-"""Builds the Dagster Definitions (assets, jobs, schedules, sensors) from a validated Config."""
+"""Builds the Dagster Definitions (assets, jobs, schedules, sensors, resources) from a
+validated Config.
+
+Resources (resources.dagster): `io` (the run's MySQL sources, read governors and BigQuery
+destinations), `bigquery`, `mysql`. By default they are configured from the environment
+(resources_from_env: settings set there are EnvVars, resolved where the run executes); a test
+or another deployment passes its own.
+"""
+
+import dataclasses
 
 import dagster as dg
 
-from assets.customer import GROUP, WAREHOUSE_GROUP, build_customer_assets, tenant_partitions
+from assets.customer import FULL_RELOAD, INCREMENTAL, build_customer_assets, mode_run_config
 from assets.deadlines import build_deadline_sensor
+from assets.grants import GRANTS_ASSETS, GRANTS_JOBS, GRANTS_SENSORS
+from assets.keys import GROUP, WAREHOUSE_GROUP, customer_key, tenant_partitions, warehouse_key
 from assets.tenant_files import build_tenant_files_sensor
-from hakobu.backfill import FULL_RELOAD, MODE_TAG
 from hakobu.config import Config
+from hakobu.warehouse import enabled as warehouse_enabled
+from resources.dagster import resources_from_env
 
 NIGHTLY = "nightly"
 BACKFILL = "backfill"
+MODES = {NIGHTLY: INCREMENTAL, BACKFILL: FULL_RELOAD}
 
 
-def build_definitions(config: Config) -> dg.Definitions:
+def job_run_config(job_name: str) -> dict:
+    """The run config of a delivery job's run (its mode), for a run launched by hand."""
+    return mode_run_config(MODES[job_name]) if job_name in MODES else {}
+
+
+def selection_for(config: Config, tables: list[str]) -> list[dg.AssetKey]:
+    """The assets a delivery of these (MySQL-named) tables materializes."""
+    keys = [customer_key(n) for n in tables]
+    if warehouse_enabled(config):
+        keys += [warehouse_key(n) for n in tables]
+    return keys
+
+
+def build_definitions(config: Config, resources: dict | None = None) -> dg.Definitions:
     partitions = tenant_partitions(config)
     customer = build_customer_assets(config, partitions)
-    delivered = dg.AssetSelection.groups(GROUP, WAREHOUSE_GROUP)   # with the tables' checks
-    # Runs of a partition launched from the UI or a Dagster backfill get the same tags as the
-    # schedule's (hakobu/tenant, hakobu/cluster), so the queue's per-tenant and per-cluster
-    # limits hold for them too: a backfill never overlaps the same tenant's nightly run.
-    tagged = dg.PartitionedConfig(partitions_def=partitions,
-                                  run_config_for_partition_key_fn=lambda key: {},
-                                  tags_for_partition_key_fn=lambda key: run_tags(config, key))
-    nightly = dg.define_asset_job(
-        NIGHTLY, selection=delivered, partitions_def=partitions, config=tagged,
-        executor_def=dg.in_process_executor,   # one step per run: no extra worker process
-        description="Deliver one tenant's changed rows into its customer dataset and, read "
-                    "once, into the internal warehouse when enabled (partition = tenant).")
-    backfill = dg.define_asset_job(
-        BACKFILL, selection=delivered, partitions_def=partitions, config=tagged,
-        executor_def=dg.in_process_executor,
-        tags={MODE_TAG: FULL_RELOAD},
-        description="Full reload of one tenant (partition = tenant) through shadow tables, "
-                    "reconciled and swapped in atomically; throttled by the same read budget. "
-                    "Launch a backfill of this job for the tenant's partition, or run "
-                    "`hakobu backfill TENANT [--tables ...]`.")
+    nightly = delivery_job(config, partitions, NIGHTLY, INCREMENTAL,
+                           "Deliver one tenant's changed rows into its customer dataset and, "
+                           "read once, into the internal warehouse when enabled (partition = "
+                           "tenant).")
+    backfill = delivery_job(config, partitions, BACKFILL, FULL_RELOAD,
+                            "Full reload of one tenant (partition = tenant) through shadow "
+                            "tables, reconciled and swapped in atomically; throttled by the "
+                            "same read budget (run config `mode: full_reload`). Launch a "
+                            "backfill of this job for the tenant's partition, or run `hakobu "
+                            "backfill TENANT [--tables ...]`.")
     schedules = [tenant_schedule(config, t, nightly) for t in sorted(config.tenants)]
-    assets: list = [customer]
-    jobs: list = [nightly, backfill]
-    sensors: list = [build_deadline_sensor(config), build_tenant_files_sensor(config)]
-    try:
-        from assets.grants import GRANTS_ASSETS, GRANTS_JOBS, GRANTS_SENSORS
-    except ImportError:
-        pass
-    else:
-        assets += GRANTS_ASSETS
-        jobs += GRANTS_JOBS
-        sensors += GRANTS_SENSORS
-    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors)
+    return dg.Definitions(
+        assets=[customer, *GRANTS_ASSETS], jobs=[nightly, backfill, *GRANTS_JOBS],
+        schedules=schedules,
+        sensors=[build_deadline_sensor(config), build_tenant_files_sensor(config),
+                 *GRANTS_SENSORS],
+        resources=resources if resources is not None else resources_from_env())
+
+
+def delivery_job(config: Config, partitions, name: str, mode: str, description: str):
+    """A job over the customer (and warehouse) tables with their checks, whose run config
+    selects the delivery mode (assets.customer.DeliveryConfig). Runs of a partition launched
+    from the UI or a Dagster backfill get that config and the same tags as the schedule's
+    (hakobu/tenant, hakobu/cluster), so the queue's per-tenant and per-cluster limits hold for
+    them too: a backfill never overlaps the same tenant's nightly run."""
+    partitioned = dg.PartitionedConfig(
+        partitions_def=partitions,
+        run_config_for_partition_key_fn=lambda key: mode_run_config(mode),
+        tags_for_partition_key_fn=lambda key: run_tags(config, key))
+    return dg.define_asset_job(
+        name, selection=dg.AssetSelection.groups(GROUP, WAREHOUSE_GROUP),
+        partitions_def=partitions, config=partitioned,
+        executor_def=dg.in_process_executor,   # one step per run: no extra worker process
+        description=description)
 
 
 def definition_problems(config: Config) -> list[str]:
@@ -55,8 +82,6 @@ def definition_problems(config: Config) -> list[str]:
     runs this after its own checks, which name file and line for everything known to go wrong:
     this is the net under them). A failure is traced to the tenant file whose tenant alone
     cannot be built, when there is one."""
-    import dataclasses
-
     try:
         dg.Definitions.validate_loadable(build_definitions(config))
         return []

@@ -86,7 +86,8 @@ class LiveIO:
 
     def grant_new_dataset(self, config: Config, dest: BigQueryDestination) -> None:
         """A dataset gets its declared grants (permissions.csv) as soon as it exists."""
-        apply_dataset_grants(dest.client, config, f"{dest.project}.{dest.dataset}")
+        apply_dataset_grants(dest.client, config, f"{dest.project}.{dest.dataset}",
+                             settings=self.settings)
 
     def close(self) -> None:
         """Give back every pool and slot this IO holds."""

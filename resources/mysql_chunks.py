@@ -31,8 +31,8 @@ def initial_splits(source: ReaderMixin, plan: TablePlan, gov) -> int:
     return 1
 
 
-# long: one scheduling loop (widen while slots are free, hand batches on in key order, stop
-# cleanly); split, its invariants would be spread over several functions
+# One scheduling loop: widen while slots are free, hand batches on in key order, stop cleanly.
+# long: split, the loop's invariants would be spread over several functions
 def iter_parallel(source: ReaderMixin, plan: TablePlan, pass_: str, upper: Any, parts: int,
                   on_chunk=None, gate=None, queue_depth: int = 2) -> Iterator[pa.Table]:
     """Read a whole pass over `parts` primary-key ranges at once (each a keyset reader under the

@@ -16,7 +16,7 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from hakobu.config import Cluster, Table, Tenant
+from hakobu.config import Cluster
 from hakobu.errors import HakobuError, SourceError, SourceUnavailable, is_transient, mysql_failure
 from hakobu.plan import (
     MAX_GAP_YEARS,
@@ -25,7 +25,6 @@ from hakobu.plan import (
     col_ref,
     tenant_predicate,
 )
-from hakobu.planning import plan_for
 from hakobu.ports import Reflected
 from hakobu.types import ColumnInfo
 from resources.mysql_bound import BoundMixin
@@ -219,10 +218,6 @@ class MySQLSource(BoundMixin, ReaderMixin):
     # -- bounds ---------------------------------------------------------------------------
 
     # -- the port (hakobu.ports.Source) ---------------------------------------------------
-
-    def plan_table(self, tenant: Tenant, table: Table) -> TablePlan:
-        """Reflect and plan (hakobu.planning.plan_for), with this source's datetime mode."""
-        return plan_for(self, tenant, table, datetime_as=self.datetime_as)
 
     def estimate_rows(self, plan: TablePlan) -> tuple[int | None, str]:
         """(rows, how they were counted): a shared table's COUNT of the tenant's rows (an index

@@ -12,6 +12,7 @@ from typing import Literal
 
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
+from google.cloud.bigquery.retry import DEFAULT_RETRY
 
 from hakobu.errors import ConfigError, GrantConflict, GrantError, HakobuError
 from hakobu.grants.csvfile import (Grant, GrantRow, load_rows, normalise_member, read_rows,
@@ -108,25 +109,22 @@ def changes_of(plan: DatasetPlan) -> tuple[Change, ...]:
 
 
 def client_factory(settings) -> ClientFor:
-    """One client per project, made with resources.bigquery_client."""
-    from resources.bigquery_client import make_client
-
+    """One client per project, from the settings the caller was handed (anything with
+    `client(project)`, e.g. resources.bigquery_client.BigQuerySettings): the grants logic
+    builds no client of its own and reads no environment."""
     cache: dict[str, bigquery.Client] = {}
 
     def client_for(project: str) -> bigquery.Client:
         if project not in cache:
-            cache[project] = make_client(settings, project)
+            cache[project] = settings.client(project)
         return cache[project]
 
     return client_for
 
 
-def _settings(settings):
-    if settings is None:
-        from resources.bigquery_client import BigQuerySettings
-
-        settings = BigQuerySettings.from_env()
-    return settings
+def _retry(settings):
+    """The settings' retry (capped, transient errors only); the client's default without."""
+    return settings.retry() if settings is not None else DEFAULT_RETRY
 
 
 def _read(client: bigquery.Client, dataset_id: str, retry) -> bigquery.Dataset | None:
@@ -150,18 +148,17 @@ def plan_one(client: bigquery.Client, dataset_id: str, desired: Iterable[Grant],
              policy: DriftPolicy = "report", revoke: Collection[str] = (), settings=None
              ) -> DatasetPlan:
     """Read one dataset and plan it (no write)."""
-    live = _read(client, dataset_id, _settings(settings).retry())
+    live = _read(client, dataset_id, _retry(settings))
     return plan_dataset(dataset_id, desired, None if live is None else live.access_entries,
                         None if live is None else live.labels, policy, revoke,
                         own_identity(client))
 
 
-def plan_grants(config, *, settings=None, client_for: ClientFor | None = None,
+def plan_grants(config, *, settings, client_for: ClientFor | None = None,
                 policy: DriftPolicy = "report", rows: Sequence[GrantRow] | None = None
                 ) -> tuple[list[DatasetPlan], list[HakobuError]]:
     """Plan every managed dataset. The CSV is validated first (ConfigErrors: nothing read)."""
     rows = load_rows(config) if rows is None else rows
-    settings = _settings(settings)
     client_for = client_for or client_factory(settings)
     desired = [r.grant for r in rows]
     plans, errors = [], []
@@ -190,7 +187,7 @@ def apply_dataset_grants(client: bigquery.Client, config, dataset_id: str, *,
                           hint="declare it in tenants/ (destination, warehouse.yaml or "
                                "datasets.yaml)")
     rows = load_rows(config) if rows is None else rows
-    retry = _settings(settings).retry()
+    retry = _retry(settings)
     desired = {r.grant for r in rows if r.grant.dataset == dataset_id}
     protect = own_identity(client)
     last: Exception | None = None
@@ -248,7 +245,7 @@ def _adopt(config, grants: Iterable[Grant]) -> None:
     write_rows(path, [*rows, *(GrantRow(g) for g in grants)])
 
 
-def apply_grants(config, *, settings=None, client_for: ClientFor | None = None,
+def apply_grants(config, *, settings, client_for: ClientFor | None = None,
                  policy: DriftPolicy = "report", datasets: Collection[str] | None = None,
                  log: Callable[[str], None] | None = None) -> ApplyReport:
     """Apply permissions.csv to every managed dataset (or to `datasets`), one at a time.
@@ -257,7 +254,6 @@ def apply_grants(config, *, settings=None, client_for: ClientFor | None = None,
     on one dataset is recorded and the others still get their grants.
     """
     rows = load_rows(config)
-    settings = _settings(settings)
     client_for = client_for or client_factory(settings)
     report = ApplyReport()
     for dataset_id, managed in sorted(config.managed_datasets().items()):

@@ -11,11 +11,13 @@ import json
 import sys
 from pathlib import Path
 
+from hakobu.config import load_config
 from hakobu.errors import ConfigError, HakobuError
 from hakobu.grants.apply import ApplyReport, apply_dataset_grants, apply_grants, plan_grants
 from hakobu.grants.csvfile import (GrantRow, drop_member, normalise_member, parse_grant,
                                    read_rows, set_member_role, write_rows)
 from hakobu.grants.plan import DRIFT_POLICIES, render_plans
+from resources.dagster import bigquery_from_env
 
 EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 2
 
@@ -63,15 +65,12 @@ def register(subparsers, **common) -> None:
 
 
 def _config(args):
-    from hakobu.config import load_config
-
     return load_config(getattr(args, "config_dir", None))
 
 
 def _settings():
-    from resources.bigquery_client import BigQuerySettings
-
-    return BigQuerySettings.from_env()
+    """BigQuery as the Dagster resource `bigquery` is configured (the same builder)."""
+    return bigquery_from_env().settings()
 
 
 def _fail(exc: Exception) -> int:
@@ -115,9 +114,7 @@ def plan_as_dict(p) -> dict:
 
 def _preflight() -> None:
     """The emulator HAKOBU_BIGQUERY_ENDPOINT names answers (else: at once, what to do)."""
-    from resources.bigquery_client import check_endpoint
-
-    check_endpoint(_settings())
+    bigquery_from_env().check()
 
 
 def cmd_apply(args) -> int:
@@ -166,10 +163,8 @@ def _edit_and_apply(args, edit, revoke: frozenset[str] = frozenset()) -> int:
     else:
         print(f"{path}: unchanged")
     try:
-        from resources.bigquery_client import make_client
-
         settings = _settings()
-        client = make_client(settings, managed[dataset].project)
+        client = settings.client(managed[dataset].project)
         result = apply_dataset_grants(client, config, dataset, rows=rows, settings=settings,
                                       revoke=revoke)
     except HakobuError as exc:

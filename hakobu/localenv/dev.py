@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hakobu.cli import ensure_dagster_home, open_instance
 from hakobu.config import REPO_ROOT
+from hakobu.launch import ensure_dagster_home, open_instance
 from hakobu.localenv.emulator import start_emulator
 from hakobu.localenv.mariadb import ensure_mysql
 from hakobu.localenv.up import env_of, running

@@ -5,6 +5,14 @@ from google.cloud.bigquery import AccessEntry
 
 from assets.grants import (GRANTS_ASSETS, GRANTS_JOBS, GRANTS_SENSORS, dataset_grants,
                            permissions_csv_sensor)
+from resources.dagster import BigQueryResource
+
+
+def materialize(grants_env, **kw):
+    """The asset with the `bigquery` resource pointed at the test's emulator."""
+    s = grants_env.settings
+    bq = BigQueryResource(endpoint=s.endpoint, retry_deadline_s=s.retry_deadline_s)
+    return dg.materialize([dataset_grants], resources={"bigquery": bq}, **kw)
 
 
 def _audit(result):
@@ -19,7 +27,7 @@ def test_asset_applies_the_csv_and_records_changes(grants_env):
     env.write_csv(f"{a},READER,user:a@example.com", f"{b},WRITER,group:g@example.com")
     env.console_grant(a, AccessEntry("OWNER", "userByEmail", "console@example.com"))
 
-    result = dg.materialize([dataset_grants])
+    result = materialize(env)
     assert result.success
     metadata, audit = _audit(result)
     assert audit == [(a, "add", "READER", "user:a@example.com"),
@@ -30,14 +38,14 @@ def test_asset_applies_the_csv_and_records_changes(grants_env):
     assert ("OWNER", "userByEmail", "console@example.com") in env.member_entries(a)  # reported only
 
     env.write_csv(f"{b},WRITER,group:g@example.com")
-    _, audit = _audit(dg.materialize([dataset_grants]))
+    _, audit = _audit(materialize(env))
     assert audit == [(a, "remove", "READER", "user:a@example.com"),
                      (a, "drift", "OWNER", "user:console@example.com")]
 
 
 def test_asset_fails_on_a_bad_csv(grants_env):
     grants_env.write_csv(f"{grants_env.customer_a},READER,nobody")
-    result = dg.materialize([dataset_grants], raise_on_error=False)
+    result = materialize(grants_env, raise_on_error=False)
     assert not result.success
     assert grants_env.member_entries(grants_env.customer_a) == set()
 
@@ -69,6 +77,7 @@ def test_sensor_fires_on_csv_change_only(grants_env):
 
 
 def test_definitions_load():
-    defs = dg.Definitions(assets=GRANTS_ASSETS, jobs=GRANTS_JOBS, sensors=GRANTS_SENSORS)
+    defs = dg.Definitions(assets=GRANTS_ASSETS, jobs=GRANTS_JOBS, sensors=GRANTS_SENSORS,
+                          resources={"bigquery": BigQueryResource()})
     assert defs.resolve_job_def("grants_job").asset_layer is not None
     assert defs.resolve_sensor_def("permissions_csv_sensor").job_name == "grants_job"

@@ -16,6 +16,7 @@ from hakobu.errors import LoadError
 from hakobu.reconcile import diff_table
 from hakobu.sinks import Sink
 from hakobu.results import Hooks
+from hakobu.planning import plan_for
 from tests.live import destination_for, source_for, sync_tenant
 from resources.bigquery_client import BigQuerySettings
 from resources.bigquery_dest import BigQueryDestination
@@ -37,7 +38,7 @@ def equal(config, tenant_id, table="orders"):
     tenant = config.tenant(tenant_id)
     source = source_for(config, tenant)
     d = diff_table(source, destination_for(tenant, BigQuerySettings.from_env()),
-                   source.plan_table(tenant, tenant.table(table)))
+                   plan_for(source, tenant, tenant.table(table)))
     assert d.equal, d.summary()
     return d
 
@@ -172,7 +173,8 @@ def test_backfill_is_the_fix_for_an_incompatible_type_change(sql, wh_schema, dat
     equal(config, "a")
     with dg.DagsterInstance.get() as instance:
         [run] = instance.get_runs()
-        assert run.job_name == "backfill" and run.tags["hakobu/mode"] == "full-reload"
+        assert run.job_name == "backfill"
+        assert run.run_config["ops"]["customer_tables"]["config"] == {"mode": "full_reload"}
         assert run.tags["dagster/partition"] == "a"
         ev = instance.get_latest_materialization_event(dg.AssetKey(["customer", "orders"]))
         assert ev.asset_materialization.metadata["mode"].value == "backfill"

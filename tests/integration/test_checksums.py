@@ -13,6 +13,7 @@ from hakobu.checksums import (Bucketing, choose_bucketing, compare_table, diff_b
                               source_keys_sql)
 from hakobu.errors import LoadError
 from hakobu.reconcile import diff_table
+from hakobu.planning import plan_for
 from tests.live import destination_for, source_for, sync_tenant
 from resources.bigquery_client import BigQuerySettings
 from resources.bigquery_dest import BigQueryDestination
@@ -58,7 +59,7 @@ def deliver(config, tenant_id, table="orders"):
     assert r.ok, r.error
     tenant = config.tenant(tenant_id)
     source = source_for(config, tenant)
-    plan = source.plan_table(tenant, tenant.table(table))
+    plan = plan_for(source, tenant, tenant.table(table))
     return source, destination_for(tenant, BigQuerySettings.from_env()), plan
 
 
@@ -224,7 +225,7 @@ def test_composite_string_and_extreme_integer_keys(sql, cks_schema, datasets, ma
     tenant = config.tenant("a")
     source = source_for(config, tenant)
     dest = destination_for(tenant, BigQuerySettings.from_env())
-    plans = {t: source.plan_table(tenant, tenant.table(t))
+    plans = {t: plan_for(source, tenant, tenant.table(t))
              for t in ("lines", "codes", "wide", "neg", "events")}
     modes = {}
     for t, plan in plans.items():
@@ -233,7 +234,7 @@ def test_composite_string_and_extreme_integer_keys(sql, cks_schema, datasets, ma
         modes[t] = cmp.bucketing.mode
     assert modes == {"lines": "prefix", "codes": "hash", "wide": "int", "neg": "int",
                      "events": "hash"}
-    nokey = source.plan_table(tenant, tenant.table("nokey"))
+    nokey = plan_for(source, tenant, tenant.table("nokey"))
     cmp = compare_table(source, dest, nokey)
     assert cmp.equal and cmp.bucketing.mode == "count" and cmp.source_rows == 3
     sql(f"DELETE FROM `{s}`.nokey WHERE a = 2")
@@ -290,7 +291,7 @@ def test_source_aggregate_reads_an_index_only(sql, cks_schema, mysql_server):
                    destination={"project": "hakobu-test", "dataset": "x"},
                    schedule={"cron": "0 2 * * *"}, deliver_by="06:00",
                    tables=[{"name": table, "cursor": "updated_at"}])
-        return source.plan_table(t, t.tables[0])
+        return plan_for(source, t, t.tables[0])
 
     cases = {"int, shared table": (plan("orders", True), dict(rows=667, lo=1, hi=1999)),
              "int, whole table": (plan("plain", False), dict(rows=2000, lo=1, hi=2000)),
@@ -384,7 +385,7 @@ def test_million_rows_repair_reads_only_the_differing_buckets(sql, cks_schema, d
     config = make_config({"a": (cks_schema, datasets(), ORDERS)})
     tenant = config.tenant("a")
     source = source_for(config, tenant)
-    plan = source.plan_table(tenant, tenant.table("orders"))
+    plan = plan_for(source, tenant, tenant.table("orders"))
     dest = destination_for(tenant, BigQuerySettings.from_env())
     dest.ensure_dataset()
     dest.ensure_table("orders", list(plan.specs), list(plan.primary_key))

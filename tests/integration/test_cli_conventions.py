@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hakobu import cli
+from hakobu.cli import load as cli_load
 from hakobu.cli import build_parser, main
 from tests.integration.conftest import make_orders
 
@@ -96,7 +96,7 @@ def test_a_first_load_draws_a_progress_bar_and_an_incremental_one_does_not(
     from hakobu.progress import add_listener, remove_listener
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dh"))
-    monkeypatch.setattr(cli, "LOAD_BAR_DELAY_S", 0.0)     # the test's load is short
+    monkeypatch.setattr(cli_load, "LOAD_BAR_DELAY_S", 0.0)     # the test's load is short
     make_orders(sql, schema, n=400)
     make_config({"a": (schema, dataset, ORDERS)})
     seen = []

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from hakobu.config import load_config
 from hakobu.reconcile import diff_table
+from hakobu.planning import plan_for
 from tests.live import destination_for, source_for
 from resources.bigquery_client import BigQuerySettings
 from tests.integration.conftest import make_orders
@@ -85,7 +85,7 @@ def assert_equal_to_source(tables=("orders", "items")) -> None:
     source = source_for(config, tenant)
     dest = destination_for(tenant, BigQuerySettings.from_env())
     for name in tables:
-        d = diff_table(source, dest, source.plan_table(tenant, tenant.table(name)))
+        d = diff_table(source, dest, plan_for(source, tenant, tenant.table(name)))
         assert d.equal, (name, d.summary())
 
 

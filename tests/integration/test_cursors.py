@@ -14,6 +14,7 @@ import pytest
 
 from hakobu.errors import SchemaError
 from hakobu.reconcile import diff_table
+from hakobu.planning import plan_for
 from tests.live import destination_for, source_for, sync_tenant
 from resources.bigquery_client import BigQuerySettings
 from resources.mysql_source import iter_chunks
@@ -42,7 +43,7 @@ def run(config, tenant="a"):
 def diff(config, table, tenant="a"):
     t = config.tenant(tenant)
     source = source_for(config, t)
-    plan = source.plan_table(t, t.table(table))
+    plan = plan_for(source, t, t.table(table))
     return diff_table(source, destination_for(t, BigQuerySettings.from_env()), plan)
 
 
@@ -155,7 +156,7 @@ def test_each_cursor_row_is_in_exactly_one_pass(sql, cur_schema, mysql_server, m
                              "query_rows": 5}])
     source = MySQLSource(cluster)
     try:
-        plan = source.plan_table(tenant, tenant.tables[0])
+        plan = plan_for(source, tenant, tenant.tables[0])
         seen: dict[str, list[int]] = {}
         for pass_ in ("main", "nulls", "zeros"):
             batches = [b for b, _ in iter_chunks(source, plan, pass_, None, None)]
@@ -311,13 +312,13 @@ def test_string_and_other_unorderable_cursors_are_refused(sql, cur_schema, cur_d
     source = source_for(config, tenant)
     for col in REFUSED:
         with pytest.raises(SchemaError) as exc:
-            source.plan_table(tenant, tenant.table(f"t_{col}"))
+            plan_for(source, tenant, tenant.table(f"t_{col}"))
         e = exc.value
         assert type(e).__name__ == "CursorTypeError", (col, e)
         assert e.tenant == "a" and e.table == f"t_{col}" and f"{col!r}" in e.message
         assert "a.yaml" in e.hint and "remove `cursor:`" in e.hint, e.hint
     for col in ACCEPTED:
-        assert source.plan_table(tenant, tenant.table(f"t_{col}")).cursor == col
+        assert plan_for(source, tenant, tenant.table(f"t_{col}")).cursor == col
     assert main(["validate"]) == 1
     err = capsys.readouterr().err
     for col, ctype in REFUSED.items():

@@ -14,6 +14,7 @@ from hakobu.cli import main
 from hakobu.config import Cluster
 from resources.mysql_sql import chunk_sql
 from hakobu.reconcile import diff_table
+from hakobu.planning import plan_for
 from tests.live import destination_for, source_for, sync_tenant
 from tests.live import backfill_tenant
 from resources.bigquery_client import BigQuerySettings
@@ -54,7 +55,7 @@ def table_yaml(pk: str, cursor: str | None, chunk: int = 40) -> str:
 def assert_equal(config) -> None:
     tenant = config.tenant("a")
     source = source_for(config, tenant)
-    plan = source.plan_table(tenant, tenant.table("ledger"))
+    plan = plan_for(source, tenant, tenant.table("ledger"))
     d = diff_table(source, destination_for(tenant, BigQuerySettings.from_env()), plan)
     assert d.equal, d.summary()
     assert d.duplicates == 0
@@ -99,7 +100,7 @@ def test_a_declared_key_with_a_unique_index_is_read_along_it(sql, cfg_schema, my
     t = tenant(cfg_schema).model_copy(update={"tables": []})
     from hakobu.config import Table
     table = Table(name="ledger", primary_key=["code"], cursor="updated_at", chunk_rows=100)
-    plan = source.plan_table(t, table)
+    plan = plan_for(source, t, table)
     assert (plan.key_index, plan.key_enforced, plan.initial_in_pk_order) == ("uk", True, True)
     for q in (chunk_sql(plan, "initial", None, dt.datetime(2030, 1, 1)),
               chunk_sql(plan, "initial", (dt.datetime(2026, 1, 1), 1500), dt.datetime(2030, 1, 1)),
@@ -110,7 +111,7 @@ def test_a_declared_key_with_a_unique_index_is_read_along_it(sql, cfg_schema, my
     # without an index ordered by the key: no FORCE INDEX, and the first load reads in cursor
     # order through the cursor index instead of sorting the whole table per query
     sql(f"ALTER TABLE `{cfg_schema}`.ledger DROP INDEX uk")
-    plan = source.plan_table(t, table)
+    plan = plan_for(source, t, table)
     assert (plan.key_index, plan.key_enforced, plan.initial_in_pk_order) == (None, False, False)
     assert "FORCE INDEX" not in chunk_sql(plan, "full", None, None)
     source.dispose()

@@ -3,6 +3,7 @@
 import pytest
 
 from hakobu.config import Cluster, Tenant
+from hakobu.planning import plan_for
 from resources.mysql_sql import chunk_sql
 from resources.mysql_source import MySQLSource
 from tests.integration.conftest import make_orders
@@ -32,7 +33,7 @@ def test_chunk_queries_are_index_driven(sql, schema, mysql_server, shared):
                       user=mysql_server.user)
     source = MySQLSource(cluster)
     t = tenant(schema, shared)
-    plan = source.plan_table(t, t.tables[0])
+    plan = plan_for(source, t, t.tables[0])
     upper, _ = source.upper_bound(plan)
     import datetime as dt
     from decimal import Decimal
@@ -67,7 +68,7 @@ def test_row_constructor_form_is_not_used(sql, schema, mysql_server):
     source = MySQLSource(cluster)
     t = tenant(schema)
     import datetime as dt
-    q = chunk_sql(source.plan_table(t, t.tables[0]), "main", (dt.datetime(2026, 1, 1), 5), None)
+    q = chunk_sql(plan_for(source, t, t.tables[0]), "main", (dt.datetime(2026, 1, 1), 5), None)
     assert "`updated_at`, _src.`id`) >" not in q and "(`updated_at`, `id`)" not in q
     assert "_src.`updated_at` > '2026-01-01 00:00:00.000000' OR (_src.`updated_at` = " in q
     source.dispose()

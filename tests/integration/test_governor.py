@@ -10,6 +10,7 @@ import time
 import pytest
 
 from hakobu.config import Cluster
+from hakobu.planning import plan_for
 from resources.mysql_source import MySQLSource
 from resources.pressure import MySQLStatusProbe, ReadGovernor, ServerSlots
 
@@ -82,7 +83,7 @@ def test_budget_is_respected_on_the_real_server(sql, schema, mysql_server):
                     schedule={"cron": "0 2 * * *"}, deliver_by="06:00",
                     tables=[{"name": "big", "cursor": "updated_at", "chunk_rows": 2000}])
     source = MySQLSource(cluster(mysql_server))
-    plan = source.plan_table(tenant, tenant.tables[0])
+    plan = plan_for(source, tenant, tenant.tables[0])
     probe = MySQLStatusProbe(source.query, "logical")
 
     def read(gov):

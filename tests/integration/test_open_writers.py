@@ -19,6 +19,7 @@ import pytest
 
 from hakobu.config import load_config
 from hakobu.reconcile import diff_table
+from hakobu.planning import plan_for
 from tests.live import destination_for, source_for, sync_tenant
 from resources.bigquery_client import BigQuerySettings
 from tests.helpers import Sql, tenant_body, unique, write_config
@@ -77,7 +78,7 @@ def run(config):
 def diff(config, table):
     t = config.tenant("a")
     source = source_for(config, t)
-    plan = source.plan_table(t, t.table(table))
+    plan = plan_for(source, t, t.table(table))
     return diff_table(source, destination_for(t, BigQuerySettings.from_env()), plan)
 
 

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 
 from hakobu.config import Cluster, Tenant
+from hakobu.planning import plan_for
 from resources.mysql_source import MySQLSource, iter_chunks
 
 EDGE_TABLE = """
@@ -57,7 +58,7 @@ def edges_plan(sql, schema, mysql_server, reader):
                     schedule={"cron": "0 2 * * *"}, deliver_by="06:00",
                     tables=[{"name": "edges", "cursor": "updated_at", "chunk_rows": 2}])
     source = MySQLSource(cluster, reader=reader)
-    return source, source.plan_table(tenant, tenant.tables[0])
+    return source, plan_for(source, tenant, tenant.tables[0])
 
 
 def read_all(source, plan):

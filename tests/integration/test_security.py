@@ -6,6 +6,7 @@ import pytest
 
 from hakobu.config import Cluster, Tenant
 from hakobu.errors import HakobuError
+from hakobu.planning import plan_for
 from resources.mysql_source import MySQLSource
 
 SECRET = "p@ss:w/rd%SECRET-7731"
@@ -48,7 +49,7 @@ def test_odd_identifiers_are_quoted_on_the_source_and_mapped_for_bigquery(sql, s
                     destination={"project": "hakobu-test", "dataset": "x"},
                     schedule={"cron": "0 2 * * *"}, deliver_by="06:00",
                     tables=[{"name": "odd`name", "cursor": "updated_at"}])
-    plan = source.plan_table(tenant, tenant.tables[0])
+    plan = plan_for(source, tenant, tenant.tables[0])
     assert plan.bq_table == "odd_name_" + plan.bq_table[-6:] and "`" not in plan.bq_table
     assert "FROM `" + schema + "`.`odd``name` AS" in chunk_sql(plan, "main", None, None)
     assert [s.bq_name for s in plan.specs] == ["id", column_name("order date"), "x",
@@ -56,5 +57,5 @@ def test_odd_identifiers_are_quoted_on_the_source_and_mapped_for_bigquery(sql, s
     assert source.read_chunk(plan, chunk_sql(plan, "main", None, None)).num_rows == 0
     from hakobu.config import Table
     ok = Table(name="odd`name", cursor="updated_at", exclude=["order date"])   # validated
-    assert [s.name for s in source.plan_table(tenant, ok).specs] == ["id", "x", "updated_at"]
+    assert [s.name for s in plan_for(source, tenant, ok).specs] == ["id", "x", "updated_at"]
     source.dispose()

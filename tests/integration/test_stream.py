@@ -10,6 +10,7 @@ import pytest
 
 from hakobu.config import Cluster, Tenant
 from hakobu.errors import TypeContractError
+from hakobu.planning import plan_for
 from resources.mysql_source import MySQLSource, iter_chunks, iter_parallel
 
 
@@ -34,7 +35,7 @@ def setup(sql, schema, mysql_server, *, n=100, zero_at=None, reader="connectorx"
                     destination={"project": "hakobu-test", "dataset": "x"},
                     schedule={"cron": "0 2 * * *"}, deliver_by="06:00", tables=[table])
     source = MySQLSource(cluster, reader=reader)
-    return source, source.plan_table(tenant, tenant.tables[0])
+    return source, plan_for(source, tenant, tenant.tables[0])
 
 
 def select_list(sql: str) -> str:

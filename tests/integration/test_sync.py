@@ -1,14 +1,13 @@
 """Delivery against the real MariaDB and the BigQuery emulator: incremental reads, equality,
 boundaries, NULL cursors, late commits, isolation, bad input, crash and rerun."""
 
-import datetime as dt
-import threading
 
 import pytest
 
 from hakobu.errors import HakobuError
 from hakobu.reconcile import diff_table
 from hakobu.results import Hooks
+from hakobu.planning import plan_for
 from tests.live import destination_for, source_for, sync_tenant
 from tests.integration.conftest import make_orders
 
@@ -26,7 +25,7 @@ def results(config, tenant, **kw):
 def assert_equal(config, tenant_id, table="orders"):
     tenant = config.tenant(tenant_id)
     source = source_for(config, tenant)
-    plan = source.plan_table(tenant, tenant.table(table))
+    plan = plan_for(source, tenant, tenant.table(table))
     d = diff_table(source, destination_for(tenant, _settings()), plan)
     assert d.equal, d.summary()
     return d
@@ -122,7 +121,7 @@ def test_source_clock_decides_not_the_runners(sql, schema, dataset, make_config,
                          timezone="Asia/Tokyo")
     tenant = config.tenant("a")
     source = source_for(config, tenant)
-    plan = source.plan_table(tenant, tenant.table("orders"))
+    plan = plan_for(source, tenant, tenant.table("orders"))
     upper, facts = source.upper_bound(plan)
     now_tokyo = sql("SELECT CONVERT_TZ(UTC_TIMESTAMP(6), '+00:00', '+09:00')")[0][0]
     assert abs((now_tokyo - upper).total_seconds()) < 5, (upper, now_tokyo, facts)

@@ -10,6 +10,7 @@ import pytest
 from tests.live import backfill_tenant
 from hakobu.reconcile import diff_table
 from hakobu.results import Hooks
+from hakobu.planning import plan_for
 from tests.live import destination_for, source_for, sync_tenant
 from resources.bigquery_client import BigQuerySettings
 from tests.integration.cfg_fixtures import cfg_datasets, cfg_schema  # noqa: F401
@@ -29,7 +30,7 @@ def make_table(sql, schema: str, name: str, n: int) -> None:
 def assert_equal(config, table: str) -> None:
     tenant = config.tenant("a")
     source = source_for(config, tenant)
-    plan = source.plan_table(tenant, tenant.table(table))
+    plan = plan_for(source, tenant, tenant.table(table))
     d = diff_table(source, destination_for(tenant, BigQuerySettings.from_env()), plan)
     assert d.equal, d.summary()
 
@@ -76,15 +77,15 @@ def test_unexpected_error_while_planning_one_table_spares_the_others(
         make_table(sql, cfg_schema, n, 30)
     config = make_config({"a": (cfg_schema, cfg_datasets(), TABLES)})
     source = source_for(config, config.tenant("a"))
-    real = type(source).plan_table
+    real = type(source).reflect
 
-    def plan_table(self, tenant, table):
-        if table.name == "charlie":
+    def reflect(self, schema, table):
+        if table == "charlie":
             raise KeyError("column_type")
-        return real(self, tenant, table)
+        return real(self, schema, table)
 
     with monkeypatch.context() as m:
-        m.setattr(type(source), "plan_table", plan_table)
+        m.setattr(type(source), "reflect", reflect)
         results = {r.table: r for r in sync_tenant(config, "a")}
     assert not results["charlie"].ok
     assert "unexpected KeyError in table 'charlie'" in results["charlie"].error

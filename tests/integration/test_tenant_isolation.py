@@ -11,6 +11,7 @@ from hakobu.cli import main
 from hakobu.config import Cluster, Tenant
 from hakobu.plan import TablePlan, tenant_predicate
 from hakobu.reconcile import diff_table
+from hakobu.planning import plan_for
 from tests.live import destination_for, source_for, sync_tenant
 from resources.bigquery_client import BigQuerySettings
 from tests.integration.cfg_fixtures import cfg_datasets, cfg_schema  # noqa: F401
@@ -64,7 +65,7 @@ def assert_equal(config, tid: str, table: str) -> None:
     tenant = config.tenant(tid)
     source = source_for(config, tenant)
     d = diff_table(source, destination_for(tenant, BigQuerySettings.from_env()),
-                   source.plan_table(tenant, tenant.table(table)))
+                   plan_for(source, tenant, tenant.table(table)))
     assert d.equal, d.summary()
 
 

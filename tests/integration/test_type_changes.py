@@ -20,6 +20,7 @@ from hakobu.errors import TypeChangeError
 from hakobu.reconcile import diff_table
 from tests.live import destination_for, source_for, sync_tenant
 from hakobu.table import sync_table
+from hakobu.planning import plan_for
 from resources.bigquery_client import BigQuerySettings
 from tests.helpers import tenant_body, unique, write_config
 
@@ -93,7 +94,7 @@ def field(bq_client, dataset, table, name="v"):
 def content_diff(config, table):
     tenant = config.tenant("a")
     source = source_for(config, tenant)
-    plan = source.plan_table(tenant, tenant.table(table))
+    plan = plan_for(source, tenant, tenant.table(table))
     return diff_table(source, destination_for(tenant, BigQuerySettings.from_env()), plan)
 
 

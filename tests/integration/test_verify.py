@@ -15,7 +15,9 @@ from tests.live import destination_for, source_for, sync_tenant
 from hakobu.verify import (compare_content, night_number, nightly_content, night_slice,
                            repair_content, table_offset)
 from hakobu.checksums import compare_table
+from hakobu.planning import plan_for
 from resources.bigquery_client import BigQuerySettings
+from resources.dagster import open_io
 from tests.helpers import unique
 
 ALL_TYPES = """
@@ -75,7 +77,7 @@ def setup(sql, vschema, vdataset, make_config, n=300):
     assert r.ok, r.error
     tenant = config.tenant("a")
     source = source_for(config, tenant)
-    plan = source.plan_table(tenant, tenant.table("things"))
+    plan = plan_for(source, tenant, tenant.table("things"))
     dest = destination_for(tenant, BigQuerySettings.from_env())
     return config, source, dest, plan, Sink(dest, "things", list(plan.specs),
                                             list(plan.primary_key))
@@ -192,7 +194,7 @@ def test_a_cursor_that_goes_backwards_is_found_by_the_rotation_and_at_once_by_ve
     assert r.ok and r.rows_read == 0          # the cursor cannot see the change
     tenant = config.tenant("a")
     source, dest = source_for(config, tenant), destination_for(tenant, BigQuerySettings.from_env())
-    plan = source.plan_table(tenant, tenant.table("orders"))
+    plan = plan_for(source, tenant, tenant.table("orders"))
     found_on = 0 if diff_table(source, dest, plan).equal else None
     for k in range(4):
         if found_on is not None:
@@ -223,7 +225,6 @@ def test_a_cursor_that_goes_backwards_is_found_by_the_rotation_and_at_once_by_ve
 
 def test_the_rotation_state_says_when_a_full_pass_completed(
         sql, vschema, vdataset, make_config, bq_env, monkeypatch):
-    import hakobu.verify as hv
 
     _, source, dest, plan, sink = setup(sql, vschema, vdataset, make_config, n=100)
     keys = compare_table(source, dest, plan, bucket_rows=10)
@@ -368,7 +369,7 @@ def test_keys_of_every_type_load_verify_and_find_deletes(sql, vschema, vdataset,
     assert r.ok, r.error
     tenant = config.tenant("a")
     source, dest = source_for(config, tenant), destination_for(tenant, BigQuerySettings.from_env())
-    plan = source.plan_table(tenant, tenant.table("k"))
+    plan = plan_for(source, tenant, tenant.table("k"))
     notes = sorted(x["note"] for x in dest.rows(f"SELECT note FROM {dest.ref('k')}"))
     if pk_type == "DOUBLE":       # counts only: the delete is seen, not repaired (documented)
         assert r.check.bucketing.mode == "count" and not r.check.equal
@@ -385,8 +386,12 @@ def test_the_dagster_check_says_what_it_compared_and_fails_on_a_changed_value(
         sql, vschema, vdataset, make_config, bq_env):
     from assets import checks
 
+    def evaluate(*args):
+        with open_io() as io:
+            return checks.evaluate(*args, io=io)
+
     config, source, dest, plan, _ = setup(sql, vschema, vdataset, make_config, n=60)
-    ok = checks.evaluate(config, "a", "things")
+    ok = evaluate(config, "a", "things")
     assert ok.passed, ok.description
     md = {k: getattr(v, "value", v) for k, v in ok.metadata.items()}
     assert md["compared"].startswith("keys in all") and "content" in md["compared"]
@@ -395,7 +400,7 @@ def test_the_dagster_check_says_what_it_compared_and_fails_on_a_changed_value(
     # (which only reads) fails; with verify_every 1 every bucket is tonight's
     config2 = make_config({"a": (vschema, vdataset, THINGS + "  verify_every: 1\n")})
     dest.sql(f"UPDATE {dest.ref('things')} SET v = 'stale' WHERE id = 30")
-    bad = checks.evaluate(config2, "a", "things")
+    bad = evaluate(config2, "a", "things")
     md = {k: getattr(v, "value", v) for k, v in bad.metadata.items()}
     assert not bad.passed and md["content_rows_changed"] == 1 and md["buckets_differing"] == 0
     assert "content" in bad.description and "DIFFERENT" in bad.description

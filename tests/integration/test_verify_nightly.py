@@ -1,7 +1,6 @@
 """What a false or unrepairable content difference does to the nightly run, the check and
 `hakobu verify --repair`. Schemas/datasets hk_rev_*, dropped afterwards."""
 
-import datetime as dt
 
 import pytest
 
@@ -10,7 +9,9 @@ from hakobu.sinks import Sink
 from tests.live import destination_for, source_for, sync_tenant
 from hakobu.verify import compare_content, repair_content
 from hakobu.verify_run import verify_tenant
+from hakobu.planning import plan_for
 from resources.bigquery_client import BigQuerySettings
+from resources.dagster import open_io
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def rdataset(dataset):
 def handles(config, table="t"):
     tenant = config.tenant("a")
     source = source_for(config, tenant)
-    plan = source.plan_table(tenant, tenant.table(table))
+    plan = plan_for(source, tenant, tenant.table(table))
     dest = destination_for(tenant, BigQuerySettings.from_env())
     return source, dest, plan, Sink(dest, table, list(plan.specs), list(plan.primary_key))
 
@@ -101,7 +102,11 @@ def test_check_alone_on_a_table_with_a_withheld_credential_column(
         sql, rschema, rdataset, make_config, bq_env):
     """A check-only run (assets/checks.py evaluate) on a table whose api_token column is
     withheld from the export: the check compares the unexported plan."""
-    from assets.checks import evaluate
+    from assets.checks import evaluate as evaluate_on
+
+    def evaluate(*args):
+        with open_io() as io:
+            return evaluate_on(*args, io=io)
 
     sql(TABLE.format(s=rschema, extra="v VARCHAR(16), api_token VARCHAR(64)"))
     sql.many(f"INSERT INTO `{rschema}`.t VALUES (%s, '2026-01-01', %s, 'secret')",
@@ -135,7 +140,11 @@ def test_rotation_covers_negative_and_string_keys_within_verify_every(
     made in BigQuery on any row is found and repaired within verify_every nights, and the
     check never passes on a night its compared slice differs."""
     import hakobu.verify as hv
-    from assets.checks import evaluate
+    from assets.checks import evaluate as evaluate_on
+
+    def evaluate(*args):
+        with open_io() as io:
+            return evaluate_on(*args, io=io)
 
     sql(f"CREATE TABLE `{rschema}`.t (id {key} PRIMARY KEY, updated_at DATETIME(6) NOT NULL, "
         "v VARCHAR(16), INDEX ix (updated_at))")

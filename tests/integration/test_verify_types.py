@@ -8,6 +8,7 @@ from hakobu.checksums import _from, _my_rows
 from hakobu.plan import col_ref
 from tests.live import destination_for, source_for, sync_tenant
 from hakobu.verify import compare_content
+from hakobu.planning import plan_for
 from resources.bigquery_client import BigQuerySettings
 
 
@@ -56,7 +57,7 @@ def deliver(sql, schema, dataset, make_config, ddl, inserts, table="e", extra=""
     assert r.ok, r.error
     tenant = config.tenant("a")
     source = source_for(config, tenant)
-    plan = source.plan_table(tenant, tenant.table(table))
+    plan = plan_for(source, tenant, tenant.table(table))
     dest = destination_for(tenant, BigQuerySettings.from_env())
     return source, dest, plan
 

@@ -14,6 +14,7 @@ import pytest
 
 from hakobu.config import load_config
 from hakobu.reconcile import diff_table
+from hakobu.planning import plan_for
 from tests.live import destination_for, source_for, sync_tenant
 from resources.bigquery_client import BigQuerySettings
 from resources.mysql_source import MySQLSource
@@ -175,7 +176,7 @@ def export_plan_of(config, tenant_id, table):
 
     tenant = config.tenant(tenant_id)
     source = source_for(config, tenant)
-    return export_plan(source.plan_table(tenant, tenant.table(table)), tenant.table(table))
+    return export_plan(plan_for(source, tenant, tenant.table(table)), tenant.table(table))
 
 
 def test_tenants_load_concurrently_and_stay_isolated(sql, wh_schema, datasets, wh_config,

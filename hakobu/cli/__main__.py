@@ -1,0 +1,5 @@
+import sys
+
+from hakobu.cli.entry import main
+
+sys.exit(main())
