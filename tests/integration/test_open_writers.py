@@ -285,7 +285,7 @@ def test_system_zone_conversion_never_places_a_start_late(tmp_path, tokyo):
     a New York one (DST): exact where the civil time is unique; in the repeated hour of a
     fall-back the earlier reading (never later than the truth)."""
     from hakobu.localenv.mariadb import start_private
-    from resources.mysql_source import system_to_utc_sql
+    from resources.mysql_bound import system_to_utc_sql
 
     def utc(server, civil: str):
         s = Sql(server)
