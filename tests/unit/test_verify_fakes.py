@@ -20,21 +20,10 @@ from hakobu.types import column_spec, to_dest
 from hakobu.verify import compare_content, nightly_content, repair_content
 from resources.bigquery_dest import SYNCED_AT, BigQueryDestination
 from resources.mysql_source import MySQLSource
-from tests.fakes.checks import FakeDestinationChecks, FakeSourceChecks, _batch
-
-try:
-    from tests.fakes.destination import InMemoryDestination
-    from tests.fakes.source import ScriptedSource, col
-except ImportError:     # the lead's fakes are not on this branch yet (issue #13)
-    from tests.unit.standins import InMemoryDestination, ScriptedSource, col
-
-
-class Source(FakeSourceChecks, ScriptedSource):
-    pass
-
-
-class Dest(FakeDestinationChecks, InMemoryDestination):
-    pass
+from tests.fakes.checks import _batch
+from tests.fakes.destination import InMemoryDestination as Dest
+from tests.fakes.source import ScriptedSource as Source
+from tests.fakes.source import col
 
 
 ORDERS = [col("id", "bigint", column_type="bigint(20)", nullable=False),
