@@ -16,6 +16,7 @@ from hakobu.plan import TablePlan
 from hakobu.ports import DestinationChecks, SourceChecks
 from hakobu.rotation import VerifyNote, night_slice
 from hakobu.sinks import Sink
+from hakobu.sync import sync_tenant
 from hakobu.types import column_spec, to_dest
 from hakobu.verify import compare_content, nightly_content, repair_content
 from resources.bigquery_dest import SYNCED_AT, BigQueryDestination
@@ -292,3 +293,29 @@ def test_a_rotation_restarts_when_the_bucketing_changes():
     assert keys2.bucketing != keys.bucketing
     _, note2 = nightly_content(src, plan_sink, plan, keys2, every=4, night=2001)
     assert len(note2.slices) == 1 and note2.bucketing == keys2.bucketing.describe()
+
+
+# -- through the engine (hakobu.sync on tests/fakes/io.FakeIO) ----------------------------------
+
+def test_the_nightly_run_repairs_a_hard_delete_and_a_stale_value(fake_source, fake_io,
+                                                                 make_config):
+    t0 = dt.datetime(2026, 11, 30, 9, 0, 0)
+    cols = [c for c in ORDERS if c.name != "f"]
+    fake_source.add_table("s1", "orders", cols, ["id"], {"ix_upd": ["updated_at", "id"]},
+                          [{**{k: v for k, v in order(i).items() if k != "f"},
+                            "updated_at": t0 + dt.timedelta(minutes=i)} for i in range(1, 41)])
+    config = make_config({"a": ("s1", "d1", "- name: orders\n  cursor: updated_at\n"
+                                            "  verify_every: 1\n")})
+    [r] = sync_tenant(config, "a", io=fake_io)
+    assert r.ok and r.mode == "initial", r.error
+    dest = fake_io.datasets["unit-proj.d1"]
+    fake_source.delete("s1", "orders", id=7)                 # a hard delete: no cursor sees it
+    row_of(dest, "orders", id=9)["v"] = "stale"               # a value lost on the way
+    fake_source.now += dt.timedelta(hours=2)
+    [r] = sync_tenant(config, "a", io=fake_io)
+    assert r.ok and r.mode == "incremental", r.error
+    assert r.extra["deletes_rows_deleted"] == 1
+    assert r.check is not None and r.check.in_sync, r.check.summary()
+    assert r.check.content.repaired and r.check.content.changed == [(9,)]
+    assert sorted(x["id"] for x in dest.tables["orders"]) == [i for i in range(1, 41) if i != 7]
+    assert row_of(dest, "orders", id=9)["v"] == "v9"
