@@ -181,3 +181,115 @@ class IO(Protocol):
 
 # -- verification (hakobu.checksums, hakobu.verify) ----------------------------------------------
 # The comparison logic is the core's; the SQL of each side is the adapter's. Appended below.
+# The core (hakobu.checksums, hakobu.verify) decides the buckets (hakobu.bucketing.Bucketing),
+# diffs what both sides return and decides what to repair; each side renders the same
+# canonical text (hakobu.canonical) in its own SQL: resources.mysql_checks.MySQLChecks (mixed
+# into MySQLSource), resources.bigquery_checks.BigQueryChecks (mixed into BigQueryDestination;
+# a destination with a `scope`, the warehouse's, answers for its tenant's slice only), and
+# tests/fakes/checks.py in Python. `buckets=None` means every bucket. Integers come back as
+# Python ints; XORs may be signed or unsigned (the core compares them modulo 2^64).
+
+if TYPE_CHECKING:                      # types only
+    from hakobu.bucketing import Bucketing
+    from hakobu.canonical import Part
+
+
+@dataclass(frozen=True)
+class KeyStats:
+    """COUNT(*), and MIN, MAX (and COUNT(DISTINCT) when asked) of the range column, if any."""
+
+    rows: int
+    lo: Any = None
+    hi: Any = None
+    distinct: int | None = None
+
+
+@dataclass(frozen=True)
+class ContentRow:
+    """One row of a drilled bucket: its bucket, the key's canonical text, the 60-bit hash of its
+    non-JSON parts, each JSON part's text (settled by parsed value), and on the source side the
+    raw primary-key values (tenant column included) to re-read it by."""
+
+    bucket: int
+    key_text: str
+    hash: int
+    json: tuple = ()
+    key: tuple | None = None
+
+
+@dataclass(frozen=True)
+class KeyRead:
+    """The source keys of some buckets (plan.primary_key columns, MySQL names), and what reading
+    them cost."""
+
+    keys: "pa.Table"
+    queries: int = 0
+    index_passes: int = 0      # whole covering-index passes over the tenant's keys (hash mode)
+
+
+@runtime_checkable
+class SourceChecks(Protocol):
+    """The source side of the comparisons, over the plan's tenant's rows. Single-query calls run
+    inside the caller's read slot; calls that may run several queries take the gate."""
+
+    def key_stats(self, plan: "TablePlan", column: str | None,
+                  distinct: bool = False) -> KeyStats: ...
+
+    def key_checksums(self, plan: "TablePlan", bucketing: "Bucketing"
+                      ) -> list[tuple[int, int, int, int]]:
+        """Per bucket: (bucket, rows, SUM of the key ("int" mode; else 0), XOR of key or key
+        hash)."""
+
+    def content_digests(self, plan: "TablePlan", bucketing: "Bucketing", parts: list["Part"],
+                        buckets: list[int] | None) -> list[tuple[int, int, int]]:
+        """Per bucket: (bucket, rows, XOR of the row hashes over `parts`)."""
+
+    def content_rows(self, plan: "TablePlan", bucketing: "Bucketing", parts: list["Part"],
+                     buckets: list[int]) -> list[ContentRow]: ...
+
+    def keys_in_buckets(self, plan: "TablePlan", bucketing: "Bucketing", buckets: list[int],
+                        gate: ReadGate | None = None) -> KeyRead: ...
+
+    # and Source.rows_by_keys(plan, keys, gate): the rows to merge again, as the sync reads them
+
+
+class StagedKeys(Protocol):
+    """The source's keys of some buckets, staged beside the destination table
+    (DestinationChecks.staged_keys)."""
+
+    def count_gone(self) -> int:
+        """Destination rows in those buckets whose key is not staged."""
+
+    def delete_gone(self) -> int:
+        """Delete them; returns the rows deleted."""
+
+    def missing(self) -> list[dict]:
+        """The staged keys the destination lacks (by BigQuery column name)."""
+
+
+@runtime_checkable
+class DestinationChecks(Protocol):
+    """The destination side, on table `table` (its slice, when the destination has a scope)."""
+
+    def key_stats(self, table: str, plan: "TablePlan", column: str | None,
+                  distinct: bool = False) -> KeyStats: ...
+
+    def key_checksums(self, table: str, plan: "TablePlan", bucketing: "Bucketing"
+                      ) -> list[tuple[int, int, int, int]]: ...
+
+    def content_digests(self, table: str, plan: "TablePlan", bucketing: "Bucketing",
+                        parts: list["Part"], buckets: list[int] | None
+                        ) -> list[tuple[int, int, int]]: ...
+
+    def content_rows(self, table: str, plan: "TablePlan", bucketing: "Bucketing",
+                     parts: list["Part"], buckets: list[int]) -> list[ContentRow]:
+        """key is None: a destination row is named by its key text."""
+
+    def staged_keys(self, table: str, plan: "TablePlan", bucketing: "Bucketing",
+                    buckets: list[int], keys: "pa.Table", tag: str
+                    ) -> contextlib.AbstractContextManager[StagedKeys]:
+        """Stage `keys` (hakobu.bucketing.key_columns(plan) as delivered: hakobu.types.to_dest,
+        BigQuery names) against the rows of `buckets`; dropped on exit."""
+
+    def delete_keys(self, table: str, plan: "TablePlan", key_texts: list[str]) -> int:
+        """Delete every row (every copy) whose key text is one of `key_texts`."""

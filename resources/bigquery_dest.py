@@ -28,6 +28,7 @@ from hakobu.errors import (DestinationUnavailable, HakobuError, LoadError, TypeC
 from hakobu.sqlquote import bq_string, quote_bq
 from hakobu.state import MergeStats, Watermark, _dec, _enc
 from hakobu.types import ColumnSpec
+from resources.bigquery_checks import BigQueryChecks
 from resources.bigquery_client import BigQuerySettings, make_client
 from resources.bigquery_state import StateTable
 from resources.staging import StagingFile
@@ -40,7 +41,7 @@ __all__ = ["CLUSTERABLE", "DECIMAL_LIMITS", "DECIMALS", "KEEP", "NOTE_SUFFIX", "
            "BigQueryDestination", "StagingFile"]
 
 
-class BigQueryDestination(StateTable):
+class BigQueryDestination(StateTable, BigQueryChecks):
     """One BigQuery dataset (a customer's, or the internal warehouse)."""
 
     def __init__(self, settings: BigQuerySettings, project: str, dataset: str, location: str,

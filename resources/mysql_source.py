@@ -28,6 +28,7 @@ from hakobu.plan import (
 from hakobu.ports import Reflected
 from hakobu.types import ColumnInfo
 from resources.mysql_bound import BoundMixin
+from resources.mysql_checks import MySQLChecks
 from resources.mysql_chunks import initial_splits, iter_chunks, iter_parallel
 from resources.mysql_read import ReaderMixin
 from resources import mysql_sql
@@ -42,7 +43,7 @@ from resources.mysql_sql import (
 READERS = ("connectorx", "pymysql")
 
 
-class MySQLSource(BoundMixin, ReaderMixin):
+class MySQLSource(BoundMixin, ReaderMixin, MySQLChecks):
     """One source cluster. Thread-safe: the engine pools connections; readers open their own."""
 
     def __init__(self, cluster: Cluster, *, reader: str | None = None,

@@ -37,3 +37,9 @@ def source_for(config, tenant):
 
 def destination_for(tenant, settings=None):
     return live_io(settings).customer(tenant)
+
+
+def verify_tenant(config, tenant_id, *, io=None, settings=None, **kw):
+    from hakobu.verify_run import verify_tenant as run
+
+    return run(config, tenant_id, io=io or live_io(settings), **kw)

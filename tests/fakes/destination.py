@@ -22,9 +22,10 @@ import pyarrow.parquet as pq
 from hakobu.errors import LoadError
 from resources.bigquery_dest import (SEQ, SYNCED_AT, BqType, Evolution, LiveColumn, MergeStats,
                                      StagingFile, Watermark, plan_evolution, source_notes)
+from tests.fakes.checks import FakeDestinationChecks
 
 
-class InMemoryDestination:
+class InMemoryDestination(FakeDestinationChecks):
     def __init__(self, project: str = "fake-project", dataset: str = "ds",
                  location: str = "US", work_dir: Path | None = None):
         self.project, self.dataset, self.location = project, dataset, location

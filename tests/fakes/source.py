@@ -21,6 +21,7 @@ from hakobu.keys import last_key
 from hakobu.plan import MIN_DATETIME, NOTHING, TablePlan, just_above
 from hakobu.ports import Reflected
 from hakobu.types import ColumnInfo, conform, python_column
+from tests.fakes.checks import FakeSourceChecks
 
 
 @dataclass
@@ -41,7 +42,7 @@ def col(name: str, data_type: str, *, column_type: str | None = None, nullable: 
                       datetime_precision=datetime_precision, is_json=data_type == "json")
 
 
-class ScriptedSource:
+class ScriptedSource(FakeSourceChecks):
     """One fake cluster. `now` is the source's clock (UTC); reads are counted per pass."""
 
     def __init__(self, cluster: Cluster | None = None, *, now: dt.datetime | None = None):

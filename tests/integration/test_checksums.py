@@ -9,14 +9,14 @@ import time
 import pytest
 
 from hakobu.checksums import (Bucketing, choose_bucketing, compare_table, diff_buckets,
-                              range_index, repair_deletes, source_aggregate_sql,
-                              source_keys_sql)
+                              repair_deletes)
 from hakobu.errors import LoadError
 from hakobu.reconcile import diff_table
 from hakobu.planning import plan_for
 from tests.live import destination_for, source_for, sync_tenant
 from resources.bigquery_client import BigQuerySettings
 from resources.bigquery_dest import BigQueryDestination
+from resources.mysql_checks import range_index, source_aggregate_sql, source_keys_sql
 from tests.helpers import unique
 from tests.integration.conftest import make_orders
 

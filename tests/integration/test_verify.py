@@ -216,7 +216,7 @@ def test_a_cursor_that_goes_backwards_is_found_by_the_rotation_and_at_once_by_ve
     sync_tenant(config, "a")
     got = compare_content(source, dest, plan)
     assert [k[0] for k in got.changed] == [900]
-    from hakobu.verify_run import verify_tenant
+    from tests.live import verify_tenant
 
     [v] = verify_tenant(config, "a", repair=True)          # `hakobu verify a --repair`
     assert v.changed == 1 and v.repaired and v.equal
@@ -276,7 +276,7 @@ def test_warehouse_content_respects_policies_and_shared_table_deletes_reach_it(
         # a clear value in a hashed column (e.g. left from before hash_columns listed it)
         bq_client.query(f"UPDATE `hakobu-test.{wh}.members` SET email = 'clear@example.com' "
                         "WHERE tenant_id = 't1' AND id = 8").result()
-        from hakobu.verify_run import verify_tenant
+        from tests.live import verify_tenant
 
         [cust, whv] = verify_tenant(config, "t1")
         assert cust.equal and cust.target == "customer/members"

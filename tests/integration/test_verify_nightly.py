@@ -8,7 +8,7 @@ from hakobu.checksums import compare_table
 from hakobu.sinks import Sink
 from tests.live import destination_for, source_for, sync_tenant
 from hakobu.verify import compare_content, repair_content
-from hakobu.verify_run import verify_tenant
+from tests.live import verify_tenant
 from hakobu.planning import plan_for
 from resources.bigquery_client import BigQuerySettings
 from resources.dagster import open_io
@@ -207,9 +207,10 @@ def test_a_source_column_named_b_does_not_break_the_bucket_grouping(
     [r] = sync_tenant(config, "a")
     assert r.ok, r.error
     source, dest, plan, _ = handles(config)
-    from hakobu.checksums import _my_rows, source_aggregate_sql
-    keys = compare_table.__globals__["choose_bucketing"](plan, 30, 1, 30)
-    rows = _my_rows(source, source_aggregate_sql(plan, keys), plan)
+    from hakobu.bucketing import choose_bucketing
+    from resources.mysql_checks import source_aggregate_sql
+    keys = choose_bucketing(plan, 30, 1, 30)
+    rows = source.checks_query(source_aggregate_sql(plan, keys), plan)
     [r] = sync_tenant(config, "a")                           # incremental: key reconcile
     print("second run:", r.ok, r.error, r.check and r.check.summary())
     assert len(rows) == len({r[0] for r in rows}), rows     # observed: bucket 0 three times

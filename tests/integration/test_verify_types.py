@@ -3,13 +3,15 @@
 
 import pytest
 
-from hakobu.canonical import Part, bq_part, bq_text, my_part, my_text
-from hakobu.checksums import _from, _my_rows
+from hakobu.canonical import Part
 from hakobu.plan import col_ref
 from tests.live import destination_for, source_for, sync_tenant
 from hakobu.verify import compare_content
 from hakobu.planning import plan_for
 from resources.bigquery_client import BigQuerySettings
+from resources.canonical_bigquery import bq_part, bq_text
+from resources.canonical_mysql import my_part, my_text
+from resources.mysql_checks import source_from
 
 
 @pytest.fixture
@@ -28,15 +30,16 @@ def column_diffs(source, dest, plan, table):
     pk = plan.primary_key[0]
     for s in plan.specs:
         p = Part(s, s.name)
-        src = dict(_my_rows(source, f"SELECT {col_ref(pk)}, {my_part(p)} FROM "
-                                    f"{_from(plan)}", plan))
+        src = dict(source.checks_query(f"SELECT {col_ref(pk)}, {my_part(p)} FROM "
+                                         f"{source_from(plan)}", plan))
         dst = {r["k"]: r["p"] for r in dest.rows(
             f"SELECT T.`{pk}` AS k, {bq_part(p, 'T')} AS p FROM {dest.ref(table)} T")}
         bad = sorted(k for k in set(src) | set(dst) if src.get(k) != dst.get(k))
         if bad:
             ids = ", ".join(str(int(k)) for k in bad)
-            st = dict(_my_rows(source, f"SELECT {col_ref(pk)}, {my_text(s)} FROM {_from(plan)} "
-                                       f"WHERE {col_ref(pk)} IN ({ids})", plan))
+            st = dict(source.checks_query(f"SELECT {col_ref(pk)}, {my_text(s)} FROM "
+                                          f"{source_from(plan)} "
+                                          f"WHERE {col_ref(pk)} IN ({ids})", plan))
             dt_ = {r["k"]: r["t"] for r in dest.rows(
                 f"SELECT T.`{pk}` AS k, {bq_text(s, alias='T')} AS t FROM {dest.ref(table)} T "
                 f"WHERE T.`{pk}` IN ({ids})")}
