@@ -319,8 +319,8 @@ def test_imports_at_top():
 
 def test_the_checks_see_what_they_must():
     """The contract itself: the layers are where the plan says, and a cycle is found."""
-    assert layer("pipelines.definitions") > layer("assets.customer") > layer("hakobu.cli") \
-        > layer("resources.io") > layer("hakobu.sync")
+    assert layer("hakobu.cli") > layer("pipelines.definitions") > layer("assets.customer") \
+        > layer("hakobu.verify_run") > layer("resources.io") > layer("hakobu.sync")
     assert layer("hakobu.localenv.mariadb") == layer("hakobu.grants.cli") == 3
     assert layer("hakobu.grants.apply") == layer("hakobu") == 1
     edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
