@@ -97,6 +97,7 @@ class ReaderMixin:
         Small batches: connectorx decodes ahead of the consumer, a few of them at a time."""
         import connectorx as cx
 
+        self._cx_login()
         with rust_panics.silenced():        # an expected panic (zero date) is not shown
             try:
                 reader = cx.read_sql(self._cx_url(), sqls if len(sqls) > 1 else sqls[0],
@@ -127,9 +128,19 @@ class ReaderMixin:
             self._fail_on_zero_dates(plan, raw, out)
         return out
 
+    def _cx_login(self) -> None:
+        """Log in once through pymysql before the first connectorx read: connectorx's pool
+        retries a refused login (wrong password, unknown user) for 30 s, then reports "timed
+        out waiting for connection"; pymysql says "Access denied" at once (a terminal error,
+        the password redacted)."""
+        if not getattr(self, "_cx_login_ok", False):
+            self.ping()
+            self._cx_login_ok = True
+
     def _read_cx(self, sql: str) -> pa.Table:
         import connectorx as cx
 
+        self._cx_login()
         try:
             with rust_panics.silenced():
                 return cx.read_sql(self._cx_url(), sql, return_type="arrow",
@@ -144,7 +155,8 @@ class ReaderMixin:
         text = self._redact(str(exc))
         if _CX_ZERO_DATE in text:
             return ZeroDateRead(f"connectorx: {text}")
-        cls = SourceUnavailable if _cx_transient(text) else SourceError
+        denied = "access denied" in text.lower()       # not transient, whatever else it says
+        cls = SourceUnavailable if _cx_transient(text) and not denied else SourceError
         return cls(f"connectorx: {text}")
 
     def _read_py(self, plan: TablePlan, sql: str) -> pa.Table:

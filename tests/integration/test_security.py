@@ -7,6 +7,7 @@ import pytest
 from hakobu.config import Cluster, Tenant
 from hakobu.errors import HakobuError
 from hakobu.planning import plan_for
+from hakobu.errors import SourceError
 from resources.mysql_source import MySQLSource
 
 SECRET = "p@ss:w/rd%SECRET-7731"
@@ -30,6 +31,14 @@ def test_wrong_password_error_never_shows_it(mysql_server, monkeypatch, caplog, 
         assert SECRET not in text and "SECRET-7731" not in text
     assert "SECRET-7731" not in caplog.text
     assert "SECRET-7731" not in repr(cluster.password())
+    # connectorx's own report of a refused login (met when the server refuses it after the
+    # pymysql check, e.g. a password rotated meanwhile): redacted, and terminal — its pool
+    # says "timed out", which must not make a wrong password look like a network blip
+    cx_text = (f"timed out waiting for connection: {source._cx_url()} MySqlError {{ ERROR 1045 "
+               "(28000): Access denied for user 'hakobu_nobody'@'127.0.0.1' }")
+    err = source._cx_error(RuntimeError(cx_text))
+    assert type(err) is SourceError and "Access denied" in str(err)
+    assert SECRET not in str(err) and "SECRET-7731" not in str(err)
     source.dispose()
 
 
