@@ -77,10 +77,15 @@ def evaluate_deadlines(config: Config, instance: dg.DagsterInstance, cursor: dic
             v = judge(w, first_delivery_since(instance, tid, t.name, w.opens), now)
             if t.name in reported and not v.final:
                 continue                        # still missing: reported once already
+            # No partition: Dagster stores a sensor's (runless) check evaluations under one
+            # empty run id, unique per (asset, check, run id, partition), so a tenant's second
+            # report — the next night's deadline, or a late delivery's final lateness — would
+            # fail the whole tick for good (an IntegrityError, the cursor never saved). The
+            # tenant is in the description and the metadata instead.
             events.append(dg.AssetCheckEvaluation(
                 asset_key=customer_key(t.name), check_name=CHECK_NAME, passed=v.passed,
-                severity=dg.AssetCheckSeverity.ERROR, description=v.description,
-                metadata={"tenant": tid, **v.metadata}, partition=tid))
+                severity=dg.AssetCheckSeverity.ERROR, description=f"{tid}: {v.description}",
+                metadata={"tenant": tid, **v.metadata}))
             seen.append(t.name)
             if v.final:
                 final.append(t.name)
