@@ -99,8 +99,6 @@ def deployment(tmp_path_factory, mysql_server, bq_emulator, bq_client, bq_settin
     schemas = {"east": f"hakobu_dep_{tag}_east", "west": f"hakobu_dep_{tag}_west"}
     datasets = {t: f"dep_{tag}_{t}" for t in TENANTS}
 
-    create_demo_data(mysql_server.host, mysql_server.port, mysql_server.user, schemas=[
-        DemoSchema(schemas[c], "+00:00", tenant_ids=(1, 2, 3), scale=0.02) for c in schemas])
     config_dir = root / "config"
     _write_config(config_dir, schemas, datasets)
     home = root / "dagster_home"
@@ -130,6 +128,10 @@ def deployment(tmp_path_factory, mysql_server, bq_emulator, bq_client, bq_settin
     try:
         t0 = time.monotonic()
         stack.start_code_server()
+        # the source data is written while the code server boots (loading the location reads
+        # only the config dir); the daemon, which launches runs, starts after both
+        create_demo_data(mysql_server.host, mysql_server.port, mysql_server.user, schemas=[
+            DemoSchema(schemas[c], "+00:00", tenant_ids=(1, 2, 3), scale=0.02) for c in schemas])
         stack.wait_code_server()
         stack.start_daemon()
         stack.start_webserver()

@@ -77,6 +77,12 @@ class Proc:
         if self.popen is None:
             return
         self.signal_group(signal.SIGTERM)
+        self.wait_stopped(timeout)
+
+    def wait_stopped(self, timeout: float = 15.0) -> None:
+        """After SIGTERM: wait for the group to exit, SIGKILL it after timeout."""
+        if self.popen is None:
+            return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.popen.poll() is not None and not self.signal_group(0):
@@ -102,6 +108,10 @@ def instance_yaml() -> dict:
     config = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
     config["run_coordinator"]["config"]["dequeue_interval_seconds"] = 1
     config["run_monitoring"]["poll_interval_seconds"] = 5
+    # a run dequeued while a test has the code server down waits this long before the daemon
+    # tries the location again (production: 30 s); still max_user_code_failure_retries (3)
+    # tries, so a restart has 30 s to come back (it takes under 10 s here)
+    config["run_coordinator"]["config"]["user_code_failure_retry_delay"] = 10
     return config
 
 
@@ -189,5 +199,9 @@ class Stack:
         return "\n".join(p.tail(25) for p in self.procs)
 
     def stop_all(self) -> None:
+        """SIGTERM every process group at once, then wait for each (each is given the same 15 s
+        before SIGKILL as Proc.stop; they shut down side by side instead of one after another)."""
         for proc in reversed(self.procs):
-            proc.stop()
+            proc.signal_group(signal.SIGTERM)
+        for proc in reversed(self.procs):
+            proc.wait_stopped()
