@@ -135,7 +135,7 @@ def test_one_broken_tenant_is_reported_and_the_others_deliver_on_schedule(
             assert ("127.0.0.1" in why and "does not answer" in why if broken == "source"
                     else "is in location EU, but the tenant file says US" in why), why
             events, _ = evaluate_deadlines(config, instance, {}, now + dt.timedelta(minutes=31))
-            verdict = {e.partition: e.passed for e in events}
+            verdict = {e.metadata["tenant"].value: e.passed for e in events}
             assert verdict == {"a": True, "b": True, "c": False}, events
             # nothing was written for c: its dataset holds no table (or does not exist)
             names = [] if broken == "source" else \
