@@ -23,7 +23,7 @@ CHILD = r"""
 import json, sys, time
 from hakobu.config import Cluster
 from resources.mysql_source import MySQLSource, iter_chunks
-from resources.io import make_governor as governor_for
+from resources.pressure import make_governor as governor_for
 from resources.pressure import ReadGovernor
 from hakobu.config import Tenant
 from hakobu.planning import plan_for

@@ -17,7 +17,6 @@ import json
 import sys
 import time
 from decimal import Decimal
-from hakobu.planning import plan_for
 
 
 def vm(field: str) -> int:
@@ -90,8 +89,9 @@ def run_hakobu(job: dict) -> dict:
     import pyarrow as pa
 
     from hakobu.keys import max_key_below
+    from hakobu.planning import plan_for
     from resources.mysql_source import MySQLSource, initial_splits, iter_chunks, iter_parallel
-    from resources.io import make_governor as governor_for
+    from resources.pressure import make_governor as governor_for
 
     cluster, tenant = bench_objects(job)
     source = MySQLSource(cluster, reader=job.get("reader"))

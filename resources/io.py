@@ -20,26 +20,13 @@ from hakobu.policy import TENANT_BUCKETS, tenant_bucket
 from resources.bigquery_client import BigQuerySettings
 from resources.bigquery_dest import BigQueryDestination
 from resources.mysql_source import MySQLSource
-from resources.pressure import MySQLStatusProbe, ReadGovernor, ServerSlots
+from resources.pressure import ReadGovernor, make_governor
 from resources.warehouse_dest import WarehouseDestination
 
 
 def default_work_dir() -> Path:
     """Where staging Parquet files are written before their load job (HAKOBU_WORK_DIR)."""
     return Path(os.environ.get("HAKOBU_WORK_DIR") or Path(tempfile.gettempdir()) / "hakobu")
-
-
-def make_governor(cluster: Cluster, source: MySQLSource | None) -> ReadGovernor:
-    """The cluster's read governor. With a source, it measures the server's counters (when the
-    budget caps pages per second) and holds the cluster's connection slots across processes."""
-    budget = cluster.read_budget
-    probe = slots = None
-    if source is not None:
-        if budget.pages_per_second:
-            probe = MySQLStatusProbe(source.query, budget.counter)
-        slots = ServerSlots(source.raw_connect, cluster.name, budget.max_connections)
-    return ReadGovernor(cluster.name, budget, probe=probe, slots=slots,
-                        timezone=cluster.timezone)
 
 
 class LiveIO:

@@ -26,7 +26,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from hakobu import cancel as stop
-from hakobu.config import ReadBudget
+from hakobu.config import Cluster, ReadBudget
 
 log = logging.getLogger("hakobu.pressure")
 
@@ -345,3 +345,16 @@ class ReadGovernor:
                 "governor_allowed_concurrency": self.allowed,
                 "governor_mean_observed_rate": round(sum(rates) / len(rates), 1) if rates
                 else 0.0}
+
+
+def make_governor(cluster: Cluster, source=None) -> ReadGovernor:
+    """The cluster's read governor. With a source, it measures the server's counters (when the
+    budget caps pages per second) and holds the cluster's connection slots across processes."""
+    budget = cluster.read_budget
+    probe = slots = None
+    if source is not None:
+        if budget.pages_per_second:
+            probe = MySQLStatusProbe(source.query, budget.counter)
+        slots = ServerSlots(source.raw_connect, cluster.name, budget.max_connections)
+    return ReadGovernor(cluster.name, budget, probe=probe, slots=slots,
+                        timezone=cluster.timezone)

@@ -27,7 +27,7 @@ def test_cap_holds_across_processes(mysql_server, tmp_path):
         import json, sys, time, threading
         from hakobu.config import Cluster
         from resources.mysql_source import MySQLSource
-        from resources.io import make_governor as governor_for
+        from resources.pressure import make_governor as governor_for
         c = Cluster(name="gov_test_x", host="{mysql_server.host}", port={mysql_server.port},
                     user="{mysql_server.user}", read_budget={{"max_connections": 1}})
         gov = governor_for(c, MySQLSource(c))
