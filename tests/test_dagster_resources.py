@@ -173,6 +173,24 @@ def test_a_materialization_carries_the_dagster_table_metadata(monkeypatch):
     assert name == "sync" and tenant == "alpha" and isinstance(io, FakeIO)
 
 
+def test_the_row_count_comes_from_the_runs_own_comparison_when_it_found_the_table_equal(
+        monkeypatch):
+    """No COUNT query after an equal key comparison (its dest_rows is the table's count); a
+    differing one is not trusted: the table is counted."""
+    from hakobu.bucketing import Bucketing
+    from hakobu.checksums import BucketDiff, Comparison
+
+    b = Bucketing("hash", modulus=1)
+    for differing, want in (([], 7), ([BucketDiff(0, None, None, 7, 6)], 42)):
+        cmp = Comparison("alpha", "members", b, source_rows=7, dest_rows=7 if not differing
+                         else 6, buckets_total=1, differing=differing)
+        r = TableResult("alpha", "members", landed={"customer": LANDED}, check=cmp)
+        res, _ = run(NIGHTLY, "alpha", monkeypatch, result=r)
+        [mat] = [m for m in res.asset_materializations_for_node("customer_tables")
+                 if m.asset_key == customer_key("members")]
+        assert mat.metadata["dagster/row_count"].value == want
+
+
 def test_metadata_types_numbers_and_leaves_text():
     r = TableResult("alpha", "members", rows_read=3, watermark="2026-01-01",
                     extra={"rows_per_s": "12.5", "bigquery_table": "members"})
