@@ -11,7 +11,7 @@ Nothing here imports the source: it receives Arrow data and column specs.
 """
 import contextlib
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,27 +19,17 @@ from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
 from google.cloud import bigquery
 
-from hakobu.bqschema import (CLUSTERABLE, DECIMAL_LIMITS, DECIMALS, KEEP, NOTE_SUFFIX,
-                             SEQ, SHADOW_PREFIX, STAGING_PREFIX, STATE_TABLE, SYNCED_AT, BqType,
-                             Evolution, EvolutionPlan, LiveColumn, TypeChange, base_type,
-                             clustering, plan_evolution, source_notes, supertype, type_change)
+from hakobu.bqschema import (SEQ, STAGING_PREFIX, SYNCED_AT, BqType,
+                             Evolution, EvolutionPlan, LiveColumn, clustering, plan_evolution, source_notes)
 from hakobu.errors import (DestinationUnavailable, HakobuError, LoadError, TypeChangeError,
                            environment_failure, is_transient)
 from hakobu.sqlquote import bq_string, quote_bq
-from hakobu.state import MergeStats, Watermark, _dec, _enc
+from hakobu.state import MergeStats, Watermark
 from hakobu.types import ColumnSpec
 from resources.bigquery_checks import BigQueryChecks
 from resources.bigquery_client import BigQuerySettings, make_client
 from resources.bigquery_state import StateTable
-from resources.staging import StagingFile
-
-# re-exported for the importers not yet moved to hakobu.bqschema / hakobu.state (issue #13)
-__all__ = ["CLUSTERABLE", "DECIMAL_LIMITS", "DECIMALS", "KEEP", "NOTE_SUFFIX", "SEQ",
-           "SHADOW_PREFIX", "STAGING_PREFIX", "STATE_TABLE", "SYNCED_AT", "BqType", "Evolution",
-           "EvolutionPlan", "LiveColumn", "MergeStats", "TypeChange", "Watermark", "_dec", "_enc",
-           "base_type", "plan_evolution", "source_notes", "supertype", "type_change",
-           "BigQueryDestination", "StagingFile"]
-
+from resources.staging import staging_file
 
 class BigQueryDestination(StateTable, BigQueryChecks):
     """One BigQuery dataset (a customer's, or the internal warehouse)."""
@@ -258,16 +248,8 @@ class BigQueryDestination(StateTable, BigQueryChecks):
 
     # -- staging and merge ----------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def staging_file(self, table: str, schema: pa.Schema) -> Iterator["StagingFile"]:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        path = self.work_dir / f"{self.dataset}.{table}.{uuid.uuid4().hex[:8]}.parquet"
-        sf = StagingFile(path, schema)
-        try:
-            yield sf
-        finally:
-            sf.close()
-            path.unlink(missing_ok=True)
+    def staging_file(self, table: str, schema: pa.Schema):
+        return staging_file(self.work_dir, f"{self.dataset}.{table}", schema)
 
     def merge(self, table: str, files: list[Path], specs: list[ColumnSpec],
               primary_key: list[str], *, extra: list[tuple[str, str]] = (),

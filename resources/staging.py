@@ -1,6 +1,9 @@
 """The local staging file of a load: Arrow batches appended to one Parquet file, each row with
 its extraction order (`_hakobu_seq`), loaded into BigQuery by resources.bigquery_dest."""
 
+import contextlib
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -31,3 +34,17 @@ class StagingFile:
             self._writer.close()
             self._writer = None
         return self.path if self.rows else None
+
+
+@contextlib.contextmanager
+def staging_file(work_dir: Path, stem: str, schema: pa.Schema) -> Iterator[StagingFile]:
+    """A fresh staging file `<stem>.<random>.parquet` in work_dir, deleted on the way out
+    (its load job has read it by then, or the table failed)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    path = work_dir / f"{stem}.{uuid.uuid4().hex[:8]}.parquet"
+    sf = StagingFile(path, schema)
+    try:
+        yield sf
+    finally:
+        sf.close()
+        path.unlink(missing_ok=True)

@@ -24,7 +24,7 @@ import time
 from hakobu.bqschema import (SHADOW_PREFIX, STAGING_PREFIX, STATE_TABLE, SYNCED_AT,
                              SharedEvolution, plan_evolution, source_notes)
 from hakobu.errors import LoadError, TypeChangeError
-from hakobu.markers import (LEGACY_GEN, column_forms, marker, needs_refill, new_gen,
+from hakobu.markers import (LEGACY_GEN, column_forms, marker, new_gen,
                             parse_marker)
 from hakobu.naming import with_note
 from hakobu.sqlquote import bq_string
@@ -32,9 +32,6 @@ from hakobu.state import MergeStats
 from resources.bigquery_dest import BigQueryDestination
 
 # re-exported for the importers not yet moved to hakobu.markers / hakobu.bqschema (issue #13)
-__all__ = ["BUCKET", "LEGACY_GEN", "SharedEvolution", "WarehouseDestination", "column_forms",
-           "marker", "needs_refill", "new_gen", "parse_marker"]
-
 _TENANT = re.compile(r"[a-z][a-z0-9_]{0,62}")
 BUCKET = "_hakobu_tenant_bucket"
 # BigQuery's answer when concurrent DML on one partition conflicts (after its own retries)

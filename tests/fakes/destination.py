@@ -12,7 +12,6 @@ Not modelled: SQL (the engine sends none through the ports), quotas, locations, 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import tempfile
 from pathlib import Path
@@ -20,8 +19,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from hakobu.errors import LoadError
-from resources.bigquery_dest import (SEQ, SYNCED_AT, BqType, Evolution, LiveColumn, MergeStats,
-                                     StagingFile, Watermark, plan_evolution, source_notes)
+from hakobu.bqschema import (SEQ, SYNCED_AT, BqType, Evolution, LiveColumn, plan_evolution,
+                             source_notes)
+from hakobu.state import MergeStats, Watermark
+from resources.staging import staging_file
 from tests.fakes.checks import FakeDestinationChecks
 
 
@@ -139,15 +140,8 @@ class InMemoryDestination(FakeDestinationChecks):
 
     # -- staging and merge ----------------------------------------------------------------
 
-    @contextlib.contextmanager
     def staging_file(self, table: str, schema):
-        path = self.work_dir / f"{table}.{len(self.jobs)}.{id(schema)}.parquet"
-        sf = StagingFile(path, schema)
-        try:
-            yield sf
-        finally:
-            sf.close()
-            path.unlink(missing_ok=True)
+        return staging_file(self.work_dir, f"{self.dataset}.{table}", schema)
 
     def _staged(self, files: list[Path]) -> list[dict]:
         rows = []

@@ -19,7 +19,8 @@ from hakobu.sinks import Sink
 from hakobu.sync import sync_tenant
 from hakobu.types import column_spec, to_dest
 from hakobu.verify import compare_content, nightly_content, repair_content
-from resources.bigquery_dest import SYNCED_AT, BigQueryDestination
+from hakobu.bqschema import SYNCED_AT
+from resources.bigquery_dest import BigQueryDestination
 from resources.mysql_source import MySQLSource
 from tests.fakes.checks import _batch
 from tests.fakes.destination import InMemoryDestination as Dest
