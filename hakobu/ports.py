@@ -143,8 +143,13 @@ class Destination(Protocol):
 
     def replace(self, table: str, files: list[Path], specs: list["ColumnSpec"], **kwargs): ...
 
-    def copy_table(self, source_table: str, target_table: str) -> None:
-        """Replace target_table by a copy of source_table (the backfill's swap)."""
+    def create_shadow(self, shadow: str, specs: list["ColumnSpec"], primary_key: list[str], *,
+                      extra=(), tenant: str | None = None) -> None:
+        """An empty table shaped like a customer table: a backfill's shadow."""
+
+    def swap_in(self, table: str, shadow: str, cluster: list[str],
+                descriptions: dict[str, str]) -> None:
+        """`table` becomes the shadow's content in one statement (the backfill's swap)."""
 
     def drop_table(self, table: str) -> None: ...
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from hakobu.config import Cluster
+from hakobu.gates import unlimited
 from hakobu.keys import last_key
 from hakobu.plan import MIN_DATETIME, NOTHING, TablePlan, just_above
 from hakobu.ports import Reflected
@@ -204,13 +205,5 @@ def _key(row: dict, columns) -> tuple:
     return tuple(row[c] for c in columns)
 
 
-class _NoGate:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def _slot(gate, plan: TablePlan):
-    return gate.slot(plan.tenant, plan.table) if gate is not None else _NoGate()
+    return (gate or unlimited()).slot(plan.tenant, plan.table)
