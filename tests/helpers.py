@@ -11,6 +11,34 @@ def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
+def fresh_schema(sql, prefix: str):
+    """A fixture body: a fresh utf8mb4 source schema `<prefix>_<random>`, dropped afterwards."""
+    name = unique(prefix)
+    sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    yield name
+    sql(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def fresh_dataset(bq_client, prefix: str):
+    """A fixture body: a BigQuery dataset name `<prefix>_<random>`, deleted afterwards."""
+    name = unique(prefix)
+    yield name
+    bq_client.delete_dataset(f"hakobu-test.{name}", delete_contents=True, not_found_ok=True)
+
+
+def dataset_factory(bq_client, prefix: str):
+    """A fixture body: a factory of dataset names (`make(prefix=...)`), each deleted afterwards."""
+    made: list[str] = []
+
+    def make(p: str = prefix) -> str:
+        made.append(unique(p))
+        return made[-1]
+
+    yield make
+    for name in made:
+        bq_client.delete_dataset(f"hakobu-test.{name}", delete_contents=True, not_found_ok=True)
+
+
 def write_config(root: Path, server, tenants: dict[str, str], *, lag: int = 0,
                  timezone: str = "UTC", cluster_extra: str = "",
                  permissions: str = "dataset,role,member\n") -> Path:

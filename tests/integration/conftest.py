@@ -3,7 +3,7 @@ import datetime as dt
 import pytest
 
 from hakobu.config import load_config
-from tests.helpers import Sql, tenant_body, unique, write_config
+from tests.helpers import Sql, fresh_dataset, fresh_schema, tenant_body, unique, write_config
 
 
 @pytest.fixture
@@ -15,17 +15,12 @@ def sql(mysql_server):
 
 @pytest.fixture
 def schema(sql):
-    name = unique("hk_test")
-    sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    yield name
-    sql(f"DROP DATABASE IF EXISTS `{name}`")
+    yield from fresh_schema(sql, "hk_test")
 
 
 @pytest.fixture
 def dataset(bq_client):
-    name = unique("hk_ds")
-    yield name
-    bq_client.delete_dataset(f"hakobu-test.{name}", delete_contents=True, not_found_ok=True)
+    yield from fresh_dataset(bq_client, "hk_ds")
 
 
 def make_orders(sql, schema, n=500, shared_tenants=None):

@@ -11,14 +11,14 @@ import pytest
 from hakobu.checksums import (Bucketing, choose_bucketing, compare_table, diff_buckets,
                               repair_deletes)
 from hakobu.errors import LoadError
-from hakobu.reconcile import diff_table
 from hakobu.planning import plan_for
-from tests.live import destination_for, source_for, sync_tenant
+from hakobu.reconcile import diff_table
 from resources.bigquery_client import BigQuerySettings
 from resources.bigquery_dest import BigQueryDestination
 from resources.mysql_checks import range_index, source_aggregate_sql, source_keys_sql
-from tests.helpers import unique
+from tests.helpers import dataset_factory, fresh_schema
 from tests.integration.conftest import make_orders
+from tests.live import destination_for, source_for, sync_tenant
 
 ORDERS = "- name: orders\n  cursor: updated_at\n  chunk_rows: 1000\n"
 SHARED = "  tenant_column: tenant_id\n  tenant_value: {v}\n"
@@ -35,22 +35,12 @@ def _sync_does_not_reconcile(monkeypatch):
 
 @pytest.fixture
 def cks_schema(sql):
-    name = unique("hakobu_cks")
-    sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    yield name
-    sql(f"DROP DATABASE IF EXISTS `{name}`")
+    yield from fresh_schema(sql, "hakobu_cks")
 
 
 @pytest.fixture
 def datasets(bq_client):
-    made = []
-
-    def make():
-        made.append(unique("hk_cks"))
-        return made[-1]
-    yield make
-    for name in made:
-        bq_client.delete_dataset(f"hakobu-test.{name}", delete_contents=True, not_found_ok=True)
+    yield from dataset_factory(bq_client, "hk_cks")
 
 
 def deliver(config, tenant_id, table="orders"):

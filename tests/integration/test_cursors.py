@@ -13,27 +13,22 @@ import pyarrow as pa
 import pytest
 
 from hakobu.errors import SchemaError
-from hakobu.reconcile import diff_table
 from hakobu.planning import plan_for
-from tests.live import destination_for, source_for, sync_tenant
+from hakobu.reconcile import diff_table
 from resources.bigquery_client import BigQuerySettings
 from resources.mysql_source import iter_chunks
-from tests.helpers import unique
+from tests.helpers import fresh_dataset, fresh_schema
+from tests.live import destination_for, source_for, sync_tenant
 
 
 @pytest.fixture
 def cur_schema(sql):
-    name = unique("hk_cur")
-    sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    yield name
-    sql(f"DROP DATABASE IF EXISTS `{name}`")
+    yield from fresh_schema(sql, "hk_cur")
 
 
 @pytest.fixture
 def cur_dataset(bq_client):
-    name = unique("hk_cur")
-    yield name
-    bq_client.delete_dataset(f"hakobu-test.{name}", delete_contents=True, not_found_ok=True)
+    yield from fresh_dataset(bq_client, "hk_cur")
 
 
 def run(config, tenant="a"):

@@ -18,11 +18,11 @@ import time
 import pytest
 
 from hakobu.config import load_config
-from hakobu.reconcile import diff_table
 from hakobu.planning import plan_for
-from tests.live import destination_for, source_for, sync_tenant
+from hakobu.reconcile import diff_table
 from resources.bigquery_client import BigQuerySettings
-from tests.helpers import Sql, tenant_body, unique, write_config
+from tests.helpers import Sql, fresh_dataset, fresh_schema, tenant_body, unique, write_config
+from tests.live import destination_for, source_for, sync_tenant
 
 
 @pytest.fixture(scope="module")
@@ -47,17 +47,12 @@ def tk(tokyo):
 
 @pytest.fixture
 def tk_schema(tk):
-    name = unique("hk_cur")
-    tk(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    yield name
-    tk(f"DROP DATABASE IF EXISTS `{name}`")
+    yield from fresh_schema(tk, "hk_cur")
 
 
 @pytest.fixture
 def tk_dataset(bq_client):
-    name = unique("hk_cur")
-    yield name
-    bq_client.delete_dataset(f"hakobu-test.{name}", delete_contents=True, not_found_ok=True)
+    yield from fresh_dataset(bq_client, "hk_cur")
 
 
 @pytest.fixture

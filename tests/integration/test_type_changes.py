@@ -14,35 +14,24 @@ from decimal import Decimal
 
 import pytest
 
-from tests.live import backfill_tenant
 from hakobu.config import load_config
 from hakobu.errors import TypeChangeError
-from hakobu.reconcile import diff_table
-from tests.live import destination_for, source_for, sync_tenant
-from hakobu.table import sync_table
 from hakobu.planning import plan_for
+from hakobu.reconcile import diff_table
+from hakobu.table import sync_table
 from resources.bigquery_client import BigQuerySettings
-from tests.helpers import tenant_body, unique, write_config
+from tests.helpers import dataset_factory, fresh_schema, tenant_body, unique, write_config
+from tests.live import backfill_tenant, destination_for, source_for, sync_tenant
 
 
 @pytest.fixture
 def pol_schema(sql):
-    name = unique("hk_pol")
-    sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    yield name
-    sql(f"DROP DATABASE IF EXISTS `{name}`")
+    yield from fresh_schema(sql, "hk_pol")
 
 
 @pytest.fixture
 def datasets(bq_client):
-    made = []
-
-    def make():
-        made.append(unique("hk_pol"))
-        return made[-1]
-    yield make
-    for name in made:
-        bq_client.delete_dataset(f"hakobu-test.{name}", delete_contents=True, not_found_ok=True)
+    yield from dataset_factory(bq_client, "hk_pol")
 
 
 @pytest.fixture

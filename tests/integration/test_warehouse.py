@@ -13,12 +13,12 @@ import threading
 import pytest
 
 from hakobu.config import load_config
-from hakobu.reconcile import diff_table
 from hakobu.planning import plan_for
-from tests.live import destination_for, source_for, sync_tenant
+from hakobu.reconcile import diff_table
 from resources.bigquery_client import BigQuerySettings
 from resources.mysql_source import MySQLSource
-from tests.helpers import tenant_body, unique, write_config
+from tests.helpers import dataset_factory, fresh_schema, tenant_body, unique, write_config
+from tests.live import destination_for, source_for, sync_tenant
 
 KEY_ENV = "HK_WH_TEST_KEY"
 KEY = "test-key-0123456789"
@@ -29,22 +29,12 @@ SHARED = "  tenant_column: tenant_id\n  tenant_value: {v}\n"
 
 @pytest.fixture
 def wh_schema(sql):
-    name = unique("hk_wh")
-    sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    yield name
-    sql(f"DROP DATABASE IF EXISTS `{name}`")
+    yield from fresh_schema(sql, "hk_wh")
 
 
 @pytest.fixture
 def datasets(bq_client):
-    made = []
-
-    def make(prefix="hk_wh"):
-        made.append(unique(prefix))
-        return made[-1]
-    yield make
-    for name in made:
-        bq_client.delete_dataset(f"hakobu-test.{name}", delete_contents=True, not_found_ok=True)
+    yield from dataset_factory(bq_client, "hk_wh")
 
 
 @pytest.fixture
