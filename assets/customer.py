@@ -60,11 +60,18 @@ class DeliveryConfig(dg.Config):
     through shadow tables swapped in atomically: the `backfill` job)."""
 
     mode: Literal["incremental", "full_reload"] = INCREMENTAL
+    # True: the run applies the warehouse's pending slices of its tables at its end and checks
+    # its slices (a run launched by hand); False (the schedules): the `warehouse_merge`
+    # schedule does, one MERGE per warehouse table for every tenant that staged (README)
+    merge_warehouse: bool = False
 
 
-def mode_run_config(mode: str) -> dict:
+def mode_run_config(mode: str, merge_warehouse: bool = False) -> dict:
     """The run config that selects a mode for the customer step."""
-    return {"ops": {NODE: {"config": {"mode": mode}}}}
+    cfg: dict = {"mode": mode}
+    if merge_warehouse:
+        cfg["merge_warehouse"] = True
+    return {"ops": {NODE: {"config": cfg}}}
 
 
 def _origin(config: Config, part: str) -> str:
@@ -154,7 +161,8 @@ def build_customer_assets(cfg: Config, partitions: dg.StaticPartitionsDefinition
             return
         counts = RowCounts(cfg, tenant, io.io, context.log)
         results = deliver(cfg, context, io.io, tenant_id, tables, sel,
-                          full_reload=is_full_reload(context, config), counts=counts)
+                          full_reload=is_full_reload(context, config), counts=counts,
+                          merge_warehouse=config.merge_warehouse)
         yield from materializations(tenant_id, results, sel, counts)
         delivered = {r.table: r for r in results if r.ok and r.table in sel.customer}
         yield from check_results(cfg, context, io.io, tenant_id, sel.checks, delivered,
@@ -180,7 +188,9 @@ class RowCounts:
         try:
             if customer and r.ok:
                 self.customer[r.table] = self.customer_rows(r, bq)
-            if warehouse and r.ok and r.warehouse == "ok":
+            if warehouse and r.ok and r.warehouse == "ok" \
+                    and r.warehouse_extra.get("merge", "merged") == "merged":
+                # a slice still pending is not in the table yet: counted after its merge
                 dest = self.io.warehouse(self.config, self.tenant)
                 part = getattr(dest, "count_slice", None)
                 self.warehouse[r.table] = (dest.count(bq), part(bq) if part else None)
@@ -198,7 +208,8 @@ class RowCounts:
 
 
 def deliver(cfg: Config, context, io, tenant_id: str, tables: list[str], sel: Selection, *,
-            full_reload: bool, counts: RowCounts) -> list[TableResult]:
+            full_reload: bool, counts: RowCounts, merge_warehouse: bool = False
+            ) -> list[TableResult]:
     """Run the engine for the tenant's selected tables, logging each table as it finishes."""
     log = context.log
 
@@ -221,7 +232,7 @@ def deliver(cfg: Config, context, io, tenant_id: str, tables: list[str], sel: Se
             log.info(f"full reload (backfill) of {tenant_id}: {', '.join(tables)}")
             return backfill_tenant(cfg, tenant_id, on_progress=progress_logger(log), **kw)
         verify = any(name == checks.CHECK_NAME and t in sel.customer for t, name in sel.checks)
-        return sync_tenant(cfg, tenant_id, verify=verify, **kw)
+        return sync_tenant(cfg, tenant_id, verify=verify, merge_warehouse=merge_warehouse, **kw)
     except Exception as exc:
         # the tenant as a whole (its source unreachable, credentials, its dataset not
         # writable): this tenant's run fails with the reason, in one line; other tenants'

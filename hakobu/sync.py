@@ -19,6 +19,7 @@ from hakobu.ports import IO, Destination, ReadGate, Source
 from hakobu.results import NO_HOOKS, Hooks, TableResult, failed_result, with_retries
 from hakobu.table import sync_table
 from hakobu.warehouse import WarehouseTarget, open_warehouse
+from hakobu.warehouse_merge import fold_merge, merge_warehouse_tables
 
 
 @dataclass
@@ -45,7 +46,8 @@ class TenantRun:
 def open_tenant_run(config: Config, tenant_id: str, *, io: IO, tables: list[str] | None,
                     run_id: str, customer: bool = True,
                     warehouse: bool | None = None,
-                    on_result: Callable[[TableResult], None] | None = None) -> TenantRun:
+                    on_result: Callable[[TableResult], None] | None = None,
+                    defer_warehouse: bool = False) -> TenantRun:
     """Plan every table first (reflection only): a table that does not fit its declaration is
     reported and skipped before anything is written to BigQuery. Then the destinations."""
     tenant = config.tenant(tenant_id)
@@ -75,7 +77,8 @@ def open_tenant_run(config: Config, tenant_id: str, *, io: IO, tables: list[str]
         dest.prefetch_watermarks([p.bq_table for p in run.plans.values()])
         run.dest = dest
     if warehouse is not False:
-        run.warehouse = open_warehouse(config, tenant, io, list(run.plans.values()))
+        run.warehouse = open_warehouse(config, tenant, io, list(run.plans.values()),
+                                       defer=defer_warehouse)
     run.gov = io.gate(cluster)
     return run
 
@@ -106,17 +109,24 @@ def sync_tenant(config: Config, tenant_id: str, *, io: IO, tables: list[str] | N
                 run_id: str | None = None,
                 hooks: Hooks = NO_HOOKS, on_result: Callable[[TableResult], None] | None = None,
                 customer: bool = True, warehouse: bool | None = None, verify: bool = False,
-                ) -> list[TableResult]:
+                merge_warehouse: bool = True) -> list[TableResult]:
     """Deliver the tenant's tables (all, or the named ones) into its customer dataset and, when
     tenants/warehouse.yaml enables it (and `warehouse` is not False), into the warehouse too —
     from the same reads.
 
     Tables load side by side up to the cluster's connection budget; a table that fails (schema
     change, bad value) does not stop the others. Every table's outcome is returned.
+
+    The warehouse part of each table is staged as a pending slice (hakobu.warehouse_merge):
+    with `merge_warehouse` (a run by hand, a test) the merge step applies every pending slice
+    of these tables at the end, and checks this tenant's slices; a scheduled night leaves that
+    to the `warehouse_merge` schedule, so a warehouse table takes one MERGE per merge step, not
+    one per tenant.
     """
     run_id = run_id or uuid.uuid4().hex[:12]
     run = open_tenant_run(config, tenant_id, io=io, tables=tables, run_id=run_id,
-                          customer=customer, warehouse=warehouse, on_result=on_result)
+                          customer=customer, warehouse=warehouse, on_result=on_result,
+                          defer_warehouse=True)
     if not run.plans:
         return [run.results[n] for n in run.names]
 
@@ -127,4 +137,11 @@ def sync_tenant(config: Config, tenant_id: str, *, io: IO, tables: list[str] | N
                                plan=run.plans[name], warehouse=run.warehouse, verify=verify),
             what=f"{tenant_id}/{name}")
 
-    return run_tables(run, one, run.workers(), on_result)
+    results = run_tables(run, one, run.workers(), on_result)
+    if merge_warehouse and run.warehouse is not None and run.warehouse.deferred:
+        fold_merge(results, merge_warehouse_tables(config, io, tenants=[run.tenant.tenant],
+                                                   tables=[r.table for r in results if r.ok],
+                                                   run_id=run_id,
+                                                   modes={r.table: r.mode for r in results}),
+                   run.tenant.tenant)
+    return results

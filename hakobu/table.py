@@ -296,6 +296,8 @@ def _summarise(res: TableResult, sinks: list[Sink]) -> None:
             res.extra.update(s.evolution_metadata())       # policy and type changes applied
         else:
             res.warehouse_extra.update(s.evolution_metadata())
+            if getattr(s.dest, "deferred", False):
+                res.warehouse_extra["merge"] = "pending"     # staged; the merge step applies it
             res.warehouse_rows_merged, res.warehouse_watermark = s.rows_merged, shown
             if s.active:
                 res.warehouse = "ok"

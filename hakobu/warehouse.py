@@ -28,6 +28,7 @@ class WarehouseTarget:
     config: object                # hakobu.config.Warehouse
     hasher: Hasher | None = None
     error: str | None = None
+    deferred: bool = False        # merges become pending slices (hakobu.warehouse_merge)
 
     def sink(self, plan: TablePlan, table=None) -> WarehouseSink:
         """The warehouse sink of an (export-filtered) plan; `table` is the tenant file's entry
@@ -47,7 +48,9 @@ def enabled(config: Config) -> bool:
 
 
 def open_warehouse(config: Config, tenant: Tenant, io: IO,
-                   plans: list[TablePlan]) -> WarehouseTarget | None:
+                   plans: list[TablePlan], *, defer: bool = False) -> WarehouseTarget | None:
+    """`defer`: a delivery's merges and replaces are staged as pending slices, applied by the
+    merge step (hakobu.warehouse_merge) — where the destination can (`merge_pending`)."""
     if not enabled(config):
         return None
     w = config.warehouse
@@ -59,6 +62,8 @@ def open_warehouse(config: Config, tenant: Tenant, io: IO,
         if dest.ensure_dataset(labels={"managed-by": "hakobu", "role": "warehouse"}):
             io.grant_new_dataset(config, dest)   # grants from permissions.csv as soon as it exists
         dest.ensure_state_table()
+        if defer and hasattr(dest, "merge_pending"):
+            dest.deferred = target.deferred = True
         target.dest = dest
     except HakobuError as exc:
         log.error("%s: warehouse disabled for this run: %s", tenant.tenant, exc)

@@ -16,6 +16,7 @@ from assets.deadlines import build_deadline_sensor
 from assets.grants import GRANTS_ASSETS, GRANTS_JOBS, GRANTS_SENSORS
 from assets.keys import GROUP, WAREHOUSE_GROUP, customer_key, tenant_partitions, warehouse_key
 from assets.tenant_files import build_tenant_files_sensor
+from assets.warehouse_merge import build_warehouse_merge
 from hakobu.config import Config
 from hakobu.warehouse import enabled as warehouse_enabled
 from resources.dagster import resources_from_env
@@ -25,9 +26,9 @@ BACKFILL = "backfill"
 MODES = {NIGHTLY: INCREMENTAL, BACKFILL: FULL_RELOAD}
 
 
-def job_run_config(job_name: str) -> dict:
+def job_run_config(job_name: str, merge_warehouse: bool = False) -> dict:
     """The run config of a delivery job's run (its mode), for a run launched by hand."""
-    return mode_run_config(MODES[job_name]) if job_name in MODES else {}
+    return mode_run_config(MODES[job_name], merge_warehouse) if job_name in MODES else {}
 
 
 def selection_for(config: Config, tables: list[str]) -> list[dg.AssetKey]:
@@ -52,9 +53,14 @@ def build_definitions(config: Config, resources: dict | None = None) -> dg.Defin
                             "backfill of this job for the tenant's partition, or run `hakobu "
                             "backfill TENANT [--tables ...]`.")
     schedules = [tenant_schedule(config, t, nightly) for t in sorted(config.tenants)]
+    assets, jobs = [customer, *GRANTS_ASSETS], [nightly, backfill, *GRANTS_JOBS]
+    merge = build_warehouse_merge(config)
+    if merge is not None:
+        assets.append(merge[0])
+        jobs.append(merge[1])
+        schedules.append(merge[2])
     return dg.Definitions(
-        assets=[customer, *GRANTS_ASSETS], jobs=[nightly, backfill, *GRANTS_JOBS],
-        schedules=schedules,
+        assets=assets, jobs=jobs, schedules=schedules,
         sensors=[build_deadline_sensor(config), build_tenant_files_sensor(config),
                  *GRANTS_SENSORS],
         resources=resources if resources is not None else resources_from_env())

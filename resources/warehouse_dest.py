@@ -17,6 +17,7 @@ slice, and keeps its state where no other tenant writes:
   listing and dropping "stale" tables here could hit another tenant's run in flight.
 """
 
+import contextlib
 import logging
 import re
 import time
@@ -29,13 +30,15 @@ from hakobu.markers import (LEGACY_GEN, column_forms, marker, new_gen,
 from hakobu.naming import with_note
 from hakobu.sqlquote import bq_string
 from hakobu.state import MergeStats
+from resources import warehouse_pending as pending
 from resources.bigquery_dest import BigQueryDestination
 
 # re-exported for the importers not yet moved to hakobu.markers / hakobu.bqschema (issue #13)
 _TENANT = re.compile(r"[a-z][a-z0-9_]{0,62}")
 BUCKET = "_hakobu_tenant_bucket"
 # BigQuery's answer when concurrent DML on one partition conflicts (after its own retries)
-_CONFLICT = ("could not serialize access", "concurrent update")
+_CONFLICT = ("could not serialize access", "concurrent update",
+             "too many dml statements outstanding")   # the per-table DML queue is full: later
 CONFLICT_ATTEMPTS = 4
 log = logging.getLogger("hakobu.warehouse")
 
@@ -64,6 +67,9 @@ class WarehouseDestination(BigQueryDestination):
         super().__init__(settings, project, dataset, location, work_dir, client=client)
         self.tenant, self.bucket, self.buckets = tenant, int(bucket), int(buckets)
         self.state_table = f"{STATE_TABLE}_{tenant}"
+        # a delivery's merges and replaces become pending slices (resources/warehouse_pending):
+        # set by the engine for a tenant run; repairs, backfills and the merge step write directly
+        self.deferred = False
 
     def ref(self, table: str) -> str:
         # the base class's watermark methods name STATE_TABLE: here that is the tenant's own
@@ -131,6 +137,8 @@ class WarehouseDestination(BigQueryDestination):
                 evo.cleared = self._clear_slice(table, gone)
             affected = {c.lower() for c in [*evo.removed, *evo.rehashed]}
             if affected:
+                evo.tables_dropped += pending.drop_columns(
+                    self, pending.list_pending(self, table), affected)
                 evo.tables_dropped = self.drop_leftovers(
                     [t for t in self.list_tables((f"{STAGING_PREFIX}{table}_", SHADOW_PREFIX))
                      if t not in keep_tables and (t.startswith(STAGING_PREFIX)
@@ -195,6 +203,8 @@ class WarehouseDestination(BigQueryDestination):
             f"COUNTIF(T.`{n}` IS NOT NULL) AS `c{i}`" for i, n in enumerate(names))
             + f" FROM {self.ref(table)} T WHERE {self.scope}")[0]
         dirty = [n for i, n in enumerate(names) if int(counts[f"c{i}"] or 0)]
+        pending.drop_columns(self, pending.list_pending(self, table, self.tenant),
+                             {n.lower() for n in names})
         if dirty:
             sql = (f"UPDATE {self.ref(table)} T SET "
                    + ", ".join(f"`{n}` = NULL" for n in dirty) + f" WHERE {self.scope}")
@@ -214,6 +224,12 @@ class WarehouseDestination(BigQueryDestination):
 
     def merge(self, table, files, specs, primary_key, *, extra=(), delete_scope=None,
               run_id="") -> MergeStats:
+        if self.deferred:
+            if delete_scope not in (None, "TRUE"):
+                raise AssertionError("a pending slice is an upsert or the complete slice")
+            return pending.stage(self, table, files, specs, extra,
+                                 kind="upsert" if delete_scope is None else "full",
+                                 run_id=run_id)
         scope = None if delete_scope is None else f"{self.scope} AND ({delete_scope})"
         return _on_conflict_retry(
             lambda: super(WarehouseDestination, self).merge(
@@ -231,6 +247,8 @@ class WarehouseDestination(BigQueryDestination):
         """Tables without a primary key: this tenant's rows become exactly the staged rows, in
         one statement (MERGE ... ON FALSE inserts every staged row and deletes every old row of
         the slice), so readers never see the slice half replaced."""
+        if self.deferred:
+            return pending.stage(self, table, files, specs, extra, kind="replace", run_id=run_id)
         stats = MergeStats()
         stg = self._load_staging(table, files, specs, f"{self.tenant}_{run_id}", stats, extra)
         try:
@@ -252,7 +270,17 @@ class WarehouseDestination(BigQueryDestination):
     def swap_slice(self, table: str, shadow: str, columns: list[str], primary_key: list[str]
                    ) -> int:
         """Backfill: this tenant's slice becomes exactly the shadow table's rows, in one MERGE
-        (update, insert, and delete what the shadow lacks — scoped to the tenant)."""
+        (update, insert, and delete what the shadow lacks — scoped to the tenant). Under the
+        table's merge lock, after dropping this tenant's pending slices: the shadow holds
+        everything they do, read later, and a merge of them after the swap would bring older
+        values back."""
+        with self.merge_lock(table):
+            for p in pending.list_pending(self, table, self.tenant):
+                self.drop_table(p.name)
+            return self._swap_slice(table, shadow, columns, primary_key)
+
+    def _swap_slice(self, table: str, shadow: str, columns: list[str], primary_key: list[str]
+                    ) -> int:
         on = " AND ".join(f"T.`{k}` = S.`{k}`" for k in primary_key)
         names = [*columns, SYNCED_AT]
         sets = ", ".join(f"`{n}` = S.`{n}`" for n in names if n not in primary_key)
@@ -266,6 +294,47 @@ class WarehouseDestination(BigQueryDestination):
         job = _on_conflict_retry(lambda: self.sql(sql, table=table),
                                  f"{self.tenant}/{table} swap")
         return job.num_dml_affected_rows or 0
+
+    @contextlib.contextmanager
+    def merge_lock(self, table: str, wait_s: float = 120.0):
+        """The warehouse table's merge lock (resources/warehouse_pending), waited for."""
+        end = time.monotonic() + wait_s
+        while not pending.acquire(self, table):
+            if time.monotonic() > end:
+                raise LoadError(f"the warehouse table {table} stays locked by another merge",
+                                tenant=self.tenant, table=table,
+                                hint="run again later; a crashed merge's lock expires after "
+                                     f"{pending.LOCK_TTL_S // 60} minutes")
+            time.sleep(2.0)
+        try:
+            yield
+        finally:
+            pending.release(self, table)
+
+    # -- the merge step (hakobu.warehouse_merge) -------------------------------------------
+
+    def pending_tables(self, tables: list[str]) -> dict[str, list[str]]:
+        """Warehouse table -> tenants with pending slices of it, in one listing."""
+        tags = {pending.tag(t): t for t in tables}
+        out: dict[str, set[str]] = {}
+        plen = len(pending.PENDING_PREFIX)
+        for name in self.list_tables((pending.PENDING_PREFIX,)):
+            t = tags.get(name[plen:plen + 10])
+            m = pending._NAME.fullmatch(name[plen + 11:])
+            if t and m:
+                out.setdefault(t, set()).add(m.group(3))
+        return {t: sorted(v) for t, v in out.items()}
+
+    def has_pending(self, table: str) -> bool:
+        """This tenant still has slices of `table` waiting."""
+        return bool(pending.list_pending(self, table, self.tenant))
+
+    def merge_pending(self, table: str, primary_key: list[str]) -> "pending.MergeDone":
+        """Every tenant's pending slices of `table` in one MERGE, under the table's merge lock
+        (waited for: a merge in flight may not have listed this run's slices)."""
+        with self.merge_lock(table):
+            return _on_conflict_retry(lambda: pending.merge_all(self, table, list(primary_key)),
+                                      f"{table} merge of pending slices")
 
     def count_slice(self, table: str) -> int:
         return int(self.rows(f"SELECT COUNT(*) AS n FROM {self.ref(table)} T "

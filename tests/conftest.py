@@ -63,6 +63,30 @@ def bq_client(bq_settings):
     return make_client(bq_settings, project="hakobu-test")
 
 
+@pytest.fixture(scope="session")
+def bq_strict(bq_live):
+    """BigQuery's real limits in front of the live-schema proxy (hakobu/localenv/strict_bq.py):
+    2 mutating DML running + 20 queued per table, 1,500 writes per table per day, the project's
+    query queue — with a short job latency (20 ms; real BigQuery's ~1 s would slow the suite,
+    bench/night.py runs with it). The warehouse and fan-out tests run through it."""
+    from hakobu.localenv.strict_bq import StrictLimits, start_strict
+
+    layer = start_strict(bq_live.url, StrictLimits(job_latency_s=0.02))
+    yield layer
+    layer.stop()
+
+
+@pytest.fixture
+def strict_env(bq_strict, monkeypatch):
+    """bq_env through the strict layer; fails the test if it caused a quota error."""
+    monkeypatch.setenv("HAKOBU_BIGQUERY_ENDPOINT", bq_strict.url)
+    monkeypatch.setenv("HAKOBU_BIGQUERY_RETRY_DEADLINE", "10.0")
+    before = sum(bq_strict.stats()["quota_errors"].values())
+    yield bq_strict
+    errors = bq_strict.stats()["quota_errors"]
+    assert sum(errors.values()) == before, f"BigQuery quota errors under the strict layer: {errors}"
+
+
 @pytest.fixture
 def bq_env(bq_settings, monkeypatch):
     """Point code that reads the environment (CLI, Dagster resources) at the emulator."""

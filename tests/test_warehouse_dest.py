@@ -30,6 +30,9 @@ def dest(tmp_path, monkeypatch):
     d.dropped = []
     monkeypatch.setattr(d, "drop_table", d.dropped.append)
     monkeypatch.setattr("resources.warehouse_dest.time.sleep", lambda s: None)
+    monkeypatch.setattr(d, "list_tables", lambda prefixes: [])        # no pending slices
+    monkeypatch.setattr("resources.warehouse_pending.acquire", lambda d, t: True)
+    monkeypatch.setattr("resources.warehouse_pending.release", lambda d, t: None)
     return d
 
 

@@ -263,6 +263,9 @@ class Warehouse(_Model):
     hash_key_env: str = Field(default="HAKOBU_WAREHOUSE_HASH_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$")
     drop_columns: list[ColumnName] = []
     hash_columns: list[ColumnName] = []
+    # the merge step (hakobu.warehouse_merge) applies every tenant's pending slices every this
+    # many minutes: at most 1440 / merge_every_minutes MERGEs per warehouse table a day
+    merge_every_minutes: int = Field(default=5, ge=2, le=60)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,19 @@ def _final_chunk(headers) -> bool:
     return m.group(1) == "*" or int(m.group(3)) + 1 == int(m.group(4))
 
 
+_CODES = {"duplicate": 409, "notFound": 404, "accessDenied": 403, "quotaExceeded": 403,
+          "rateLimitExceeded": 403, "resourcesExceeded": 400, "invalidQuery": 400,
+          "invalid": 400}
+
+
+def _failed(answer) -> dict | None:
+    """The errorResult of an upstream's 200 answer to jobs.insert (a job that ran and failed)."""
+    if not answer or answer[0] != 200:
+        return None
+    status = _json(answer[2]).get("status") or {}
+    return status.get("errorResult") if status.get("state") == "DONE" else None
+
+
 class _Handler(BaseHTTPRequestHandler):
     """One request; `layer` is set on the subclass StrictBigQuery.start() makes."""
     layer: "StrictBigQuery"   # noqa: F821 — injected; importing it here would be a cycle
@@ -60,7 +73,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command in ("GET", "POST") and (m := _JOB.match(path)):
             job = self.layer.job(m.group(1), m.group(3))
             if job is not None and (not job.done.is_set() or job.refusal or job.upload
-                                    or (job.answer and job.answer[0] != 200)):
+                                    or (job.answer and job.answer[0] != 200)
+                                    or _failed(job.answer)):
                 return self._known_job(job, m.group(2), m.group(4))
         self._reply(*self.layer.forward(*self._request(body)))
 
@@ -123,6 +137,12 @@ class _Handler(BaseHTTPRequestHandler):
             qs = parse_qs(urlsplit(self.path).query)
             wait_ms = int((qs.get("timeoutMs") or ["10000"])[0])
             job.done.wait(min(wait_ms, 10000) / 1000)
+            if job.done.is_set() and not job.refusal and (err := _failed(job.answer)):
+                # the upstream ran it and it failed (the emulator forgets such jobs): answer
+                # as BigQuery does, with the job's error as the HTTP error
+                code = _CODES.get(err.get("reason"), 400)
+                return self._reply(code, {}, json.dumps({"error": {
+                    "code": code, "message": err.get("message", ""), "errors": [err]}}).encode())
             if job.done.is_set() and not job.refusal and job.answer[0] == 200:
                 return self._reply(*self.layer.forward(*self._request(None)))
             if job.refusal:
