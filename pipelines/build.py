@@ -15,6 +15,7 @@ from assets.customer import FULL_RELOAD, INCREMENTAL, build_customer_assets, mod
 from assets.deadlines import build_deadline_sensor
 from assets.grants import GRANTS_ASSETS, GRANTS_JOBS, GRANTS_SENSORS
 from assets.keys import GROUP, WAREHOUSE_GROUP, customer_key, tenant_partitions, warehouse_key
+from assets.night import NIGHT_PLAN, build_night_check, build_night_sensor
 from assets.tenant_files import build_tenant_files_sensor
 from hakobu.config import Config
 from hakobu.warehouse import enabled as warehouse_enabled
@@ -53,10 +54,12 @@ def build_definitions(config: Config, resources: dict | None = None) -> dg.Defin
                             "backfill TENANT [--tables ...]`.")
     schedules = [tenant_schedule(config, t, nightly) for t in sorted(config.tenants)]
     return dg.Definitions(
-        assets=[customer, *GRANTS_ASSETS], jobs=[nightly, backfill, *GRANTS_JOBS],
+        assets=[customer, NIGHT_PLAN, *GRANTS_ASSETS],
+        asset_checks=[build_night_check(config)],
+        jobs=[nightly, backfill, *GRANTS_JOBS],
         schedules=schedules,
         sensors=[build_deadline_sensor(config), build_tenant_files_sensor(config),
-                 *GRANTS_SENSORS],
+                 build_night_sensor(config), *GRANTS_SENSORS],
         resources=resources if resources is not None else resources_from_env())
 
 
