@@ -31,8 +31,8 @@ import dagster as dg
 
 from assets import checks, deadlines
 from assets.freshness import table_policies
-from assets.keys import (GROUP, WAREHOUSE_GROUP, customer_key, table_names, tenant_partitions,
-                         warehouse_key)
+from assets.keys import (GROUP, POOL, WAREHOUSE_GROUP, customer_key, table_names,
+                         tenant_partitions, warehouse_key)
 from assets.metadata import customer_metadata, warehouse_metadata
 from hakobu.backfill import backfill_tenant
 from hakobu.progress import Progress, notify
@@ -48,7 +48,6 @@ from resources.dagster import HakobuIOResource
 __all__ = ["GROUP", "WAREHOUSE_GROUP", "customer_key", "warehouse_key", "table_names",
            "tenant_partitions", "build_customer_assets", "DeliveryConfig"]
 
-POOL = "hakobu_mysql"
 PROGRESS_EVERY_S = 10.0
 NODE = "customer_tables"
 INCREMENTAL, FULL_RELOAD = "incremental", "full_reload"

@@ -11,6 +11,9 @@ from hakobu.naming import table_name
 
 GROUP = "customer"
 WAREHOUSE_GROUP = "warehouse"
+# the concurrency pool of every delivery (customer_tables): its limit is the number of tenant
+# loads at once across all clusters (deploy/dagster.yaml), which hakobu.tonight plans with
+POOL = "hakobu_mysql"
 
 
 def customer_key(table: str) -> dg.AssetKey:

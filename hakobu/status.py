@@ -32,6 +32,7 @@ from hakobu.naming import table_name
 
 RECENT_RUNS = 10
 NIGHTLY_JOB = "nightly"
+PARTITION_TAG = "dagster/partition"
 
 
 def customer_key(table: str) -> dg.AssetKey:
@@ -103,6 +104,15 @@ def _meta_time(md, key: str) -> dt.datetime | None:
     return None
 
 
+def run_durations(instance: dg.DagsterInstance, tenant_id: str, job: str = NIGHTLY_JOB,
+                  limit: int = RECENT_RUNS) -> list[float]:
+    """Seconds of the tenant's last `limit` successful runs of `job`, newest first."""
+    runs = instance.get_run_records(
+        filters=dg.RunsFilter(job_name=job, tags={PARTITION_TAG: tenant_id},
+                              statuses=[dg.DagsterRunStatus.SUCCESS]), limit=limit)
+    return [r.end_time - r.start_time for r in runs if r.start_time and r.end_time]
+
+
 def tenant_status(instance: dg.DagsterInstance, tenant: Tenant, now: dt.datetime
                   ) -> TenantStatus:
     latest = [latest_delivery(instance, tenant.tenant, t.name) for t in tenant.tables]
@@ -116,10 +126,7 @@ def tenant_status(instance: dg.DagsterInstance, tenant: Tenant, now: dt.datetime
             lags.append((now - wm).total_seconds())
         # complete to the run's upper bound; a full read is complete to when it ran
         fresh.append((now - (complete or _ts(r.timestamp))).total_seconds())
-    runs = instance.get_run_records(
-        filters=dg.RunsFilter(job_name=NIGHTLY_JOB, tags={"dagster/partition": tenant.tenant},
-                              statuses=[dg.DagsterRunStatus.SUCCESS]), limit=RECENT_RUNS)
-    durations = [r.end_time - r.start_time for r in runs if r.start_time and r.end_time]
+    durations = run_durations(instance, tenant.tenant)
     median = statistics.median(durations) if durations else None
     going = instance.get_run_records(
         filters=dg.RunsFilter(job_name=NIGHTLY_JOB, tags={"dagster/partition": tenant.tenant},
@@ -218,6 +225,6 @@ def render(statuses: list[TenantStatus], broken=()) -> str:
         lines.append(f"{b.tenant}: LEFT OUT (not scheduled, not delivered): {b.describe()}")
     lines.append("times in each tenant's schedule zone; wm lag = now − newest watermark; "
                  "stale = now − the instant every table is complete to; predicted = start + "
-                 f"median of the last {RECENT_RUNS} successful nightly runs; "
-                 "margin = deadline − predicted")
+                 f"median of the last {RECENT_RUNS} successful nightly runs (the queue "
+                 "not counted: Tonight below counts it); margin = deadline − predicted")
     return "\n".join(lines)

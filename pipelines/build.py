@@ -15,6 +15,7 @@ from assets.customer import FULL_RELOAD, INCREMENTAL, build_customer_assets, mod
 from assets.deadlines import build_deadline_sensor
 from assets.grants import GRANTS_ASSETS, GRANTS_JOBS, GRANTS_SENSORS
 from assets.keys import GROUP, WAREHOUSE_GROUP, customer_key, tenant_partitions, warehouse_key
+from assets.night import NIGHT_PLAN, build_night_check, build_night_sensor
 from assets.tenant_files import build_tenant_files_sensor
 from assets.warehouse_merge import build_warehouse_merge
 from hakobu.config import Config
@@ -53,16 +54,17 @@ def build_definitions(config: Config, resources: dict | None = None) -> dg.Defin
                             "backfill of this job for the tenant's partition, or run `hakobu "
                             "backfill TENANT [--tables ...]`.")
     schedules = [tenant_schedule(config, t, nightly) for t in sorted(config.tenants)]
-    assets, jobs = [customer, *GRANTS_ASSETS], [nightly, backfill, *GRANTS_JOBS]
+    assets, jobs = [customer, NIGHT_PLAN, *GRANTS_ASSETS], [nightly, backfill, *GRANTS_JOBS]
     merge = build_warehouse_merge(config)
     if merge is not None:
         assets.append(merge[0])
         jobs.append(merge[1])
         schedules.append(merge[2])
     return dg.Definitions(
-        assets=assets, jobs=jobs, schedules=schedules,
+        assets=assets, asset_checks=[build_night_check(config)], jobs=jobs,
+        schedules=schedules,
         sensors=[build_deadline_sensor(config), build_tenant_files_sensor(config),
-                 *GRANTS_SENSORS],
+                 build_night_sensor(config), *GRANTS_SENSORS],
         resources=resources if resources is not None else resources_from_env())
 
 

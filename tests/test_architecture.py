@@ -6,8 +6,8 @@ Layers, top to bottom — an import only goes down, or stays in its layer:
                      the CLI, hakobu.launch, the demo, `make dev`)
     5 pipelines/     the Dagster code location
     4 assets/        assets, checks, sensors
-    3 app            the other entry points (APP below): verify_run, status, stop, runs,
-                     run_launcher, localenv, grants.cli, reconcile — they may assemble
+    3 app            the other entry points (APP below): verify_run, status, tonight, stop,
+                     runs, run_launcher, localenv, grants.cli, reconcile — they may assemble
                      resources/
     2 resources/     the adapters: implement hakobu.ports, expose ConfigurableResources
     1 core           every other hakobu.* module (engine, planning, config, policy, types, ...)
@@ -63,7 +63,7 @@ LATE_MARKER = "# late:"
 # The composition roots: the commands that run the code location's jobs in-process (`hakobu
 # load`, `backfill`, `demo`, `make dev`) sit above it, as a deployment does.
 ENTRY = ("hakobu.cli", "hakobu.launch", "hakobu.demo", "hakobu.localenv.dev")
-APP = ("hakobu.verify_run", "hakobu.status", "hakobu.stop", "hakobu.runs",
+APP = ("hakobu.verify_run", "hakobu.status", "hakobu.tonight", "hakobu.stop", "hakobu.runs",
        "hakobu.run_launcher", "hakobu.localenv", "hakobu.grants.cli", "hakobu.reconcile")
 LAYERS = {6: "entry", 5: "pipelines", 4: "assets", 3: "app", 2: "resources", 1: "core"}
 

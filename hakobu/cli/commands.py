@@ -5,6 +5,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from assets.keys import POOL
+from hakobu import tonight
 from hakobu.cli.common import EXIT_FAIL, EXIT_OK, tables_arg
 from hakobu.config import load_config
 from hakobu.demo import run_demo
@@ -17,8 +19,9 @@ from resources.dagster import open_io, resources_from_env
 
 
 def cmd_status(args) -> int:
-    """Per tenant: last delivery, watermark lag, next run, predicted finish, deadline margin —
-    from the Dagster instance only (no source or BigQuery access)."""
+    """Per tenant: last delivery, watermark lag, next run, predicted finish, deadline margin;
+    per cluster, tonight's forecast (hakobu.tonight) — from the Dagster instance only (no
+    source or BigQuery access)."""
     config = load_config(isolate=True)   # another tenant's broken file is not ours
     tenants = [t.strip() for t in args.tenants.split(",")] if args.tenants else None
     for t in tenants or []:
@@ -27,14 +30,31 @@ def cmd_status(args) -> int:
     wanted = [t for t in tenants if t in config.tenants] if tenants else None
     with open_instance() as instance:
         statuses = collect(config, instance, tenants=wanted) if wanted != [] else []
+        clusters, limits = tonight.forecast(config, instance, tenants=wanted, pool=POOL) \
+            if wanted != [] else ([], None)
     broken = [b for b in config.broken if not tenants or b.tenant in tenants]
     if args.json:
-        print(json.dumps([s.as_dict() for s in statuses]
+        print(json.dumps([{**s.as_dict(), **_tonight_of(s.tenant, clusters)} for s in statuses]
                          + [{"tenant": b.tenant, "file": b.file,
                              "left_out": [str(e) for e in b.errors]} for b in broken], indent=2))
     else:
         print(render_status(statuses, broken))
+        if limits is not None:
+            print()
+            print(tonight.render(clusters, limits))
     return EXIT_OK
+
+
+def _tonight_of(tenant: str, clusters) -> dict:
+    """A tenant's `--json` keys for the night: `tonight` (its own run) and `cluster_tonight`
+    (its cluster's forecast, every run of it) — added to the tenant's entry, so the output
+    stays a list of tenants."""
+    for c in clusters:
+        for f in c.runs:
+            if f.run.tenant == tenant and f.run.deadline is not None:
+                return {"tonight": tonight.tenant_json(f),
+                        "cluster_tonight": tonight.cluster_json(c)}
+    return {}
 
 
 def cmd_verify(args) -> int:

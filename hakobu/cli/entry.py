@@ -90,8 +90,20 @@ def _validate_and_loads(command) -> None:
 
 def _status_and_verify(command) -> None:
     st = command("status", help="per tenant: last delivery, watermark lag, next run, "
-                                "predicted finish and the margin to its deadline")
-    st.add_argument("--tenants", help="comma-separated tenant ids (default: all)")
+                                "predicted finish and the margin to its deadline; per "
+                                "cluster, tonight's queue: predicted end, earliest deadline, "
+                                "margin and the tenants predicted LATE",
+                 description="Per tenant (from the Dagster instance at DAGSTER_HOME only): "
+                             "last delivery, watermark lag, staleness, next run, predicted "
+                             "finish and margin to the deadline, how the last deadline went. "
+                             "Then Tonight: per cluster, its tenants' runs queued as the run "
+                             "queue's limits allow (per cluster, in all, the delivery pool), "
+                             "each expected to take the median of its recent runs; the "
+                             "predicted end of the night, the earliest deadline not delivered "
+                             "yet, the margin (LATE by ... when a tenant will miss its "
+                             "deadline) and a line per tenant predicted late.")
+    st.add_argument("--tenants", help="comma-separated tenant ids (default: all; Tonight shows "
+                                      "their clusters, planned with all their runs)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=commands.cmd_status)
 

@@ -98,6 +98,9 @@ class Cluster(_Model):
     read_budget: ReadBudget = ReadBudget()
     lag_seconds: int = Field(default=5, ge=0)
     verify_every: int = Field(default=7, ge=1, le=366)   # nights per full content rotation
+    # what `hakobu status` expects a tenant's run to take when nothing measured says better
+    # (no run history, no previous delivery: a new tenant's first night); hakobu.tonight
+    default_run_seconds: int = Field(default=600, ge=1, le=86_400)
 
     _zone = field_validator("timezone")(_check_zone)
 

@@ -24,12 +24,18 @@ def test_status_reports_delivery_lag_prediction_and_margin(sql, schema, dataset,
         capsys.readouterr()
         assert main(["status"]) == 0
         out = capsys.readouterr().out
-        lines = {ln.split()[0]: ln for ln in out.splitlines()[1:-1]}
+        table, tonight = out.split("\n\nTonight (")       # per tenant, then per cluster
+        lines = {ln.split()[0]: ln for ln in table.splitlines()[1:-1]}
         assert set(lines) == {"a", "b"}
         assert "never" in lines["b"] and "no runs yet" in lines["b"]
         assert "never" not in lines["a"] and "no runs yet" not in lines["a"]
+        # b has no history: the cluster's default; a's history: its one run
+        cluster = tonight.splitlines()[2].split()
+        assert cluster[1] == "2" and cluster[-1] != "-", tonight   # two tenants, a margin
         assert main(["status", "--json", "--tenants", "a"]) == 0
         [s] = json.loads(capsys.readouterr().out)
+        assert s["tonight"]["expected_basis"] == "history of 1 run"
+        assert s["cluster_tonight"]["tenants"] == ["a", "b"]
         now = dt.datetime.now(dt.timezone.utc)
         # the fixture's rows stop at 2026-01-01 00:40 (UTC cluster): that is the watermark
         wm = dt.datetime(2026, 1, 1, 0, 40, tzinfo=dt.timezone.utc)
