@@ -86,6 +86,18 @@ def _validate_and_loads(command) -> None:
     bf.add_argument("-v", "--verbose", action="store_true", help="show Dagster's log lines")
     bf.set_defaults(func=load.cmd_backfill)
 
+    mw = command("merge-warehouse", help="apply every tenant's pending warehouse slices now "
+                                         "(one MERGE per warehouse table) and check them; "
+                                         "the `merge_warehouse` schedule does it every few "
+                                         "minutes",
+                 description="Scheduled runs stage their warehouse slices; the merge step "
+                             "applies them, one MERGE per warehouse table whatever the number "
+                             "of tenants, then checks each merged tenant's slice against its "
+                             "source. Runs as the Dagster job `merge_warehouse` in this "
+                             "process. (`hakobu load` merges its own tables at its end.)")
+    mw.add_argument("--json", action="store_true", help="machine-readable output")
+    mw.set_defaults(func=load.cmd_merge_warehouse)
+
 
 
 def _status_and_verify(command) -> None:

@@ -1,5 +1,5 @@
 """`hakobu load` and `hakobu backfill`: one tenant's delivery as a Dagster run in this process
-(hakobu.launch), with a progress bar per table."""
+(hakobu.launch), with a progress bar per table; `hakobu merge-warehouse`: the merge step."""
 
 import json
 import sys
@@ -9,9 +9,12 @@ from tqdm import tqdm
 from hakobu import stop
 from hakobu.cli.common import EXIT_FAIL, EXIT_OK, tables_arg
 from hakobu.config import load_config
-from hakobu.launch import LoadOutcome, run_load
+from assets.warehouse_merge import MERGE_ASSET, MERGE_JOB
+from hakobu.launch import LoadOutcome, open_instance, run_load
 from hakobu.progress import add_listener, remove_listener
-from pipelines.build import BACKFILL
+from hakobu.runs import process_tags
+from hakobu.warehouse import enabled as warehouse_enabled
+from pipelines.build import BACKFILL, build_definitions
 
 LOAD_BAR_DELAY_S = 1.0      # a first load's bar appears once it has run this long
 
@@ -96,3 +99,30 @@ def cmd_backfill(args) -> int:
         lambda r: f"{r['table']:<16}{r['rows_read']:>10}{r.get('customer_shadow_rows', '-'):>9}"
                   f"{float(r.get('rows_per_s', 0)):>10,.0f}{float(r['duration_s']):>9.2f}  "
                   f"{r['watermark']}")
+
+
+def cmd_merge_warehouse(args) -> int:
+    """The warehouse merge step now, as the Dagster `merge_warehouse` job (recorded in the
+    instance): every tenant's pending slices, one MERGE per warehouse table, then checks."""
+    config = load_config(isolate=True)
+    if not warehouse_enabled(config):
+        print("error: the warehouse is not enabled (tenants/warehouse.yaml): nothing to merge",
+              file=sys.stderr)
+        return EXIT_FAIL
+    defs = build_definitions(config)
+    with open_instance() as instance:
+        result = defs.resolve_job_def(MERGE_JOB).execute_in_process(
+            instance=instance, raise_on_error=False, tags=process_tags())
+        [ev] = instance.fetch_materializations(MERGE_ASSET, limit=1).records or [None]
+    md = ev.asset_materialization.metadata if ev is not None and result.success else {}
+    if args.json:
+        print(json.dumps({"ok": result.success, **{k: v.value for k, v in md.items()}},
+                         default=str, indent=2))
+    elif md:
+        print(md["tables"].value)
+    if result.success:
+        return EXIT_OK
+    failure = next((e for e in result.all_events if e.is_step_failure), None)
+    why = failure.step_failure_data.error.message.strip() if failure else "the run failed"
+    print(f"error: {why}", file=sys.stderr)
+    return EXIT_FAIL

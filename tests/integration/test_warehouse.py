@@ -304,6 +304,18 @@ def test_nightly_job_materializes_both_and_fails_loudly_without_the_key(
         md = mev.asset_materialization.metadata
         assert md["slices_merged"].value == 1 and md["dml_statements"].value == 1
     assert bq_rows(bq_client, q) == [{"email": expected_hash("z@example.com")}]
+    # and by hand: `hakobu merge-warehouse`
+    sql(f"UPDATE `{wh_schema}`.members SET email = 'y@example.com', "
+        "updated_at = '2026-06-02 00:00:00' WHERE id = 4")
+    with dg.DagsterInstance.get() as instance:
+        assert defs.resolve_job_def("nightly").execute_in_process(
+            instance=instance, partition_key="a").success
+    capsys.readouterr()
+    assert main(["merge-warehouse", "--json"]) == 0
+    import json
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] and out["slices_merged"] == 1 and out["tables_failed"] == 0
+    assert bq_rows(bq_client, q) == [{"email": expected_hash("y@example.com")}]
 
 
 # -- pending slices and the merge step, under BigQuery's real limits (the strict layer) --------
