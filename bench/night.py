@@ -29,6 +29,7 @@ cached or not), the counter the clusters' budgets are declared on (`counter: log
 budget goal and the pages goal measure what the governor holds. Physical reads are reported.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -267,6 +268,8 @@ def night(ctx, report: Report, *, tenants: int, latency: float, budget: int) -> 
                      cust_bad=_incomplete(source, cust), wh_bad=_incomplete(source, wh),
                      latency=latency, touched=touched, timings=timings)
     ctx.results["night"] = fig
+    (STATE / "last_night.json").write_text(json.dumps(
+        {"figures": fig, "runs": runs, "night0": n0, "strict": stats}, indent=1, default=str))
     report.goals.extend(goals(fig))
     title, body = section(fig)
     report.section(title, body)
