@@ -11,7 +11,10 @@ and the machine by a full run of every goal (quick or --only runs write
 (the hand-written analysis appended to it) changes. `read-once` is bench/read_once.py's goal
 (the internal warehouse reads the source once) and `verify-cost` bench/verify_cost.py's (one
 night's content-verification slice against a full read), run here so `make bench` prints every
-goal.
+goal. `night` is bench/night.py's simulated night (issue #14: 300 tenants on three private
+MariaDB servers, the strict BigQuery layer, runs admitted as the queued run coordinator does;
+`--quick --only night` is a 12-tenant smoke run, `--night-tenants` / `--night-latency` /
+`--night-budget` change it).
 
 Fixture tables live in the `hakobu_bench` schema of the server in HAKOBU_MYSQL_HOST/PORT/USER
 (default 127.0.0.1:3306, root) and are reused across runs.
@@ -29,7 +32,7 @@ from bench.report import Goal, Report, from_json, machine_info, to_json, write
 
 REPO = Path(__file__).resolve().parent.parent
 GOAL_ORDER = ("throughput", "memory", "budget", "incremental", "fanout", "read-once",
-              "verify-cost")
+              "verify-cost", "night")
 # the goals each block reports (op, target, unit), so a failing block still prints its lines
 GOAL_NAMES = {"throughput": {"extract-vs-connectorx": (">=", 0.9, "x"),
                              "extract-vs-pandas": (">=", 10, "x")},
@@ -38,7 +41,11 @@ GOAL_NAMES = {"throughput": {"extract-vs-connectorx": (">=", 0.9, "x"),
               "incremental": {"incremental-cost": ("<=", 0.05, "x")},
               "fanout": {"fanout-overhead": ("<=", 1.25, "x")},
               "read-once": {"read-once": ("<=", 1.1, "x")},    # bench/read_once.py (warehouse)
-              "verify-cost": {"verify-cost": ("<=", round(1.25 / 7, 3), "x")}}  # verify_cost.py
+              "verify-cost": {"verify-cost": ("<=", round(1.25 / 7, 3), "x")},  # verify_cost.py
+              "night": {"night-failed-runs": ("<=", 0, ""), "night-quota-errors": ("<=", 0, ""),
+                        "night-deadlines": ("<=", 0, ""), "night-budget": ("<=", 1.10, "x"),
+                        "night-warehouse": ("<=", 0, ""), "night-pages": ("<=", 0.05, "x")}}
+NIGHT_ONLY = {"night"}        # blocks that use their own servers, not the shared fixtures
 
 
 def json_path(out: Path) -> Path:
@@ -71,6 +78,13 @@ def parse_args(argv):
     ap.add_argument("--fanout-sync-tenants", type=int,
                     help="tenants also run through plain sync_tenant, for Dagster's overhead "
                          "(default 10; quick: all)")
+    ap.add_argument("--night-tenants", type=int, help="tenants of the simulated night "
+                    "(default 300; quick 12)")
+    ap.add_argument("--night-latency", type=float,
+                    help="strict BigQuery layer latency per job in the measured night, s; time "
+                         "is compressed by 1/latency (default 0.05; quick 0.02)")
+    ap.add_argument("--night-budget", type=int, default=None,
+                    help="read budget of cluster night-c1 in logical pages/s (c2 3/4, c3 1/2)")
     args = ap.parse_args(argv)
     if not args.schema.startswith(SCHEMA):
         ap.error(f"--schema must start with {SCHEMA}")
@@ -105,6 +119,8 @@ def main(argv=None) -> int:
     name = f"events_{args.rows}"
     name2 = f"events_{rows2}"
     for t, n in ((name, args.rows), (name2, rows2)):
+        if set(args.only) <= NIGHT_ONLY:
+            break
         info = ensure_table(server, args.schema, t, n, log=log)
         size = table_size(server, args.schema, t)
         log(f"  fixture {args.schema}.{t}: {info}, {size}")
@@ -161,6 +177,12 @@ def main(argv=None) -> int:
                 if m["busy_sessions_max"]:
                     log(f"  verify-cost: {m['busy_sessions_max']} other sessions were active "
                         "during the measurement (server-wide counters)")
+            elif block == "night":
+                from bench import night   # late: its imports (Dagster, the emulator) per block
+
+                night.night(ctx, report, tenants=args.night_tenants or (12 if args.quick else 300),
+                            latency=args.night_latency or night.default_latency(args.quick),
+                            budget=args.night_budget or night.DEFAULT_BUDGET)
             elif block == "fanout":
                 from bench import fanout
 
