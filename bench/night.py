@@ -15,12 +15,15 @@ and deadlines (deliver_by 05:00-06:00) shrink by the same k, measured from the e
 start. Reads, the emulator's own work and Dagster are not compressed (the pessimistic side).
 
 Sequence, one run: seed what the fixture record lacks; night 0 (initial loads, not measured,
-latency 0); one night's changes (0.5-2 % of each table's rows updated with updated_at bumped,
-~1/10 as many inserted and a few deleted; bench/night_fixtures.change_sql); the naive night
+latency 0; the merge step once at its end); one night's changes (0.5-2 % of each table's rows
+updated with updated_at bumped — among the newest tenth of the keys by default, uniformly with
+`--night-changes scattered` — ~1/10 as many inserted and a few deleted;
+bench/night_fixtures.change_sql); the naive night
 (every table read in full, `SELECT *`, as the seeds' copy did), its pages counted on each
 server; then the measured night, the strict layer at the latency, runs admitted as the queued
 run coordinator admits them (bench/night_run.py says why that is equivalent), a sampler
-reading each server's counters every second. Afterwards every tenant's customer tables and
+reading each server's counters every second, and the `merge_warehouse` job run every 5
+compressed minutes (the schedule's default) and once after the last tenant. Afterwards every tenant's customer tables and
 warehouse slices are compared with the source (rows, sum of keys, sum of amounts: a missed
 update changes the amount).
 
@@ -51,6 +54,7 @@ from resources.bigquery_client import BigQuerySettings, make_client
 REPO = Path(__file__).resolve().parent.parent
 STATE = REPO / ".local" / "bench" / "night"
 PG_DB = "hakobu_night"
+MERGE_EVERY_MIN = 5                  # tenants/warehouse.yaml merge_every_minutes (default)
 PER_CLUSTER = 2                      # deploy/dagster.yaml: tag hakobu/cluster, limit 2
 DEFAULT_BUDGET = 150                # logical pages/s of night-c1: binds (night_analysis.md)
 BUDGET_SHARES = {"night-c1": 1.0, "night-c2": 0.75, "night-c3": 0.5}
@@ -232,7 +236,7 @@ def night(ctx, report: Report, *, tenants: int, latency: float, budget: int) -> 
             t = time.monotonic()
             log(f"  night: night 0 (initial loads) of {len(specs)} tenants")
             n0 = coord.night([(x.tid, x.cluster, 0.0) for x in
-                              sorted(specs, key=lambda x: -x.rows)])
+                              sorted(specs, key=lambda x: -x.rows)])   # merged once at the end
             timings["night 0 (initial loads)"] = time.monotonic() - t
             t = time.monotonic()
             night_no = _next_night(next(iter(servers.values())))
@@ -246,8 +250,10 @@ def night(ctx, report: Report, *, tenants: int, latency: float, budget: int) -> 
             log(f"  night: measured night, latency {latency}s per job, time compressed "
                 f"{k:.0f}x, last start at {max(p[2] for p in plan):.0f}s")
             t = time.monotonic()
+            every = MERGE_EVERY_MIN * 60 / k      # the merge_warehouse schedule, compressed
             with Sampler(servers) as sampler:
-                runs = coord.night(plan)
+                runs = coord.night(plan, merge_every_s=every)
+            merges = coord.merges
             timings["measured night"] = time.monotonic() - t
             stats = strict.stats()
             t = time.monotonic()
@@ -266,10 +272,12 @@ def night(ctx, report: Report, *, tenants: int, latency: float, budget: int) -> 
     fig = figures_of(specs=specs, runs=runs, night0=n0, deadlines=deadlines, stats=stats,
                      samples=sampler.samples, naive=naive, budgets=budgets,
                      cust_bad=_incomplete(source, cust), wh_bad=_incomplete(source, wh),
-                     latency=latency, touched=touched, timings=timings)
+                     latency=latency, touched=touched, timings=timings, merges=merges)
+    fig["changes"] = nf.changes_mode()
     ctx.results["night"] = fig
     (STATE / "last_night.json").write_text(json.dumps(
-        {"figures": fig, "runs": runs, "night0": n0, "strict": stats}, indent=1, default=str))
+        {"figures": fig, "runs": runs, "night0": n0, "merges": merges, "strict": stats},
+        indent=1, default=str))
     report.goals.extend(goals(fig))
     title, body = section(fig)
     report.section(title, body)

@@ -74,10 +74,11 @@ def overhead(runs: list[dict]) -> dict:
 
 # long: one dict of every figure the goals and the section read; split, it reads worse
 def figures_of(*, specs, runs, night0, deadlines, stats, samples, naive, budgets, cust_bad,
-               wh_bad, latency, touched, timings) -> dict:
+               wh_bad, latency, touched, timings, merges=()) -> dict:
     by_tid = {r["tenant"]: r for r in runs}
     missing = [t.tid for t in specs if t.tid not in by_tid]
-    failed = sorted([r["tenant"] for r in runs if not r["ok"]] + missing)
+    failed = sorted([r["tenant"] for r in runs if not r["ok"]] + missing
+                    + [f"merge step {i + 1}" for i, m in enumerate(merges) if not m["ok"]])
     late = sorted(tid for tid, d in deadlines.items()
                   if tid not in by_tid or by_tid[tid]["end_s"] > d)
     slack = [d - by_tid[tid]["end_s"] for tid, d in deadlines.items() if tid in by_tid]
@@ -108,11 +109,25 @@ def figures_of(*, specs, runs, night0, deadlines, stats, samples, naive, budgets
            "max_writes_per_table": max((t["writes_today"] for t in tables.values()), default=0),
            "cust_bad": cust_bad, "wh_bad": wh_bad, "latency": latency,
            "night_s": max((r["end_s"] for r in runs), default=0.0),
+           "merges": merge_figures(merges),
            "night0_s": max((r["end_s"] for r in night0), default=0.0),
            "rows_touched": sum(touched.values()), "overhead": ov, "by_size": by_size,
            "timings": {k: round(v, 1) for k, v in timings.items()}}
     fig["log_lines"] = log_lines(fig)
     return fig
+
+
+def merge_figures(merges) -> dict:
+    """The merge_warehouse runs of the night: how many, their DML statements on warehouse
+    tables (one per table with pending slices), slices merged, jobs, and when the last ended
+    (the warehouse complete)."""
+    merges = list(merges)
+    return {"runs": len(merges), "failed": sum(not m["ok"] for m in merges),
+            "dml_statements": sum(int(m.get("dml_statements") or 0) for m in merges),
+            "slices": sum(int(m.get("slices_merged") or 0) for m in merges),
+            "jobs": sum(int(m.get("jobs") or 0) for m in merges),
+            "wall_s": round(sum(m["wall_s"] for m in merges), 1),
+            "last_end_s": max((m["end_s"] for m in merges), default=0.0)}
 
 
 def goals(fig: dict) -> list[Goal]:
@@ -153,7 +168,10 @@ def log_lines(fig: dict) -> list[str]:
             f"Dagster {ov['mean_dagster_s']:.2f}s, {ov['mean_jobs']:.0f} jobs, "
             f"{ov['mean_job_wall_s']:.2f}s with a job outstanding",
             f"overhead share (Dagster + BigQuery jobs) {ov['share']:.1%} "
-            f"(Dagster {ov['dagster_share']:.1%}, jobs {ov['job_share']:.1%})"]
+            f"(Dagster {ov['dagster_share']:.1%}, jobs {ov['job_share']:.1%})",
+            "merge step: {runs} runs ({failed} failed), {dml_statements} MERGEs on warehouse "
+            "tables for {slices} pending slices, {jobs} jobs, {wall_s}s; warehouse complete "
+            "at {last_end_s:.0f}s".format(**fig["merges"])]
 
 
 def section(fig: dict) -> tuple[str, str]:
@@ -183,11 +201,15 @@ def section(fig: dict) -> tuple[str, str]:
              else "no run finished.")
     body = ("\n".join(lines) + "\n\n"
             f"{fig['tenants']} tenants ({fig['sizes']}, {fig['shared']} on shared tables), 8 "
-            f"tables each; {fig['rows_touched']:,} source rows changed before the night; "
+            f"tables each; {fig['rows_touched']:,} source rows changed before the night "
+            f"({fig.get('changes', 'scattered')} changes); "
             f"strict layer latency {fig['latency']} s per job, time compressed "
             f"{1 / fig['latency'] if fig['latency'] else 1:.0f}x. Night {fig['night_s']:.0f} s, "
             f"{fig['jobs_total']:,} jobs ({fig['queries_total']:,} queries), peak queries "
             f"running {fig['peak_queries_running']}, most writes on one table "
-            f"{fig['max_writes_per_table']}. {share} Steps (s): {fig['timings']}. See "
+            f"{fig['max_writes_per_table']}. {share} Merge step: "
+            "{runs} runs, {dml_statements} MERGEs on warehouse tables for {slices} pending "
+            "slices, warehouse complete at {last_end_s:.0f} s. ".format(**fig["merges"])
+            + f"Steps (s): {fig['timings']}. See "
             "bench/night.py for the method.")
     return "8. The night, simulated", body

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+MERGE = "!merge"                 # a worker's input: run the warehouse merge step
 
 
 @dataclass
@@ -126,9 +127,12 @@ def worker(root: str) -> int:
     from hakobu.config import load_config             # late: worker only
     from hakobu.launch import run_error               # late: worker only
     from pipelines.build import NIGHTLY, build_definitions, job_run_config, run_tags  # late: same
+    from assets.warehouse_merge import MERGE_ASSET, MERGE_JOB   # late: worker only
 
     cfg = load_config(Path(root))
-    nightly = build_definitions(cfg).resolve_job_def(NIGHTLY)
+    defs = build_definitions(cfg)
+    nightly = defs.resolve_job_def(NIGHTLY)
+    merge = defs.resolve_job_def(MERGE_JOB) if cfg.warehouse and cfg.warehouse.enabled else None
     instance = dg.DagsterInstance.get()
     jobs, engine = Jobs(), {}
     instrument(jobs, engine)
@@ -142,6 +146,9 @@ def worker(root: str) -> int:
         jobs.reset()
         engine.clear()
         t0 = time.perf_counter()
+        if tid == MERGE:
+            print(json.dumps(_merge_run(merge, instance, jobs, MERGE_ASSET)), flush=True)
+            continue
         try:
             res = nightly.execute_in_process(partition_key=tid, instance=instance,
                                              raise_on_error=False, run_config=run_config,
@@ -160,6 +167,22 @@ def worker(root: str) -> int:
                           "failed_tables": failed[:8], "error": error}), flush=True)
     instance.dispose()
     return 0
+
+
+def _merge_run(job, instance, jobs: "Jobs", asset) -> dict:
+    """One run of the `merge_warehouse` job (the schedule's): every pending slice, one MERGE
+    per warehouse table, then the merged slices' checks."""
+    t0 = time.perf_counter()
+    res = job.execute_in_process(instance=instance, raise_on_error=False, tags={
+        "hakobu/warehouse_merge": "1"})
+    md = {}
+    if res.success:
+        [ev] = instance.fetch_materializations(asset, limit=1).records
+        md = {k: v.value for k, v in ev.asset_materialization.metadata.items()
+              if k != "tables"}
+    return {"merge": True, "ok": res.success, "wall_s": round(time.perf_counter() - t0, 3),
+            **jobs.summary(), **md,
+            "error": None if res.success else _why(res, "the run failed")}
 
 
 def _why(result, line: str) -> str:
@@ -222,15 +245,39 @@ class Coordinator:
     def __init__(self, root: Path, clusters: list[str], env: dict, per_cluster: int, log=print):
         self.workers = {c: [Worker(root, env, log) for _ in range(per_cluster)]
                         for c in clusters}
-        for ws in self.workers.values():
-            for w in ws:
-                w.wait_ready()
+        self.merger = Worker(root, env, log)       # the merge_warehouse schedule's runs
+        for w in [self.merger, *(w for ws in self.workers.values() for w in ws)]:
+            w.wait_ready()
         self.log = log
+        self.merges: list[dict] = []
 
-    def night(self, plan: list[tuple[str, str, float]], t0: float | None = None) -> list[dict]:
+    def _merging(self, t0: float, every_s: float | None, done: threading.Event) -> None:
+        """The merge step every `every_s` while runs go on (None: only at the end), then once
+        after the last run: what completes the warehouse."""
+        while every_s and not done.wait(every_s):
+            self._merge(t0)
+        done.wait()
+        self._merge(t0)
+
+    def _merge(self, t0: float) -> None:
+        start = time.monotonic() - t0
+        rec = self.merger.run(MERGE)
+        rec.update(start_s=round(start, 3), end_s=round(time.monotonic() - t0, 3))
+        self.merges.append(rec)
+        if not rec["ok"]:
+            self.log(f"  night: merge step FAILED: {rec.get('error')}")
+
+    def night(self, plan: list[tuple[str, str, float]], t0: float | None = None,
+              merge_every_s: float | None = None) -> list[dict]:
         """Play (tenant, cluster, due offset in seconds) from t0; each run's record gains
-        due/start/end (seconds after t0) and its cluster. Returns when every run has ended."""
+        due/start/end (seconds after t0) and its cluster; the merge step runs every
+        merge_every_s and once after the last run (its records in self.merges). Returns when
+        every run and the last merge have ended."""
         t0 = time.monotonic() if t0 is None else t0
+        self.merges, finished = [], threading.Event()
+        merging = threading.Thread(target=self._merging, args=(t0, merge_every_s, finished),
+                                   daemon=True)
+        merging.start()
         queues = {c: queue.Queue() for c in self.workers}
         out, lock = [], threading.Lock()
 
@@ -267,12 +314,13 @@ class Coordinator:
             t.start()
         for t in threads:
             t.join()
+        finished.set()
+        merging.join()
         return out
 
     def close(self) -> None:
-        for ws in self.workers.values():
-            for w in ws:
-                w.close()
+        for w in [self.merger, *(w for ws in self.workers.values() for w in ws)]:
+            w.close()
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ Fixture tables live in the `hakobu_bench` schema of the server in HAKOBU_MYSQL_H
 """
 
 import argparse
+import os
 import sys
 import time
 import traceback
@@ -69,6 +70,13 @@ def parse_args(argv):
     ap.add_argument("--reps", type=int, help="repetitions of the fast readers (default 3; quick 1)")
     ap.add_argument("--only", help="comma-separated subset of: " + ", ".join(GOAL_ORDER))
     ap.add_argument("--out", type=Path, help="where to write the report (default BENCHMARKS.md)")
+    ap.add_argument("--night-changes", choices=("recent", "scattered"),
+                    help="night: where tonight's updates fall — among each table's newest keys "
+                         "(recent, the default) or uniformly (scattered); bench/night_fixtures")
+    ap.add_argument("--merge", type=Path, action="append",
+                    help="with --render-only: fold another run's JSON (e.g. "
+                         ".local/bench/BENCHMARKS.partial.json of an --only night run) into "
+                         "the report, its goals and sections replacing those of the same name")
     ap.add_argument("--render-only", action="store_true",
                     help="measure nothing: rewrite the report from the last run's JSON "
                          "(after editing bench/analysis.md)")
@@ -100,12 +108,30 @@ def parse_args(argv):
     return args
 
 
+def merge_run(report, other) -> None:
+    """Another run's goals and sections (e.g. `--only night`) into the report, replacing those
+    of the same name; each merged section says which run measured it."""
+    names = {g.name for g in other.goals}
+    report.goals = [g for g in report.goals if g.name not in names] + list(other.goals)
+    titles = {t for t, _ in other.sections}
+    when = other.started.strftime("%Y-%m-%d %H:%M UTC")
+    report.sections = [sec for sec in report.sections if sec[0] not in titles] + [
+        (t, f"*Measured by a separate run ({other.mode} mode, `--only`), {when}, "
+            f"{other.seconds / 60:.1f} min.*\n\n{b}") for t, b in other.sections]
+
+
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.night_changes:
+        os.environ["HAKOBU_NIGHT_CHANGES"] = args.night_changes
     data = json_path(args.out)
     if args.render_only:
         report = from_json(data.read_text(encoding="utf-8"))
+        for extra in args.merge or ():
+            merge_run(report, from_json(extra.read_text(encoding="utf-8")))
         write(report, args.out)
+        if args.merge:
+            data.write_text(to_json(report), encoding="utf-8")
         for g in report.goals:
             print(g.line(), flush=True)
         return 0

@@ -32,9 +32,10 @@ import hashlib
 import logging
 import re
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from google.api_core import exceptions as gexc
+from google.cloud import bigquery
 
 from hakobu.bqschema import SEQ, SYNCED_AT
 from hakobu.errors import LoadError
@@ -228,14 +229,16 @@ def acquire(dest, table: str) -> bool:
     LOCK_TTL_S."""
     name = f"{LOCK_PREFIX}{tag(table)}"
     for _ in range(2):
-        try:
-            dest.sql(f"CREATE TABLE {dest.ref(name)} (held_by STRING) OPTIONS("
-                     f"description={bq_string(table)}, expiration_timestamp=TIMESTAMP_ADD("
-                     f"CURRENT_TIMESTAMP(), INTERVAL {LOCK_TTL_S} SECOND))", table=name)
-            return True
-        except LoadError as exc:
-            if "already exists" not in str(exc).lower() and "duplicate" not in str(exc).lower():
-                raise
+        lock = bigquery.Table(dest.table_id(name), schema=[bigquery.SchemaField("held_by",
+                                                                                "STRING")])
+        lock.description = table
+        lock.expires = datetime.now(timezone.utc) + timedelta(seconds=LOCK_TTL_S)
+        with dest._errors("taking the merge lock", table):
+            try:      # tables.insert (an API call, not a job): 409 when it exists
+                dest.client.create_table(lock, exists_ok=False, retry=dest.retry)
+                return True
+            except gexc.Conflict:
+                pass
         try:
             t = dest.client.get_table(dest.table_id(name), retry=dest.retry)
         except gexc.NotFound:

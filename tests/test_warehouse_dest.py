@@ -194,3 +194,51 @@ def test_unmarked_columns_are_adopted_once_after_checking_a_hashed_one(dest):
     evo = dest.ensure_table("members", SPECS, ["tenant_id", "id"], extra=EXTRA,
                             forms={"id": "clear", "email": "hmac"})
     assert evo.rehashed == {"email": "hashed"}
+
+
+# -- pending slices: which slices count, and the one MERGE ------------------------------------
+
+from resources import warehouse_pending as wp  # noqa: E402
+
+
+def pend(tenant, seq, kind="upsert", cols=("id", "email", "tenant_id", "_hakobu_tenant_bucket")):
+    return wp.Pending(f"p_{tenant}_{seq}", "members", tenant, tenant_bucket(tenant), seq, kind,
+                      {c: (c, "STRING" if c != "id" else "INT64") for c in (*cols, "_hakobu_seq")})
+
+
+def test_a_complete_slice_hides_the_same_tenants_older_slices_only():
+    ps = [pend("a", 1), pend("a", 2, "full"), pend("a", 3), pend("b", 1), pend("b", 4)]
+    live, complete = wp.live_slices(ps)
+    assert sorted((p.tenant, p.seq) for p in live) == [("a", 2), ("a", 3), ("b", 1), ("b", 4)]
+    assert {t: p.seq for t, p in complete.items()} == {"a": 2}
+
+
+def test_the_merge_keeps_the_newest_row_per_key_and_deletes_only_in_complete_slices():
+    target = {c: (c, t) for c, t in (("id", "INT64"), ("email", "STRING"), ("phone", "STRING"),
+                                     ("tenant_id", "STRING"), ("_hakobu_tenant_bucket", "INT64"),
+                                     ("_hakobu_synced_at", "TIMESTAMP"))}
+    ps = [pend("a", 1), pend("a", 2, "full"), pend("b", 5)]
+    live, complete = wp.live_slices(ps)
+    sql = wp.merge_sql(lambda t: f"`d.{t}`", "members", target, ["tenant_id", "id"], live,
+                       complete, set())
+    assert sql.count("MERGE ") == 1 and "p_a_1" not in sql          # superseded by a's full
+    assert "PARTITION BY `tenant_id`, `id` ORDER BY `_hakobu_pseq` DESC, `_hakobu_seq` DESC" in sql
+    assert "2 AS `_hakobu_pseq`" in sql and "5 AS `_hakobu_pseq`" in sql
+    assert "CAST(NULL AS STRING) AS `phone`" in sql                 # a column no slice has
+    buckets = sorted({tenant_bucket("a"), tenant_bucket("b")})
+    assert f"T.`_hakobu_tenant_bucket` IN ({', '.join(map(str, buckets))})" in sql
+    # the delete of vanished rows: a's partition and tenant only, never b's
+    assert sql.endswith(f"WHEN NOT MATCHED BY SOURCE AND ((T.`tenant_id` = 'a' AND "
+                        f"T.`_hakobu_tenant_bucket` = {tenant_bucket('a')})) THEN DELETE")
+    upserts = wp.merge_sql(lambda t: f"`d.{t}`", "members", target, ["tenant_id", "id"],
+                           [pend("b", 5)], {}, set())
+    assert "NOT MATCHED BY SOURCE" not in upserts                   # upserts delete nothing
+    replace = wp.merge_sql(lambda t: f"`d.{t}`", "events", target, [], [pend("a", 7, "replace")],
+                           {"a": pend("a", 7, "replace")}, set())
+    assert " ON FALSE " in replace and "ROW_NUMBER" not in replace   # no key: every row
+
+
+def test_pending_names_carry_kind_sequence_and_tenant():
+    m = wp._NAME.fullmatch("f1796197990909371991_shop_12")
+    assert m.groups() == ("f", "1796197990909371991", "shop_12")
+    assert wp._NAME.fullmatch("x1_a") is None and wp.pending_prefix("a") != wp.pending_prefix("a_b")
