@@ -114,7 +114,9 @@ def run_load(config: Config, tenant_id: str, tables: list[str] | None = None, *,
     job = defs.resolve_job_def(job_name or NIGHTLY)
     level = "DEBUG" if debug else "INFO" if not quiet else "CRITICAL"
     run_config = {"loggers": {"console": {"config": {"log_level": level}}},
-                  **job_run_config(job.name, merge_warehouse=True)}   # by hand: merged at the end
+                  # by hand, a nightly run merges its warehouse slices at its end (a backfill
+                  # swaps its slices in directly: nothing to merge)
+                  **job_run_config(job.name, merge_warehouse=job.name == NIGHTLY)}
     run_id = make_new_run_id()
     marked = threading.Event()
     with instance, stop.on_signals(on_signal=_canceling(run_id, marked),
