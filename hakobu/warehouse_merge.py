@@ -16,8 +16,10 @@ MERGE per table per tick, whatever the number of tenants); a run launched by han
 """
 
 import logging
+import threading
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from hakobu.config import Config, Table, Tenant
@@ -32,6 +34,7 @@ from hakobu.table_checks import after_table
 from hakobu.warehouse import WarehouseTarget, enabled, open_warehouse
 
 log = logging.getLogger("hakobu.warehouse")
+CHECK_WORKERS = 8        # slices checked at once (each source read waits for its cluster's gate)
 
 
 @dataclass
@@ -62,13 +65,16 @@ class _Tenant:
         cluster = config.cluster_of(tenant)
         self.source, self.gate = io.source(cluster), io.gate(cluster)
         self._target: WarehouseTarget | None = None
+        self._lock = threading.Lock()
 
     def sink(self, table: Table):
         plan = plan_for(self.source, self.tenant, table)
-        if self._target is None or (self._target.hasher is None
-                                    and any_hashed([plan], self.config.warehouse)):
-            self._target = open_warehouse(self.config, self.tenant, self.io, [plan])
-        exported, sinks, _, err = build_sinks(plan, table, None, self._target)
+        with self._lock:               # the tenant's tables are checked from several threads
+            if self._target is None or (self._target.hasher is None
+                                        and any_hashed([plan], self.config.warehouse)):
+                self._target = open_warehouse(self.config, self.tenant, self.io, [plan])
+            target = self._target
+        exported, sinks, _, err = build_sinks(plan, table, None, target)
         if err or not sinks:
             raise HakobuError(err or "warehouse: this table is not delivered to the warehouse")
         return exported, sinks[0]
@@ -109,41 +115,64 @@ def merge_warehouse_tables(config: Config, io: IO, *, tenants: list[str] | None 
     anchor = next(iter(config.tenants.values()))
     dest = io.warehouse(config, anchor)
     waiting = dest.pending_tables(sorted(scope))
-    contexts: dict[str, _Tenant] = {}
-    done = []
-    for wtable in sorted(scope):
-        m = TableMerge(wtable)
+    contexts = _Contexts(config, io)
+    merges = {w: TableMerge(w) for w in sorted(scope)}
+    checks = []
+    for wtable, m in merges.items():
         try:
             if wtable in waiting:
-                _merge(config, io, dest, wtable, everyone[wtable], waiting[wtable], contexts, m)
-            if check and not m.locked_out:
-                for tenant, table in scope[wtable]:
-                    if tenants is None and tenant.tenant not in m.tenants:
-                        continue         # the schedule checks what it merged
-                    m.checks[tenant.tenant] = _check(config, io, tenant, table, contexts,
-                                                     run_id, (modes or {}).get(table.name))
+                _merge(dest, wtable, everyone[wtable], waiting[wtable], contexts, m)
         except Exception as exc:  # noqa: BLE001 — one table's failure is its outcome
             log.error("warehouse merge of %s failed: %s", wtable, exc)
             m.error = str(exc)
-        done.append(m)
+            continue
+        if check:
+            checks += [(m, tenant, table) for tenant, table in scope[wtable]
+                       if tenants is not None or tenant.tenant in m.tenants]
+    _run_checks(checks, contexts, run_id, modes or {})
+    for m in merges.values():
         if on_table is not None:
             on_table(m)
-    return done
+    return list(merges.values())
 
 
-def _ctx(config, io, tenant: Tenant, contexts: dict) -> _Tenant:
-    if tenant.tenant not in contexts:
-        contexts[tenant.tenant] = _Tenant(config, tenant, io)
-    return contexts[tenant.tenant]
+def _run_checks(checks: list, contexts: "_Contexts", run_id: str, modes: dict) -> None:
+    """The slices' checks side by side: each reads its own source under its cluster's gate
+    (which bounds that cluster's reads), and waits mostly on BigQuery jobs — one after the
+    other, a night of hundreds of tenants would take hours of job latency."""
+    def one(item) -> None:
+        m, tenant, table = item
+        m.checks[tenant.tenant] = _check(tenant, table, contexts, run_id, modes.get(table.name))
+
+    if not checks:
+        return
+    with ThreadPoolExecutor(max_workers=min(CHECK_WORKERS, len(checks)),
+                            thread_name_prefix="hakobu-whm") as ex:
+        list(ex.map(one, checks))
 
 
-def _merge(config, io, dest, wtable: str, deliverers, tenant_ids: list[str], contexts,
+class _Contexts:
+    """One _Tenant per tenant, made once, from any thread."""
+
+    def __init__(self, config: Config, io: IO):
+        self.config, self.io = config, io
+        self._made: dict[str, _Tenant] = {}
+        self._lock = threading.Lock()
+
+    def of(self, tenant: Tenant) -> _Tenant:
+        with self._lock:
+            if tenant.tenant not in self._made:
+                self._made[tenant.tenant] = _Tenant(self.config, tenant, self.io)
+            return self._made[tenant.tenant]
+
+
+def _merge(dest, wtable: str, deliverers, tenant_ids: list[str], contexts: _Contexts,
            m: TableMerge) -> None:
     """The table's key from one waiting tenant's plan (every tenant's is (tenant_id, source
     key)); then the one MERGE."""
     by_id = {t.tenant: (t, tb) for t, tb in deliverers}
     tenant, table = next((by_id[i] for i in tenant_ids if i in by_id), deliverers[0])
-    plan, sink = _ctx(config, io, tenant, contexts).sink(table)
+    plan, sink = contexts.of(tenant).sink(table)
     r = dest.merge_pending(wtable, sink.key if plan.primary_key else [])   # [] : replace
     m.slices, m.tenants, m.rows_affected = r.slices, r.tenants, r.rows_affected
     m.statements, m.locked_out = r.statements, r.locked_out
@@ -152,13 +181,13 @@ def _merge(config, io, dest, wtable: str, deliverers, tenant_ids: list[str], con
              " (locked by another merge)" if r.locked_out else "")
 
 
-def _check(config, io, tenant: Tenant, table: Table, contexts, run_id: str,
+def _check(tenant: Tenant, table: Table, contexts: _Contexts, run_id: str,
            mode: str | None) -> TableResult:
     """The checks a run makes after a table, on this tenant's warehouse slice — when nothing of
     it is pending any more (else the slice is not the source's yet: the next merge checks)."""
     res = TableResult(tenant.tenant, table.name, customer=False)
     try:
-        ctx = _ctx(config, io, tenant, contexts)
+        ctx = contexts.of(tenant)
         plan, sink = ctx.sink(table)
         if sink.dest.has_pending(sink.table):
             res.warehouse, res.warehouse_extra["merge"] = "ok", "pending"
