@@ -1,5 +1,7 @@
-"""Issue #14 part 3: the night, simulated — 300 tenants on 3 source clusters through the
-production layout and the strict BigQuery layer. `python -m bench.run_all --only night`.
+"""Issue #14 part 3: the night, simulated — N tenants (the issue's 300 with `--night-tenants
+300`; 60 by default, which the emulator's throughput lets `make bench` finish) on 3 source
+clusters through the production layout and the strict BigQuery layer.
+`python -m bench.run_all --only night`.
 
 The fleet (bench/night_fixtures.py): tenants round-robin over three clusters, each cluster its
 own private MariaDB (localenv, ports 3421-3423; the read governor reads server-wide counters, so

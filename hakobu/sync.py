@@ -137,7 +137,13 @@ def sync_tenant(config: Config, tenant_id: str, *, io: IO, tables: list[str] | N
                                plan=run.plans[name], warehouse=run.warehouse, verify=verify),
             what=f"{tenant_id}/{name}")
 
-    results = run_tables(run, one, run.workers(), on_result)
+    if run.dest is not None and hasattr(run.dest, "hold_notes"):
+        run.dest.hold_notes()        # the tables' rotation notes in one statement at the end
+    try:
+        results = run_tables(run, one, run.workers(), on_result)
+    finally:
+        if run.dest is not None and hasattr(run.dest, "flush_notes"):
+            run.dest.flush_notes()
     if merge_warehouse and run.warehouse is not None and run.warehouse.deferred:
         fold_merge(results, merge_warehouse_tables(config, io, tenants=[run.tenant.tenant],
                                                    tables=[r.table for r in results if r.ok],

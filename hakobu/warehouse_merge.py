@@ -67,12 +67,21 @@ class _Tenant:
         self._target: WarehouseTarget | None = None
         self._lock = threading.Lock()
 
+    def flush(self) -> None:
+        """The rotation notes of this tenant's checked slices, in one statement."""
+        dest = self._target.dest if self._target is not None else None
+        if dest is not None and hasattr(dest, "flush_notes"):
+            dest.flush_notes()
+
     def sink(self, table: Table):
         plan = plan_for(self.source, self.tenant, table)
         with self._lock:               # the tenant's tables are checked from several threads
             if self._target is None or (self._target.hasher is None
                                         and any_hashed([plan], self.config.warehouse)):
+                self.flush()
                 self._target = open_warehouse(self.config, self.tenant, self.io, [plan])
+                if self._target.dest is not None and hasattr(self._target.dest, "hold_notes"):
+                    self._target.dest.hold_notes()     # flushed after the step's checks
             target = self._target
         exported, sinks, _, err = build_sinks(plan, table, None, target)
         if err or not sinks:
@@ -146,9 +155,12 @@ def _run_checks(checks: list, contexts: "_Contexts", run_id: str, modes: dict) -
 
     if not checks:
         return
-    with ThreadPoolExecutor(max_workers=min(CHECK_WORKERS, len(checks)),
-                            thread_name_prefix="hakobu-whm") as ex:
-        list(ex.map(one, checks))
+    try:
+        with ThreadPoolExecutor(max_workers=min(CHECK_WORKERS, len(checks)),
+                                thread_name_prefix="hakobu-whm") as ex:
+            list(ex.map(one, checks))
+    finally:
+        contexts.flush()
 
 
 class _Contexts:
@@ -158,6 +170,10 @@ class _Contexts:
         self.config, self.io = config, io
         self._made: dict[str, _Tenant] = {}
         self._lock = threading.Lock()
+
+    def flush(self) -> None:
+        for ctx in self._made.values():
+            ctx.flush()
 
     def of(self, tenant: Tenant) -> _Tenant:
         with self._lock:

@@ -51,16 +51,41 @@ class StateTable:
         return json.loads(rows[0]["watermark"]) if rows else None
 
     def write_note(self, table: str, note: dict, run_id: str) -> None:
-        """Upsert the note (one MERGE): it only ever moves forward with the nights, and two runs
-        of one tenant never overlap, so it needs no compare-and-set."""
-        p = [bigquery.ScalarQueryParameter("t", "STRING", table + NOTE_SUFFIX),
-             bigquery.ScalarQueryParameter("w", "STRING", json.dumps(note, sort_keys=True)),
-             bigquery.ScalarQueryParameter("r", "STRING", run_id)]
-        self.sql(f"MERGE {self.ref(STATE_TABLE)} T USING (SELECT @t AS table_name) S "
+        """Upsert the note: it only ever moves forward with the nights, and two runs of one
+        tenant never overlap, so it needs no compare-and-set. Held until flush_notes after
+        hold_notes (a run's notes in one statement)."""
+        held = getattr(self, "_held_notes", None)
+        if held is not None:
+            held[table] = (note, run_id)
+            return
+        self._write_notes({table: (note, run_id)})
+
+    def hold_notes(self) -> None:
+        """Keep the notes written from now on until flush_notes: one MERGE for all of a run's
+        tables instead of one job per table (a crash before the flush loses only tonight's
+        rotation step: the next night checks the same slice again)."""
+        self._held_notes = {}
+
+    def flush_notes(self) -> int:
+        held, self._held_notes = getattr(self, "_held_notes", None), None
+        if held:
+            self._write_notes(held)
+        return len(held or ())
+
+    def _write_notes(self, notes: dict) -> None:
+        params, rows = [], []
+        for i, (table, (note, run_id)) in enumerate(sorted(notes.items())):
+            params += [bigquery.ScalarQueryParameter(f"t{i}", "STRING", table + NOTE_SUFFIX),
+                       bigquery.ScalarQueryParameter(f"w{i}", "STRING",
+                                                     json.dumps(note, sort_keys=True)),
+                       bigquery.ScalarQueryParameter(f"r{i}", "STRING", run_id)]
+            rows.append(f"SELECT @t{i} AS table_name, @w{i} AS w, @r{i} AS r")
+        self.sql(f"MERGE {self.ref(STATE_TABLE)} T USING ({' UNION ALL '.join(rows)}) S "
                  "ON T.table_name = S.table_name "
-                 "WHEN MATCHED THEN UPDATE SET watermark = @w, updated_at = CURRENT_TIMESTAMP(), "
-                 "run_id = @r WHEN NOT MATCHED THEN INSERT (table_name, watermark, version, "
-                 "updated_at, run_id) VALUES (@t, @w, 0, CURRENT_TIMESTAMP(), @r)", p, table=table)
+                 "WHEN MATCHED THEN UPDATE SET watermark = S.w, updated_at = CURRENT_TIMESTAMP(), "
+                 "run_id = S.r WHEN NOT MATCHED THEN INSERT (table_name, watermark, version, "
+                 "updated_at, run_id) VALUES (S.table_name, S.w, 0, CURRENT_TIMESTAMP(), S.r)",
+                 params, table=next(iter(notes)))
 
     def read_watermark(self, table: str) -> Watermark | None:
         if table in self._prefetched:
