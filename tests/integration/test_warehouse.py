@@ -417,3 +417,15 @@ def test_a_merge_that_crashed_before_dropping_its_slices_never_brings_an_old_val
     assert m.checks["a"].extra["warehouse_deletes_rows_deleted"] == 1, m.checks["a"].extra
     assert bq_rows(bq_client, f"SELECT COUNT(*) AS n FROM `hakobu-test.{wh}.members` "
                               "WHERE id = 999") == [{"n": 0}]
+
+    # `hakobu verify` of a tenant with a slice still pending applies it first: no false
+    # difference (and no repair that the pending slice would then undo)
+    from tests.live import verify_tenant
+    sql(f"UPDATE `{wh_schema}`.members SET email = 'v3@example.com', "
+        "updated_at = '2026-06-04 00:00:00' WHERE id = 5")
+    assert all(r.ok for r in sync_tenant(config, "a", merge_warehouse=False))
+    verdicts = verify_tenant(config, "a")
+    assert {v.target for v in verdicts} == {"customer/members", "warehouse/members"}
+    assert all(v.equal for v in verdicts), verdicts
+    [row] = bq_rows(bq_client, f"SELECT email FROM `hakobu-test.{wh}.members` WHERE id = 5")
+    assert row["email"] == expected_hash("v3@example.com")
