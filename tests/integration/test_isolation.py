@@ -83,7 +83,7 @@ def make_config(root, server, schema: str, dsets: dict, broken: str, now: dt.dat
 
 @pytest.mark.parametrize("broken", ["file", "source", "dataset"])
 def test_one_broken_tenant_is_reported_and_the_others_deliver_on_schedule(
-        broken, sql, iso_schema, datasets, mysql_server, bq_env, bq_client, tmp_path,
+        broken, sql, iso_schema, datasets, mysql_server, strict_env, bq_client, tmp_path,
         monkeypatch, capsys):
     now = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
     dsets = {t: datasets("hk_nam") for t in ("a", "b", "c")}
