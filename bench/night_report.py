@@ -130,6 +130,11 @@ def merge_figures(merges) -> dict:
             "last_end_s": max((m["end_s"] for m in merges), default=0.0)}
 
 
+def merge_sentence(m: dict) -> str:
+    return (f"Merge step: {m['runs']} runs, {m['dml_statements']} MERGEs on warehouse tables "
+            f"for {m['slices']} pending slices, warehouse complete at {m['last_end_s']:.0f} s.")
+
+
 def goals(fig: dict) -> list[Goal]:
     ratio = fig["pages_ratio"]
     worst = max(fig["clusters"], key=lambda c: c["ratio"])
@@ -207,9 +212,7 @@ def section(fig: dict) -> tuple[str, str]:
             f"{1 / fig['latency'] if fig['latency'] else 1:.0f}x. Night {fig['night_s']:.0f} s, "
             f"{fig['jobs_total']:,} jobs ({fig['queries_total']:,} queries), peak queries "
             f"running {fig['peak_queries_running']}, most writes on one table "
-            f"{fig['max_writes_per_table']}. {share} Merge step: "
-            "{runs} runs, {dml_statements} MERGEs on warehouse tables for {slices} pending "
-            "slices, warehouse complete at {last_end_s:.0f} s. ".format(**fig["merges"])
-            + f"Steps (s): {fig['timings']}. See "
+            f"{fig['max_writes_per_table']}. {share} " + merge_sentence(fig["merges"])
+            + f" Steps (s): {fig['timings']}. See "
             "bench/night.py for the method.")
     return "8. The night, simulated", body
