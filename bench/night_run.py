@@ -34,6 +34,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.night_report import busy_seconds
+
 REPO = Path(__file__).resolve().parent.parent
 MERGE = "!merge"                 # a worker's input: run the warehouse merge step
 
@@ -52,18 +54,10 @@ class Jobs:
 
     def summary(self) -> dict:
         with self.lock:
-            spans = sorted(self.spans)
+            spans = list(self.spans)
             created = self.created
-        busy, end = 0.0, None
-        for t0, t1 in spans:
-            if end is None or t0 > end:
-                busy += t1 - t0
-                end = t1
-            elif t1 > end:
-                busy += t1 - end
-                end = t1
         return {"jobs": created, "job_s_sum": round(sum(b - a for a, b in spans), 3),
-                "job_wall_s": round(busy, 3)}
+                "job_wall_s": round(busy_seconds(spans), 3)}
 
 
 def instrument(jobs: Jobs, engine: dict) -> None:

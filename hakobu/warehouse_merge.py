@@ -138,6 +138,9 @@ def merge_warehouse_tables(config: Config, io: IO, *, tenants: list[str] | None 
         if check:
             checks += [(m, tenant, table) for tenant, table in scope[wtable]
                        if tenants is not None or tenant.tenant in m.tenants]
+    if checks:       # slices staged while this step merged: not the source's yet (one listing)
+        left = dest.pending_tables(sorted(scope))
+        checks = [(m, t, tb, t.tenant in left.get(m.table, ())) for m, t, tb in checks]
     _run_checks(checks, contexts, run_id, modes or {})
     for m in merges.values():
         if on_table is not None:
@@ -150,8 +153,9 @@ def _run_checks(checks: list, contexts: "_Contexts", run_id: str, modes: dict) -
     (which bounds that cluster's reads), and waits mostly on BigQuery jobs — one after the
     other, a night of hundreds of tenants would take hours of job latency."""
     def one(item) -> None:
-        m, tenant, table = item
-        m.checks[tenant.tenant] = _check(tenant, table, contexts, run_id, modes.get(table.name))
+        m, tenant, table, waiting = item
+        m.checks[tenant.tenant] = _check(tenant, table, contexts, run_id, modes.get(table.name),
+                                         waiting)
 
     if not checks:
         return
@@ -198,16 +202,17 @@ def _merge(dest, wtable: str, deliverers, tenant_ids: list[str], contexts: _Cont
 
 
 def _check(tenant: Tenant, table: Table, contexts: _Contexts, run_id: str,
-           mode: str | None) -> TableResult:
+           mode: str | None, waiting: bool) -> TableResult:
     """The checks a run makes after a table, on this tenant's warehouse slice — when nothing of
-    it is pending any more (else the slice is not the source's yet: the next merge checks)."""
+    it is pending any more (`waiting`: a slice came after the merge, so the slice is not the
+    source's yet; the next merge checks)."""
     res = TableResult(tenant.tenant, table.name, customer=False)
+    if waiting:
+        res.warehouse, res.warehouse_extra["merge"] = "ok", "pending"
+        return res
     try:
         ctx = contexts.of(tenant)
         plan, sink = ctx.sink(table)
-        if sink.dest.has_pending(sink.table):
-            res.warehouse, res.warehouse_extra["merge"] = "ok", "pending"
-            return res
         res.mode = mode or ("incremental" if plan.cursor is not None and not plan.full_replace
                             else "full")
         res.warehouse = "ok"

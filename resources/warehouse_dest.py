@@ -329,17 +329,11 @@ class WarehouseDestination(BigQueryDestination):
         """Warehouse table -> tenants with pending slices of it, in one listing."""
         tags = {pending.tag(t): t for t in tables}
         out: dict[str, set[str]] = {}
-        plen = len(pending.PENDING_PREFIX)
         for name in self.list_tables((pending.PENDING_PREFIX,)):
-            t = tags.get(name[plen:plen + 10])
-            m = pending._NAME.fullmatch(name[plen + 11:])
-            if t and m:
-                out.setdefault(t, set()).add(m.group(3))
+            parsed = pending.parse_name(name)
+            if parsed is not None and parsed[0] in tags:
+                out.setdefault(tags[parsed[0]], set()).add(parsed[3])
         return {t: sorted(v) for t, v in out.items()}
-
-    def has_pending(self, table: str) -> bool:
-        """This tenant still has slices of `table` waiting."""
-        return bool(pending.list_pending(self, table, self.tenant))
 
     def merge_pending(self, table: str, primary_key: list[str]) -> "pending.MergeDone":
         """Every tenant's pending slices of `table` in one MERGE, under the table's merge lock

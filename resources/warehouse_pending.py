@@ -103,22 +103,32 @@ def stage(dest, table: str, files, specs, extra, *, kind: str, run_id: str = "")
 
 _NAME = re.compile(r"([ufr])(\d+)_([a-z][a-z0-9_]*)")
 _KIND = {k[0]: k for k in KINDS}
+_TAG_LEN = len(tag(""))
+
+
+def parse_name(name: str) -> tuple[str, str, int, str] | None:
+    """A pending table's name as (table tag, kind, sequence, tenant); None: not one."""
+    if not name.startswith(PENDING_PREFIX):
+        return None
+    rest = name[len(PENDING_PREFIX):]
+    m = _NAME.fullmatch(rest[_TAG_LEN + 1:]) if rest[_TAG_LEN:_TAG_LEN + 1] == "_" else None
+    return (rest[:_TAG_LEN], _KIND[m.group(1)], int(m.group(2)), m.group(3)) if m else None
 
 
 def list_pending(dest, table: str, tenant: str | None = None) -> list[Pending]:
     """The pending slices of a warehouse table (of one tenant), oldest first. The name holds
     the kind, the sequence and the tenant; the columns are the table's own (tables.get)."""
-    prefix = pending_prefix(table)
     out = []
-    for name in dest.list_tables((prefix,)):
-        m = _NAME.fullmatch(name[len(prefix):])
-        if not m or (tenant is not None and m.group(3) != tenant):
+    for name in dest.list_tables((pending_prefix(table),)):
+        parsed = parse_name(name)
+        if parsed is None or (tenant is not None and parsed[3] != tenant):
             continue
+        _, kind, seq, who = parsed
         cols = dest.columns(name)
         if cols is None:
             continue                       # merged and dropped meanwhile
-        out.append(Pending(name, table, m.group(3), tenant_bucket(m.group(3)), int(m.group(2)),
-                           _KIND[m.group(1)], {k: (c.name, c.type.name) for k, c in cols.items()}))
+        out.append(Pending(name, table, who, tenant_bucket(who), seq, kind,
+                           {k: (c.name, c.type.name) for k, c in cols.items()}))
     return sorted(out, key=lambda p: p.order)
 
 

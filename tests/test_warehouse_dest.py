@@ -239,6 +239,8 @@ def test_the_merge_keeps_the_newest_row_per_key_and_deletes_only_in_complete_sli
 
 
 def test_pending_names_carry_kind_sequence_and_tenant():
-    m = wp._NAME.fullmatch("f1796197990909371991_shop_12")
-    assert m.groups() == ("f", "1796197990909371991", "shop_12")
-    assert wp._NAME.fullmatch("x1_a") is None and wp.pending_prefix("a") != wp.pending_prefix("a_b")
+    name = wp.pending_prefix("members") + "f1796197990909371991_shop_12"
+    assert wp.parse_name(name) == (wp.tag("members"), "full", 1796197990909371991, "shop_12")
+    assert wp.parse_name(wp.pending_prefix("members") + "x1_a") is None
+    assert wp.parse_name("_hakobu_stg_members_1") is None
+    assert wp.pending_prefix("a") != wp.pending_prefix("a_b")
