@@ -137,13 +137,17 @@ def sync_tenant(config: Config, tenant_id: str, *, io: IO, tables: list[str] | N
                                plan=run.plans[name], warehouse=run.warehouse, verify=verify),
             what=f"{tenant_id}/{name}")
 
-    if run.dest is not None and hasattr(run.dest, "hold_notes"):
-        run.dest.hold_notes()        # the tables' rotation notes in one statement at the end
+    # The tables' watermark moves and rotation notes go in one statement per dataset at the
+    # end (resources.bigquery_state.hold_watermarks: safe, each is held after its MERGE).
+    held = [d for d in (run.dest, run.warehouse.dest if run.warehouse else None)
+            if d is not None and hasattr(d, "hold_watermarks")]
+    for d in held:
+        d.hold_watermarks()
     try:
         results = run_tables(run, one, run.workers(), on_result)
     finally:
-        if run.dest is not None and hasattr(run.dest, "flush_notes"):
-            run.dest.flush_notes()
+        for d in held:
+            d.flush_state()
     if merge_warehouse and run.warehouse is not None and run.warehouse.deferred:
         fold_merge(results, merge_warehouse_tables(config, io, tenants=[run.tenant.tenant],
                                                    tables=[r.table for r in results if r.ok],
