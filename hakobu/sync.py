@@ -18,7 +18,7 @@ from hakobu.plan import TablePlan
 from hakobu.ports import IO, Destination, ReadGate, Source
 from hakobu.results import NO_HOOKS, Hooks, TableResult, failed_result, with_retries
 from hakobu.table import sync_table
-from hakobu.warehouse import WarehouseTarget, open_warehouse
+from hakobu.warehouse import WarehouseTarget, open_warehouse, table_names
 from hakobu.warehouse_merge import fold_merge, merge_warehouse_tables
 
 
@@ -79,6 +79,9 @@ def open_tenant_run(config: Config, tenant_id: str, *, io: IO, tables: list[str]
     if warehouse is not False:
         run.warehouse = open_warehouse(config, tenant, io, list(run.plans.values()),
                                        defer=defer_warehouse)
+        wdest = run.warehouse.dest if run.warehouse is not None else None
+        if wdest is not None and hasattr(wdest, "prefetch_watermarks"):
+            wdest.prefetch_watermarks(table_names(list(run.plans.values()), config.warehouse))
     run.gov = io.gate(cluster)
     return run
 

@@ -43,7 +43,7 @@ class WarehouseTarget:
                              incremental=plan.cursor is not None and not plan.full_replace)
 
 
-def _table_names(plans: list[TablePlan], w) -> list[str]:
+def table_names(plans: list[TablePlan], w) -> list[str]:
     """The warehouse tables of these plans; one whose policy is wrong is left out here (its
     table reports that error itself, and reads its watermark on its own)."""
     names = []
@@ -74,8 +74,6 @@ def open_warehouse(config: Config, tenant: Tenant, io: IO,
         if dest.ensure_dataset(labels={"managed-by": "hakobu", "role": "warehouse"}):
             io.grant_new_dataset(config, dest)   # grants from permissions.csv as soon as it exists
         dest.ensure_state_table()
-        if hasattr(dest, "prefetch_watermarks"):
-            dest.prefetch_watermarks(_table_names(plans, w))
         if defer and hasattr(dest, "merge_pending"):
             dest.deferred = target.deferred = True
         target.dest = dest
