@@ -17,6 +17,7 @@ from hakobu.types import ColumnSpec
 
 STATE_TABLE = "_hakobu_state"
 NOTE_SUFFIX = "#verify"          # state row of a table's content-verification rotation
+KEYS_SUFFIX = "#keys"            # state row: the key stats that sized its checksum buckets
 STAGING_PREFIX = "_hakobu_stg_"
 SHADOW_PREFIX = "_hakobu_shadow_"
 SYNCED_AT = "_hakobu_synced_at"

@@ -62,6 +62,9 @@ from hakobu.bucketing import (DEFAULT_BUCKET_ROWS, MASK64, Bucketing, choose_buc
 from hakobu.errors import LoadError
 from hakobu.keys import to_source_value
 from hakobu.plan import TablePlan
+from hakobu.key_stats import keep_stats, recall
+from hakobu.ports import KeyStats
+from hakobu.rotation import night_number
 from hakobu.types import dest_schema, to_dest
 
 REPAIR_GROUP_ROWS = 500_000      # source keys held (and staged) at once during a repair
@@ -195,36 +198,58 @@ def slot(gate, plan: TablePlan):
 
 def size_bucketing(source, dest, plan: TablePlan, table: str, *, gate=None,
                    dest_exists: bool | None = None,
-                   bucket_rows: int = DEFAULT_BUCKET_ROWS) -> Bucketing:
+                   bucket_rows: int = DEFAULT_BUCKET_ROWS,
+                   remembered: KeyStats | None = None) -> Bucketing:
     """The bucketing of one comparison, sized from the BigQuery copy's COUNT/MIN/MAX (the
-    source's when BigQuery is empty): the same for the key checksums and the content digests."""
+    source's when BigQuery is empty), or from `remembered` ones: the same for the key checksums
+    and the content digests."""
+    return _sized(source, dest, plan, table, gate, dest_exists, bucket_rows, remembered)[0]
+
+
+def _sized(source, dest, plan, table, gate, dest_exists, bucket_rows, remembered):
+    """(bucketing, the stats that sized it, whether they were queried now)."""
     probe = choose_bucketing(plan, 1)          # which column sizes the buckets (and type check)
     if probe.mode == "count":
-        return probe
+        return probe, None, False
     column = probe.column if probe.ranged else None
     distinct = probe.mode == "prefix"
-    if dest_exists is None:
-        dest_exists = dest.table_schema(table) is not None
-    stats = dest.key_stats(table, plan, column, distinct) if dest_exists else None
-    if stats is None or not stats.rows:
-        with slot(gate, plan):
-            stats = source.key_stats(plan, column, distinct)
-    return choose_bucketing(plan, stats.rows, stats.lo, stats.hi, stats.distinct, bucket_rows)
+    stats, fresh = remembered, False
+    if stats is None:
+        if dest_exists is None:
+            dest_exists = dest.table_schema(table) is not None
+        stats = dest.key_stats(table, plan, column, distinct) if dest_exists else None
+        if stats is None or not stats.rows:
+            with slot(gate, plan):
+                stats = source.key_stats(plan, column, distinct)
+        fresh = True
+    return (choose_bucketing(plan, stats.rows, stats.lo, stats.hi, stats.distinct, bucket_rows),
+            stats, fresh)
 
 
 def compare_table(source, dest, plan: TablePlan, *, bucket_rows: int = DEFAULT_BUCKET_ROWS,
-                  gate=None, table: str | None = None) -> "Comparison":
+                  gate=None, table: str | None = None, remember: bool = False,
+                  bucketing: Bucketing | None = None, run_id: str = "") -> "Comparison":
     """Compare the tenant's table in MySQL with its BigQuery copy, bucket by bucket.
 
     Three queries: the BigQuery copy's COUNT/MIN/MAX (to size the buckets; the source's when
     BigQuery is empty), one aggregate on the source, one on BigQuery. Read-only. `table`: the
     BigQuery table when it is not named like the source table. A destination with a `scope`
     (a shared table, e.g. the warehouse) is compared on that tenant's slice only.
+
+    With `remember` (the nightly checks, where the destination keeps state), the stats that
+    sized last night's buckets size tonight's (REMEMBER_NIGHTS, DRIFT): two queries, not
+    three, on most nights. `bucketing`: reuse a comparison's (a check after its repair).
     """
     table = table or plan.bq_table
     dest_exists = dest.table_schema(table) is not None
-    b = size_bucketing(source, dest, plan, table, gate=gate, dest_exists=dest_exists,
-                       bucket_rows=bucket_rows)
+    night = night_number()
+    keeps = remember and hasattr(dest, "read_key_stats")
+    if bucketing is not None:
+        b, stats, fresh = bucketing, None, False
+    else:
+        remembered = recall(dest, table, plan, night) if keeps and dest_exists else None
+        b, stats, fresh = _sized(source, dest, plan, table, gate, dest_exists, bucket_rows,
+                                 remembered)
     cmp = Comparison(plan.tenant, table, b, dest_exists=dest_exists)
     t0 = time.monotonic()
     with slot(gate, plan):
@@ -238,6 +263,8 @@ def compare_table(source, dest, plan: TablePlan, *, bucket_rows: int = DEFAULT_B
     cmp.bucket_ids = set(src) | set(dst)
     cmp.buckets_total = len(cmp.bucket_ids)
     cmp.differing = diff_buckets(b, src, dst)
+    if keeps and stats is not None and dest_exists:
+        keep_stats(dest, table, plan, stats, fresh, cmp.source_rows, night, run_id)
     return cmp
 
 

@@ -49,14 +49,16 @@ def after_table(source: Source, plan: TablePlan, sinks: list[Sink], res: TableRe
                 continue         # a pending slice: checked by the merge step once merged
             pre = "" if s.kind == CUSTOMER else "warehouse_"
             try:
-                cmp = compare_table(source, s.dest, plan, table=s.table, gate=gov)
+                cmp = compare_table(source, s.dest, plan, table=s.table, gate=gov,
+                                    remember=True, run_id=run_id)
                 if reconcile:
                     rep = repair_deletes(source, s.dest, plan, cmp, gate=gov,
                                          run_id=f"{run_id}_cks", merge_missing=s.kind == CUSTOMER)
                     res.extra.update({pre + k: v for k, v in rep.metadata().items()})
                     res.extra[pre + "checksum_buckets_differing"] = cmp.buckets_differing
                     if not cmp.equal:
-                        cmp = compare_table(source, s.dest, plan, table=s.table, gate=gov)
+                        cmp = compare_table(source, s.dest, plan, table=s.table, gate=gov,
+                                            bucketing=cmp.bucketing)
                 if VERIFY_CONTENT and cmp.dest_exists and res.mode != "initial":
                     content_pass(source, s, plan, cmp, res, gov, run_id, pre)
                 if s.kind == CUSTOMER:

@@ -80,8 +80,12 @@ class _Tenant:
                                         and any_hashed([plan], self.config.warehouse)):
                 self.flush()
                 self._target = open_warehouse(self.config, self.tenant, self.io, [plan])
-                if self._target.dest is not None and hasattr(self._target.dest, "hold_notes"):
-                    self._target.dest.hold_notes()     # flushed after the step's checks
+                dest = self._target.dest
+                if dest is not None and hasattr(dest, "hold_notes"):
+                    dest.hold_notes()     # flushed after the step's checks
+                if dest is not None and hasattr(dest, "prefetch_watermarks"):
+                    # the notes and key stats of all its tables in one query, not two per table
+                    dest.prefetch_watermarks([table_name(t.name) for t in self.tenant.tables])
             target = self._target
         exported, sinks, _, err = build_sinks(plan, table, None, target)
         if err or not sinks:

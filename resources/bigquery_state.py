@@ -11,7 +11,7 @@ import json
 
 from google.cloud import bigquery
 
-from hakobu.bqschema import NOTE_SUFFIX, STATE_TABLE
+from hakobu.bqschema import KEYS_SUFFIX, NOTE_SUFFIX, STATE_TABLE
 from hakobu.errors import LoadError
 from hakobu.state import Watermark
 
@@ -31,7 +31,7 @@ class StateTable:
     def prefetch_watermarks(self, tables: list[str]) -> None:
         """Read the watermarks of all `tables` in one query: each table's first read_watermark
         in this run takes its value from here (later ones, e.g. a retry, read again)."""
-        names = list(tables) + [t + NOTE_SUFFIX for t in tables]
+        names = list(tables) + [t + sfx for t in tables for sfx in (NOTE_SUFFIX, KEYS_SUFFIX)]
         rows = self.rows(f"SELECT table_name, watermark, version FROM {self.ref(STATE_TABLE)} "
                          "WHERE table_name IN UNNEST(@ts)",
                          [bigquery.ArrayQueryParameter("ts", "STRING", names)])
@@ -41,6 +41,21 @@ class StateTable:
                             if t in found else None for t in tables}
         self._notes = {t: json.loads(found[t + NOTE_SUFFIX]["watermark"])
                        if t + NOTE_SUFFIX in found else None for t in tables}
+        self._key_memos = {t: json.loads(found[t + KEYS_SUFFIX]["watermark"])
+                           if t + KEYS_SUFFIX in found else None for t in tables}
+
+    def read_key_stats(self, table: str) -> dict | None:
+        """The key stats remembered for a table's checksum buckets (hakobu.checksums), if any."""
+        memos = getattr(self, "_key_memos", {})
+        if table in memos:
+            return memos.pop(table)
+        rows = self.rows(f"SELECT watermark FROM {self.ref(STATE_TABLE)} WHERE table_name = @t",
+                         [bigquery.ScalarQueryParameter("t", "STRING", table + KEYS_SUFFIX)])
+        return json.loads(rows[0]["watermark"]) if rows else None
+
+    def write_key_stats(self, table: str, memo: dict, run_id: str) -> None:
+        """Remember them (an upsert, held like the notes until flush_state)."""
+        self._hold_row(table + KEYS_SUFFIX, memo, run_id)
 
     def read_note(self, table: str) -> dict | None:
         """The content-verification note of a table (hakobu.verify.VerifyNote), if any."""
@@ -54,11 +69,14 @@ class StateTable:
         """Upsert the note: it only ever moves forward with the nights, and two runs of one
         tenant never overlap, so it needs no compare-and-set. Held until flush_notes after
         hold_notes (a run's notes in one statement)."""
+        self._hold_row(table + NOTE_SUFFIX, note, run_id)
+
+    def _hold_row(self, name: str, value: dict, run_id: str) -> None:
         held = getattr(self, "_held_notes", None)
         if held is not None:
-            held[table] = (note, run_id)
+            held[name] = (value, run_id)
             return
-        self._write_notes({table: (note, run_id)})
+        self._write_notes({name: (value, run_id)})
 
     def hold_notes(self) -> None:
         """Keep the notes written from now on until flush_notes: one MERGE for all of a run's
@@ -73,7 +91,7 @@ class StateTable:
     def _write_notes(self, notes: dict) -> None:
         params, rows = [], []
         for i, (table, (note, run_id)) in enumerate(sorted(notes.items())):
-            params += [bigquery.ScalarQueryParameter(f"t{i}", "STRING", table + NOTE_SUFFIX),
+            params += [bigquery.ScalarQueryParameter(f"t{i}", "STRING", table),
                        bigquery.ScalarQueryParameter(f"w{i}", "STRING",
                                                      json.dumps(note, sort_keys=True)),
                        bigquery.ScalarQueryParameter(f"r{i}", "STRING", run_id)]
@@ -159,7 +177,7 @@ class StateTable:
             return 0
         params, rows = [], []
         for i, (name, value, base, run_id) in enumerate(
-                [(t + NOTE_SUFFIX, json.dumps(n, sort_keys=True), None, r)
+                [(t, json.dumps(n, sort_keys=True), None, r)
                  for t, (n, r) in sorted(notes.items())]
                 + [(t, new.to_json(), prev.version if prev else 0, r)
                    for t, (prev, new, r) in sorted(marks.items())]):
