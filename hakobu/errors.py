@@ -71,6 +71,37 @@ class TypeChangeError(SchemaError):
     values (narrower, another type family): this table stops until a backfill reloads it."""
 
 
+class BinlogNotReady(SourceError):
+    """The source's binary log cannot carry change data capture as it is set (no binary log,
+    not ROW, not FULL images or metadata, or retention shorter than a snapshot needs). Every
+    problem is in `problems`, each naming the variable read and the exact fix; nothing was read.
+    Terminal: the fix is a server setting, not a retry."""
+
+    def __init__(self, message: str, problems: list[str], fixes: list[str]):
+        self.problems = problems
+        self.fixes = fixes
+        body = "\n".join([message, *(f"  - {p}" for p in problems)])
+        super().__init__(body, hint="; ".join(fixes))
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  to fix: {self.hint}"
+
+
+class PositionLost(SourceError):
+    """A saved binlog position cannot be read from any more: its file was purged, the offset is
+    past the end or not an event boundary, or the server is not the one that wrote it (replaced,
+    as by an RDS blue/green switch or a restore; or its log reset with RESET MASTER). Reading on
+    would silently miss every change since the position, so the tables read from it need a
+    full reload (`hakobu backfill`) and a new position. Terminal."""
+
+    def __init__(self, message: str, reasons: list[str], *, hint: str):
+        self.reasons = reasons
+        super().__init__("\n".join([message, *(f"  - {r}" for r in reasons)]), hint=hint)
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  to recover: {self.hint}"
+
+
 class LoadError(HakobuError):
     """Writing to BigQuery failed."""
 

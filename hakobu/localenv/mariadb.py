@@ -50,6 +50,24 @@ SERVER_OPTIONS = (
     "--collation-server=utf8mb4_general_ci",
 )
 
+# `binlog=True` (change data capture, issue #15): what the binlog reader needs and
+# hakobu/binlog_health.py demands. ROW + FULL image: whole before/after rows; FULL metadata
+# (MariaDB 10.5+): column names, signedness, charsets, ENUM/SET values in each table-map event,
+# so no INFORMATION_SCHEMA lookup and no relabelling by a later ALTER. Retention 2 days (=
+# expire_logs_days=2): a small disk on dev boxes, no file expires in a test session, and it
+# passes the guard's 24 h headroom.
+BINLOG_SERVER_ID = 1
+BINLOG_BASENAME = "hakobu-bin"          # files datadir/hakobu-bin.000001, ...
+BINLOG_RETENTION_S = 2 * 24 * 3600
+BINLOG_OPTIONS = (
+    f"--log-bin={BINLOG_BASENAME}",
+    f"--server-id={BINLOG_SERVER_ID}",
+    "--binlog-format=ROW",
+    "--binlog-row-image=FULL",
+    "--binlog-row-metadata=FULL",
+    f"--binlog-expire-logs-seconds={BINLOG_RETENTION_S}",
+)
+
 _SEARCH_DIRS = ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/usr/libexec")
 _INSTALL_HINT = ("install MariaDB (Debian/Ubuntu: `sudo apt-get install mariadb-server`; macOS: "
                  "`brew install mariadb`), or point HAKOBU_MYSQL_HOST / HAKOBU_MYSQL_PORT "
@@ -141,14 +159,18 @@ def ensure_mysql(state_dir: Path, *, host: str = DEFAULT_HOST, port: int = DEFAU
         return _start_private(state_dir, timeout, avoid_ports=avoid)
 
 
-def start_private(state_dir: Path, *, system_timezone: str | None = None,
+def start_private(state_dir: Path, *, system_timezone: str | None = None, binlog: bool = False,
                   timeout: float = 60.0) -> MySQLServer:
     """Always start a private MariaDB in `state_dir` (never the shared server), on a free port.
 
     `system_timezone` (an IANA name such as Asia/Tokyo) becomes the server's **system** time
     zone (the TZ of the mariadbd process): what NOW() returns in sessions that keep the default
     `time_zone = SYSTEM`, and the zone of INNODB_TRX.trx_started whatever the session says.
-    Tests use it to see code that silently assumes a UTC host. The caller stops it."""
+    Tests use it to see code that silently assumes a UTC host.
+
+    `binlog=True` adds BINLOG_OPTIONS (a binary log for change data capture). A server already
+    running in `state_dir` is reused only when its binary log matches what was asked (a state
+    dir keeps one role). The caller stops it."""
     state_dir = Path(state_dir).expanduser().resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     env = None
@@ -157,8 +179,23 @@ def start_private(state_dir: Path, *, system_timezone: str | None = None,
     with locked(state_dir / ".lock"):
         server = _running_private(state_dir, timeout)
         if server is not None:
+            _same_binlog(server, binlog)
             return server
-        return _start_private(state_dir, timeout, avoid_ports={DEFAULT_PORT}, env=env)
+        options = BINLOG_OPTIONS if binlog else ()
+        return _start_private(state_dir, timeout, avoid_ports={DEFAULT_PORT}, env=env,
+                              extra_options=options)
+
+
+def _same_binlog(server: MySQLServer, binlog: bool) -> None:
+    with contextlib.closing(server.connect()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT @@GLOBAL.log_bin")
+        running = bool(cur.fetchone()[0])
+    if running != binlog:
+        state = "with" if running else "without"
+        raise HakobuError(
+            f"the private MariaDB running in {server.datadir.parent} (pid {server.pid}, port "
+            f"{server.port}) runs {state} a binary log, but binlog={binlog} was asked for",
+            hint=f"use another state dir for it, or stop that server (`kill {server.pid}`)")
 
 
 # --- probing --------------------------------------------------------------------------------------
@@ -292,7 +329,8 @@ def _choose_port(port_file: Path, avoid: set[int]) -> int:
 
 
 def _start_private(state_dir: Path, timeout: float, avoid_ports: set[int],
-                   env: dict[str, str] | None = None) -> MySQLServer:
+                   env: dict[str, str] | None = None,
+                   extra_options: tuple[str, ...] = ()) -> MySQLServer:
     mariadbd, install_db = _binaries()
     p = _paths(state_dir)
     datadir = p["data"]
@@ -306,7 +344,7 @@ def _start_private(state_dir: Path, timeout: float, avoid_ports: set[int],
         log_offset = p["log"].stat().st_size if p["log"].exists() else 0
         cmd = [mariadbd, "--no-defaults", f"--datadir={datadir}", f"--port={port}",
                f"--socket={p['socket']}", f"--pid-file={p['pid']}", f"--log-error={p['log']}",
-               *SERVER_OPTIONS, *_as_root_flags()]
+               *SERVER_OPTIONS, *extra_options, *_as_root_flags()]
         with open(p["log"], "ab") as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True, env=env)
