@@ -6,6 +6,7 @@ materializations. Tables load side by side up to the cluster's connection budget
 failure is its result, never the tenant's.
 """
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from hakobu.results import NO_HOOKS, Hooks, TableResult, failed_result, with_ret
 from hakobu.table import sync_table
 from hakobu.warehouse import WarehouseTarget, open_warehouse, table_names
 from hakobu.warehouse_merge import fold_merge, merge_warehouse_tables
+
+log = logging.getLogger("hakobu.sync")
 
 
 @dataclass
@@ -148,9 +151,15 @@ def sync_tenant(config: Config, tenant_id: str, *, io: IO, tables: list[str] | N
         d.hold_watermarks()
     try:
         results = run_tables(run, one, run.workers(), on_result)
-    finally:
-        for d in held:
-            d.flush_state()
+    except BaseException:
+        for d in held:             # keep what the finished tables merged; the cause goes on
+            try:
+                d.flush_state()
+            except Exception as exc:  # noqa: BLE001 — the run's own error is the one to see
+                log.error("%s: writing the held watermarks failed too: %s", tenant_id, exc)
+        raise
+    for d in held:
+        d.flush_state()
     if merge_warehouse and run.warehouse is not None and run.warehouse.deferred:
         fold_merge(results, merge_warehouse_tables(config, io, tenants=[run.tenant.tenant],
                                                    tables=[r.table for r in results if r.ok],
