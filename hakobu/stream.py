@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import pymysql
 
+from hakobu import cancel
 from hakobu.binlog import Checkpoint
 from hakobu.config import Cluster, Config, Tenant
 from hakobu.errors import HakobuError, PositionLost
@@ -240,8 +241,9 @@ class ClusterStream:
         """Stream until stopped (or the end of the log when not blocking; or for_seconds),
         flushing every flush_every_s and merging each table at its cadence. Not blocking, the
         last round merges every table (a catch-up run: `hakobu stream --once`)."""
-        if not self.tenants:
+        if not self.tenants or cancel.requested():
             return self.stats
+        self._stop.clear()                 # a run after a finished one (catch-up rounds)
         router = Router(t.route for ts in self.tenants.values() for t in ts.tables.values())
         q: queue.Queue = queue.Queue(maxsize=1000)
         reader = BinlogReader(self.cluster, self.start(), router.tables,
