@@ -9,7 +9,7 @@ BigQuery takes BIGNUMERIC in insertAll as a string)."""
 import pytest
 
 from hakobu.sync import sync_tenant
-from tests.cdc.rt_helpers import bq_rows, catch_up, config_of, stream_of
+from tests.cdc.rt_helpers import bq_rows, config_of, stream_of
 from tests.cdc.test_binlog_types import COLUMNS, DELETES, INSERTS, TABLE, UPDATES
 from tests.helpers import Sql, dataset_factory
 
