@@ -79,6 +79,31 @@ def table_name(mysql_name: str) -> str:
     return mysql_name if valid_table(mysql_name) else _mapped(mysql_name, MAX_TABLE, "table")
 
 
+LIVE_SUFFIX = "_live"
+CHANGE_LOG_PREFIX = "_hakobu_cl_"
+
+
+def _fitted(name: str, room: int) -> str:
+    """`name` cut to `room` characters, with 6 hex digits of its hash when it had to be cut
+    (two long names sharing a beginning stay apart)."""
+    if len(name) <= room:
+        return name
+    suffix = "_" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:HASH_DIGITS]
+    return name[:room - len(suffix)] + suffix
+
+
+def live_view(bq_table: str) -> str:
+    """The view showing a realtime table's latest state (the table overlaid by the changes
+    not merged yet): `<table>_live`, beside the table in the customer's dataset."""
+    return _fitted(bq_table, MAX_TABLE - len(LIVE_SUFFIX)) + LIVE_SUFFIX
+
+
+def change_log(bq_table: str) -> str:
+    """A realtime table's change log: `_hakobu_cl_<table>` (hakobu's prefix: no source table
+    is ever delivered under it)."""
+    return CHANGE_LOG_PREFIX + _fitted(bq_table, MAX_TABLE - len(CHANGE_LOG_PREFIX))
+
+
 def _mapped(name: str, limit: int, empty: str) -> str:
     decomposed = unicodedata.normalize("NFKD", name.translate(_LATIN))
     ascii_ = "".join(c for c in decomposed if ord(c) < 128)

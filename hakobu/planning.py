@@ -52,6 +52,13 @@ def plan_table(refl: Reflected | None, tenant: Tenant, table: Table, cluster: Cl
         _check_key_not_null(need, pk, tenant, schema, name)
     key_index, key_enforced = _key_index(refl, pk)
     full_replace = not pk
+    if full_replace and table.delivery == "realtime":
+        raise at_key(SchemaError(
+            f"{schema}.{name} has no primary key, and delivery: realtime merges every change "
+            "on one", tenant=t, table=name,
+            hint=f"add a primary key in MySQL, declare NOT NULL columns that identify a row "
+                 f"as primary_key: [...] in {tenant.file or 'the tenant file'}, or deliver "
+                 "it nightly"), "delivery")
     if full_replace and table.without_primary_key != "replace":
         raise SchemaError(
             f"{schema}.{name} has no primary key, so rows cannot be merged idempotently",

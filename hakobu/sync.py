@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from hakobu.config import Config, Tenant
+from hakobu.errors import ConfigError
 from hakobu.planning import plan_for
 from hakobu.plan import TablePlan
 from hakobu.ports import IO, Destination, ReadGate, Source
@@ -50,11 +51,15 @@ def open_tenant_run(config: Config, tenant_id: str, *, io: IO, tables: list[str]
                     run_id: str, customer: bool = True,
                     warehouse: bool | None = None,
                     on_result: Callable[[TableResult], None] | None = None,
-                    defer_warehouse: bool = False) -> TenantRun:
+                    defer_warehouse: bool = False, realtime: bool = False) -> TenantRun:
     """Plan every table first (reflection only): a table that does not fit its declaration is
-    reported and skipped before anything is written to BigQuery. Then the destinations."""
+    reported and skipped before anything is written to BigQuery. Then the destinations.
+
+    A `delivery: realtime` table is `hakobu stream`'s: a nightly run (the default) leaves it
+    out, and refuses it by name — two writers of one table would undo each other's rows.
+    `realtime=True` is the stream's snapshot of such tables (hakobu.stream)."""
     tenant = config.tenant(tenant_id)
-    names = tables or [t.name for t in tenant.tables]
+    names = tables or (tenant.realtime_tables if realtime else tenant.nightly_tables)
     for n in names:
         tenant.table(n)  # unknown table → ConfigError before anything happens
     cluster = config.cluster_of(tenant)
@@ -62,6 +67,11 @@ def open_tenant_run(config: Config, tenant_id: str, *, io: IO, tables: list[str]
     source.ping()
     run = TenantRun(config, tenant, source, run_id, names, {}, {})
     for n in names:
+        if not realtime and tenant.table(n).delivery == "realtime":
+            run.results[n] = failed_result(tenant.tenant, n, _streamed(tenant, n), "refused")
+            if on_result is not None:
+                on_result(run.results[n])
+            continue
         try:
             run.plans[n] = plan_for(source, tenant, tenant.table(n))
         except Exception as exc:    # noqa: BLE001 — one table's failure is its result
@@ -87,6 +97,14 @@ def open_tenant_run(config: Config, tenant_id: str, *, io: IO, tables: list[str]
             wdest.prefetch_watermarks(table_names(list(run.plans.values()), config.warehouse))
     run.gov = io.gate(cluster)
     return run
+
+
+def _streamed(tenant: Tenant, name: str) -> ConfigError:
+    return ConfigError(f"table {name!r} has delivery: realtime: `hakobu stream` delivers it, "
+                       "not the nightly job", tenant=tenant.tenant, table=name,
+                       hint=f"`hakobu stream --recover {tenant.tenant} --tables {name}` reloads "
+                            "it; `hakobu verify` compares it; or set delivery: nightly in "
+                            f"{tenant.file or 'the tenant file'}")
 
 
 def run_tables(run: TenantRun, fn: Callable[[str], TableResult], workers: int,
@@ -115,7 +133,7 @@ def sync_tenant(config: Config, tenant_id: str, *, io: IO, tables: list[str] | N
                 run_id: str | None = None,
                 hooks: Hooks = NO_HOOKS, on_result: Callable[[TableResult], None] | None = None,
                 customer: bool = True, warehouse: bool | None = None, verify: bool = False,
-                merge_warehouse: bool = True) -> list[TableResult]:
+                merge_warehouse: bool = True, realtime: bool = False) -> list[TableResult]:
     """Deliver the tenant's tables (all, or the named ones) into its customer dataset and, when
     tenants/warehouse.yaml enables it (and `warehouse` is not False), into the warehouse too —
     from the same reads.
@@ -132,7 +150,7 @@ def sync_tenant(config: Config, tenant_id: str, *, io: IO, tables: list[str] | N
     run_id = run_id or uuid.uuid4().hex[:12]
     run = open_tenant_run(config, tenant_id, io=io, tables=tables, run_id=run_id,
                           customer=customer, warehouse=warehouse, on_result=on_result,
-                          defer_warehouse=True)
+                          defer_warehouse=True, realtime=realtime)
     if not run.plans:
         return [run.results[n] for n in run.names]
 

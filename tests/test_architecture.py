@@ -64,7 +64,8 @@ LATE_MARKER = "# late:"
 # load`, `backfill`, `demo`, `make dev`) sit above it, as a deployment does.
 ENTRY = ("hakobu.cli", "hakobu.launch", "hakobu.demo", "hakobu.localenv.dev")
 APP = ("hakobu.verify_run", "hakobu.status", "hakobu.tonight", "hakobu.stop", "hakobu.runs",
-       "hakobu.run_launcher", "hakobu.localenv", "hakobu.grants.cli", "hakobu.reconcile")
+       "hakobu.run_launcher", "hakobu.localenv", "hakobu.grants.cli", "hakobu.reconcile",
+       "hakobu.stream")
 LAYERS = {6: "entry", 5: "pipelines", 4: "assets", 3: "app", 2: "resources", 1: "core"}
 
 # While issue #13 is being worked on in several branches, main holds code these tests refuse:

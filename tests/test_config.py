@@ -342,3 +342,34 @@ def test_shared_files_fail_closed_even_isolated(tmp_path, file, text):
     with pytest.raises(ConfigErrors) as exc:
         load_config(root, isolate=True)
     assert file in str(exc.value)
+
+
+# -- issue #15: delivery: realtime ---------------------------------------------------------------
+
+def test_delivery_defaults_to_nightly_and_takes_realtime(tmp_path):
+    text = "tenant: a\ncluster: main\n" + GOOD.replace(
+        "    cursor: updated_at", "    cursor: updated_at\n  - name: events\n"
+                                  "    delivery: realtime\n    merge_every_minutes: 30")
+    t = load_config(write(tmp_path, {"a.yaml": text})).tenant("a")
+    assert [x.delivery for x in t.tables] == ["nightly", "realtime"]
+    assert t.realtime_tables == ["events"] and t.nightly_tables == ["orders"]
+    assert t.table("events").merge_every_minutes == 30
+
+
+@pytest.mark.parametrize("extra, says", [
+    ("    delivery: streaming", "'nightly' or 'realtime'"),
+    ("    delivery: realtime\n    without_primary_key: replace", "needs a primary key"),
+    ("    delivery: realtime\n    merge_every_minutes: 5", "greater than or equal to 10"),
+])
+def test_realtime_options_are_refused_with_file_and_line(tmp_path, extra, says):
+    text = "tenant: a\ncluster: main\n" + GOOD.replace(
+        "    cursor: updated_at", "    cursor: updated_at\n" + extra)
+    [err] = errors_of(write(tmp_path, {"a.yaml": text}))
+    assert "a.yaml:" in err and says in err, err
+
+
+def test_a_live_view_that_would_be_another_table_is_refused(tmp_path):
+    text = "tenant: a\ncluster: main\n" + GOOD.replace(
+        "    cursor: updated_at", "    delivery: realtime\n  - name: orders_live")
+    [err] = errors_of(write(tmp_path, {"a.yaml": text}))
+    assert "a.yaml:" in err and "'orders_live'" in err and "realtime table 'orders'" in err

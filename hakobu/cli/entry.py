@@ -8,7 +8,7 @@ import traceback
 from importlib.metadata import PackageNotFoundError, version
 
 from hakobu import __version__, stop
-from hakobu.cli import commands, load, validate
+from hakobu.cli import commands, load, stream, validate
 from hakobu.cli.common import EXIT_FAIL
 from hakobu.errors import explain
 from hakobu.grants.cli import register as register_grants
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     _validate_and_loads(command)
     _status_and_verify(command)
     _local(command)
+    stream.register(command)
     register_grants(sub, parents=[common], epilog=EXIT_CODES)
     return p
 

@@ -16,6 +16,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 
 from hakobu.config.yamlfile import line_of
 from hakobu.errors import ConfigError, ConfigErrors
+from hakobu.naming import live_view, table_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 CLUSTERS_FILE = "clusters.yaml"
@@ -201,9 +202,19 @@ class Table(_Model):
     zero_dates: Literal["to_null", "fail"] | None = None
     export_sensitive: list[ColumnName] = []
     verify_every: int | None = Field(default=None, ge=1, le=366)   # default: the cluster's
+    # nightly: the nightly job reads it by keyset queries. realtime: `hakobu stream` follows
+    # the cluster's binlog into a change log and merges it every merge_every_minutes (at least
+    # 10: at most 144 MERGEs of the table a day, far inside BigQuery's 1,500 table writes;
+    # docs/realtime.md); the nightly job then only verifies it.
+    delivery: Literal["nightly", "realtime"] = "nightly"
+    merge_every_minutes: int = Field(default=10, ge=10, le=1440)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Table":
+        if self.delivery == "realtime" and self.without_primary_key == "replace":
+            raise ValueError("delivery: realtime needs a primary key (each change is merged "
+                             "on it); without_primary_key: replace cannot stream — add a "
+                             "primary key in MySQL or declare primary_key: [...]")
         if self.query_rows is not None and self.query_rows < self.chunk_rows:
             raise ValueError(f"query_rows ({self.query_rows}) must be at least chunk_rows "
                              f"({self.chunk_rows}): a query streams its rows in chunks")
@@ -240,7 +251,27 @@ class Tenant(_Model):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"table(s) listed twice: {dupes}")
+        self._no_live_view_clash()
         return self
+
+    def _no_live_view_clash(self) -> None:
+        """A realtime table's live view (`<table>_live`, hakobu.naming.live_view) must not be
+        the BigQuery name of another of the tenant's tables (names compared without case)."""
+        bq = {table_name(t.name).lower(): t.name for t in self.tables}
+        for t in self.tables:
+            view = live_view(table_name(t.name)).lower()
+            if t.delivery == "realtime" and view in bq:
+                raise ValueError(f"realtime table {t.name!r} shows its latest state in the view "
+                                 f"{view!r}, which is the BigQuery table of {bq[view]!r}: "
+                                 "rename one of them in MySQL, or deliver it nightly")
+
+    @property
+    def realtime_tables(self) -> list[str]:
+        return [t.name for t in self.tables if t.delivery == "realtime"]
+
+    @property
+    def nightly_tables(self) -> list[str]:
+        return [t.name for t in self.tables if t.delivery == "nightly"]
 
     def table(self, name: str) -> Table:
         for t in self.tables:

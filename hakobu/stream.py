@@ -1,0 +1,372 @@
+"""`hakobu stream`: realtime delivery of one source cluster (issue #15; docs/realtime.md).
+
+One `ClusterStream` per source cluster holds one `BinlogReader` over every tenant's
+`delivery: realtime` tables on it, and for each table:
+
+1. **snapshot, position first** — the cluster's current checkpoint P0 is recorded in the
+   table's state row (`phase: snapshot`), then the table is read by the nightly machinery
+   (hakobu.table.sync_table: keyset chunks under the cluster's read governor, merged with
+   deletion of vanished rows). No lock: rows that change while it reads are changes after P0,
+   which the stream applies afterwards (full row images, latest per key wins). A crash
+   restarts the read with the same P0; the state then says `phase: streaming, merged: P0`;
+2. **stream** — every change after the table's start is appended to its change log by
+   insertAll every `flush_every_s`; then the cluster checkpoint is appended to each tenant's
+   `_hakobu_rt_checkpoint` (a checkpoint is recorded only after the changes before it were
+   accepted by BigQuery; changes at or below it are skipped on a replay);
+3. **merge** — every `merge_every_minutes` the latest change per key with seq in (merged,
+   checkpoint] goes into the customer's table; the state rows of the tenant's tables move in
+   one compare-and-set MERGE.
+
+A snapshot of a new table pauses the cluster's stream (it is read first, then the reader
+catches up from the oldest start): simple, and the binlog guard demands the retention for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pymysql
+
+from hakobu import cancel
+from hakobu.binlog import Checkpoint
+from hakobu.config import Cluster, Config, Tenant
+from hakobu.errors import HakobuError, PositionLost
+from hakobu.naming import change_log
+from hakobu.planning import plan_for
+from hakobu.policy import export_plan
+from hakobu.realtime import (SNAPSHOT, STREAMING, Delivery, RealtimeState, Route, Router,
+                             change_seq, checkpoint_json, checkpoint_of, log_rows, streamable)
+from hakobu.results import NO_HOOKS, Hooks
+from hakobu.table import sync_table
+from resources import binlog_server
+from resources.binlog_reader import BinlogReader
+from resources.changelog import RealtimeDataset
+from resources.io import LiveIO
+
+log = logging.getLogger("hakobu.stream")
+RECOVER_HINT = ("re-snapshot the tables from a new position: `hakobu stream --recover TENANT` "
+                "for each tenant with realtime tables on the cluster (optionally --tables ...)")
+
+
+@dataclass
+class TableStream:
+    route: Route
+    merge_every_s: float
+    state: RealtimeState | None = None
+    pending: list[Delivery] = field(default_factory=list)
+    last_merge: float = 0.0
+    appended: int = 0
+    merged_rows: int = 0
+    merges: int = 0
+
+
+@dataclass
+class TenantStream:
+    tenant: Tenant
+    rt: RealtimeDataset
+    tables: dict[str, TableStream]           # by BigQuery table name
+    checkpoint: Checkpoint | None = None     # the last one recorded in its dataset
+    recorded_at: float = 0.0
+
+
+@dataclass
+class StreamStats:
+    transactions: int = 0
+    changes: int = 0
+    flushes: int = 0
+    snapshots: list[str] = field(default_factory=list)
+    dropped: dict = field(default_factory=dict)
+
+
+def connect(cluster: Cluster):
+    return pymysql.connect(host=cluster.host, port=cluster.port, user=cluster.user,
+                           password=cluster.password().reveal(), autocommit=True,
+                           connect_timeout=10, charset="utf8mb4")
+
+
+class ClusterStream:
+    """The realtime delivery of one cluster's tenants (see the module docstring)."""
+
+    def __init__(self, config: Config, cluster: str, io: LiveIO, *, reader_id: int,
+                 flush_every_s: float = 2.0, snapshot_seconds: float = 3600.0,
+                 merge_every_s: float | None = None, hooks: Hooks = NO_HOOKS,
+                 tenants: list[str] | None = None, checkpoint_every_s: float = 60.0):
+        self.config, self.cluster = config, config.clusters[cluster]
+        self.io, self.reader_id, self.hooks = io, reader_id, hooks
+        self.flush_every_s, self.snapshot_seconds = flush_every_s, snapshot_seconds
+        self.merge_every_s, self.checkpoint_every_s = merge_every_s, checkpoint_every_s
+        self.run_id = uuid.uuid4().hex[:12]
+        self.stats = StreamStats()
+        self.tenants: dict[str, TenantStream] = {}
+        self._wanted = tenants
+        self._stop = threading.Event()
+
+    # -- opening --------------------------------------------------------------------------
+
+    def guard(self) -> None:
+        """Refuse a server whose binlog cannot carry a snapshot and the stream (BinlogNotReady)."""
+        conn = connect(self.cluster)
+        try:
+            binlog_server.ensure_ready(conn, self.snapshot_seconds)
+        finally:
+            conn.close()
+
+    def open(self) -> None:
+        """Plan every realtime table on the cluster, make its change log, read the states."""
+        source = self.io.source(self.cluster)
+        for tenant in self.config.tenants.values():
+            if tenant.cluster != self.cluster.name or not tenant.realtime_tables:
+                continue
+            if self._wanted is not None and tenant.tenant not in self._wanted:
+                continue
+            dest = self.io.customer(tenant)
+            if dest.ensure_dataset(labels={"managed-by": "hakobu", "tenant": tenant.tenant}):
+                self.io.grant_new_dataset(self.config, dest)
+            dest.ensure_state_table()
+            rt = RealtimeDataset(dest)
+            rt.ensure_checkpoints()
+            tables = {}
+            for name in tenant.realtime_tables:
+                cfg = tenant.table(name)
+                plan = streamable(export_plan(plan_for(source, tenant, cfg), cfg))
+                rt.ensure_change_log(plan.bq_table, list(plan.specs))
+                every = self.merge_every_s if self.merge_every_s is not None \
+                    else cfg.merge_every_minutes * 60.0
+                tables[plan.bq_table] = TableStream(Route(tenant.tenant, name, plan), every)
+            states = rt.read_states(list(tables))
+            for bq, ts in tables.items():
+                ts.state = states.get(bq)
+            latest = rt.latest_checkpoint(self.cluster.name)
+            self.tenants[tenant.tenant] = TenantStream(
+                tenant, rt, tables, checkpoint_of(latest) if latest else None)
+
+    def recover(self, tenant_id: str, tables: list[str] | None) -> list[str]:
+        """Start a new generation of these tables (default: all of the tenant's realtime
+        tables) from the current position: each is snapshotted again by `snapshot_new`."""
+        ts = self.tenants[tenant_id]
+        names = tables or ts.tenant.realtime_tables
+        chosen = [t for t in ts.tables.values() if t.route.table in names]
+        for n in names:
+            ts.tenant.table(n)
+        now = self._current()
+        moved = {t.route.bq_table: RealtimeState(
+            SNAPSHOT, checkpoint_json(now), (t.state.gen + 1) if t.state else 1,
+            change_seq(now.position), t.state.version if t.state else 0) for t in chosen}
+        for bq, s in ts.rt.write_states(moved, self.run_id).items():
+            ts.tables[bq].state = s
+        if len(chosen) == len(ts.tables):      # every table starts at `now`: so may the reader
+            ts.rt.record_checkpoint(self.cluster.name, checkpoint_json(now),
+                                    change_seq(now.position))
+            ts.checkpoint = now
+        return [t.route.table for t in chosen]
+
+    def _current(self) -> Checkpoint:
+        conn = connect(self.cluster)
+        try:
+            return binlog_server.current_checkpoint(conn)
+        finally:
+            conn.close()
+
+    # -- snapshot -------------------------------------------------------------------------
+
+    def snapshot_new(self) -> list[str]:
+        """Snapshot every table not streaming yet: position first, then the nightly read."""
+        done = []
+        for ts in self.tenants.values():
+            fresh = {bq: t for bq, t in ts.tables.items()
+                     if t.state is None or t.state.phase == SNAPSHOT}
+            if not fresh:
+                continue
+            now = self._current()                 # position first: before any read
+            new = {bq: RealtimeState(SNAPSHOT, checkpoint_json(now), 1, change_seq(now.position))
+                   for bq, t in fresh.items() if t.state is None}
+            for bq, s in ts.rt.write_states(new, self.run_id).items():
+                fresh[bq].state = s
+            for bq, t in fresh.items():
+                self.hooks("before_snapshot", table=t.route.table)
+                self._snapshot(ts, t)
+                self.hooks("after_snapshot", table=t.route.table)
+                streaming = dataclasses.replace(t.state, phase=STREAMING,
+                                                merged=t.state.start_seq)
+                t.state = ts.rt.write_states({bq: streaming}, self.run_id)[bq]
+                ts.rt.create_live_view(bq, list(t.route.plan.specs),
+                                       [t.route.plan.bq(k) for k in t.route.plan.primary_key],
+                                       t.state.gen)
+                t.last_merge = time.monotonic()
+                done.append(f"{ts.tenant.tenant}/{t.route.table}")
+        self.stats.snapshots += done
+        return done
+
+    def _snapshot(self, ts: TenantStream, t: TableStream) -> None:
+        res = sync_table(self.io.source(self.cluster), ts.rt.dest, ts.tenant, t.route.table,
+                         run_id=f"{self.run_id}_s", governor=self.io.gate(self.cluster),
+                         hooks=self.hooks, plan=t.route.plan, warehouse=None)
+        if not res.ok:
+            raise HakobuError(f"snapshot of {ts.tenant.tenant}/{t.route.table} failed: "
+                              f"{res.error}", tenant=ts.tenant.tenant, table=t.route.table,
+                              hint="fix the cause and rerun `hakobu stream`: the snapshot "
+                                   "starts again from the position it recorded")
+
+    # -- streaming ------------------------------------------------------------------------
+
+    def start(self) -> Checkpoint:
+        """Where the reader starts: the oldest of every tenant's recorded checkpoint and every
+        table's start (changes at or below a table's skip point are dropped, see _skip)."""
+        points = []
+        for ts in self.tenants.values():
+            for t in ts.tables.values():
+                points.append(ts.checkpoint if ts.checkpoint is not None
+                              and change_seq(ts.checkpoint.position) >= t.state.start_seq
+                              else checkpoint_of(t.state.start))
+        return min(points, key=lambda c: change_seq(c.position))
+
+    def _skip(self, ts: TenantStream, t: TableStream) -> int:
+        marks = [t.state.start_seq] + ([change_seq(ts.checkpoint.position)]
+                                       if ts.checkpoint else [])
+        return max(marks)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # long: the service loop in one piece: read, flush on time, merge on time, stop
+    def run(self, *, blocking: bool = True, for_seconds: float | None = None,
+            on_round: Callable[[], None] | None = None) -> StreamStats:
+        """Stream until stopped (or the end of the log when not blocking; or for_seconds),
+        flushing every flush_every_s and merging each table at its cadence. Not blocking, the
+        last round merges every table (a catch-up run: `hakobu stream --once`)."""
+        if not self.tenants or cancel.requested():
+            return self.stats
+        self._stop.clear()                 # a run after a finished one (catch-up rounds)
+        router = Router(t.route for ts in self.tenants.values() for t in ts.tables.values())
+        q: queue.Queue = queue.Queue(maxsize=1000)
+        reader = BinlogReader(self.cluster, self.start(), router.tables,
+                              reader_id=self.reader_id, blocking=blocking, stop=self._stop)
+        thread = threading.Thread(target=_pump, args=(reader, q), daemon=True,
+                                  name=f"hakobu-binlog-{self.cluster.name}")
+        thread.start()
+        deadline = None if for_seconds is None else time.monotonic() + for_seconds
+        last_flush, position, ended = time.monotonic(), None, False
+        try:
+            while not ended:
+                timeout = max(0.05, self.flush_every_s - (time.monotonic() - last_flush))
+                try:
+                    item = q.get(timeout=timeout)
+                except queue.Empty:
+                    item = None
+                if isinstance(item, BaseException):
+                    raise item
+                if item is _END:
+                    ended = True
+                elif item is not None:
+                    position = self._take(router, item) or position
+                if deadline is not None and time.monotonic() >= deadline:
+                    self._stop.set()
+                    ended = True
+                if self._stop.is_set():
+                    ended = True
+                if ended or time.monotonic() - last_flush >= self.flush_every_s:
+                    self._flush(reader, position)
+                    self._merge_due(force=ended and not blocking)
+                    last_flush = time.monotonic()
+                    if on_round is not None:
+                        on_round()
+        except PositionLost as exc:
+            exc.hint = RECOVER_HINT
+            raise
+        finally:
+            self._stop.set()
+            reader.stop()
+            thread.join(timeout=10)
+            self.stats.dropped = {f"{s}.{t}": n for (s, t), n in router.dropped.items()}
+        return self.stats
+
+    def _take(self, router: Router, txn) -> Checkpoint | None:
+        self.stats.transactions += 1
+        for change in txn.changes:
+            self.stats.changes += 1
+            for d in router.route(change):
+                ts = self.tenants[d.route.tenant]
+                t = ts.tables[d.route.bq_table]
+                if d.seq > self._skip(ts, t):
+                    t.pending.append(d)
+        return txn.checkpoint
+
+    def _flush(self, reader: BinlogReader, position: Checkpoint | None) -> None:
+        """Append every pending change (insertAll), then record the checkpoint they reach in
+        each tenant's dataset: only now may a restart skip them."""
+        if position is None:
+            return
+        self.stats.flushes += 1
+        for ts in self.tenants.values():
+            wrote = False
+            for bq, t in ts.tables.items():
+                if not t.pending:
+                    continue
+                rows = log_rows(t.route, t.pending, gen=t.state.gen)
+                ids = [f"{t.state.gen}:{d.seq}:{d.idx}" for d in t.pending]
+                self.hooks("before_append", table=t.route.table, rows=len(rows))
+                t.appended += ts.rt.append(change_log(bq), rows, ids)
+                self.hooks("after_append", table=t.route.table, rows=len(rows))
+                t.pending, wrote = [], True
+            moved = ts.checkpoint is None or position.position != ts.checkpoint.position
+            stale = time.monotonic() - ts.recorded_at >= self.checkpoint_every_s
+            if moved and (wrote or stale):
+                self.hooks("before_checkpoint", table="")
+                ts.rt.record_checkpoint(self.cluster.name, checkpoint_json(position),
+                                        change_seq(position.position))
+                ts.checkpoint, ts.recorded_at = position, time.monotonic()
+
+    def _merge_due(self, force: bool = False) -> None:
+        """MERGE each streaming table whose cadence is due, up to its tenant's recorded
+        checkpoint; then the tenant's state rows in one compare-and-set."""
+        now = time.monotonic()
+        for ts in self.tenants.values():
+            if ts.checkpoint is None:
+                continue
+            upto = change_seq(ts.checkpoint.position)
+            moved = {}
+            for bq, t in ts.tables.items():
+                s = t.state
+                if s.phase != STREAMING or upto <= s.merged:
+                    continue
+                if not force and now - t.last_merge < t.merge_every_s:
+                    continue
+                plan = t.route.plan
+                self.hooks("before_merge", table=t.route.table, sink="realtime")
+                t.merged_rows += ts.rt.merge(bq, list(plan.specs),
+                                             [plan.bq(k) for k in plan.primary_key],
+                                             s.gen, s.merged, upto)
+                t.merges += 1
+                self.hooks("after_merge", table=t.route.table, sink="realtime")
+                t.last_merge = now
+                moved[bq] = s.merged_to(upto)
+            for bq, s in ts.rt.write_states(moved, self.run_id).items():
+                ts.tables[bq].state = s
+
+
+_END = object()
+
+
+def _pump(reader: BinlogReader, q: queue.Queue) -> None:
+    """The reader's thread: every transaction (with the checkpoint right after it) into the
+    queue, then _END; an error goes into the queue to be raised by the loop."""
+    try:
+        with reader:
+            for txn in reader.transactions():
+                q.put(_Txn(txn.changes, reader.checkpoint))
+        q.put(_END)
+    except BaseException as exc:  # noqa: BLE001 — handed to the loop, raised there
+        q.put(exc)
+
+
+@dataclass(frozen=True)
+class _Txn:
+    changes: tuple
+    checkpoint: Checkpoint
