@@ -235,6 +235,12 @@ class ClusterStream:
     def stop(self) -> None:
         self._stop.set()
 
+    def recover_hint(self) -> str:
+        """What to run after a PositionLost: the recover command of every tenant streamed."""
+        cmds = "; ".join(f"`hakobu stream --cluster {self.cluster.name} --recover {t}`"
+                         for t in sorted(self.tenants))
+        return f"{RECOVER_HINT}: {cmds}" if cmds else RECOVER_HINT
+
     # long: the service loop in one piece: read, flush on time, merge on time, stop
     def run(self, *, blocking: bool = True, for_seconds: float | None = None,
             on_round: Callable[[], None] | None = None) -> StreamStats:
@@ -246,13 +252,15 @@ class ClusterStream:
         self._stop.clear()                 # a run after a finished one (catch-up rounds)
         router = Router(t.route for ts in self.tenants.values() for t in ts.tables.values())
         q: queue.Queue = queue.Queue(maxsize=1000)
-        reader = BinlogReader(self.cluster, self.start(), router.tables,
-                              reader_id=self.reader_id, blocking=blocking, stop=self._stop)
+        start = self.start()
+        reader = BinlogReader(self.cluster, start, router.tables, reader_id=self.reader_id,
+                              blocking=blocking, stop=self._stop,
+                              progress_every_s=self.checkpoint_every_s / 2)
         thread = threading.Thread(target=_pump, args=(reader, q), daemon=True,
                                   name=f"hakobu-binlog-{self.cluster.name}")
         thread.start()
         deadline = None if for_seconds is None else time.monotonic() + for_seconds
-        last_flush, position, ended = time.monotonic(), None, False
+        last_flush, position, ended = time.monotonic(), start, False
         try:
             while not ended:
                 timeout = max(0.05, self.flush_every_s - (time.monotonic() - last_flush))
@@ -278,7 +286,7 @@ class ClusterStream:
                     if on_round is not None:
                         on_round()
         except PositionLost as exc:
-            exc.hint = RECOVER_HINT
+            exc.hint = self.recover_hint()
             raise
         finally:
             self._stop.set()
@@ -288,7 +296,9 @@ class ClusterStream:
         return self.stats
 
     def _take(self, router: Router, txn) -> Checkpoint | None:
-        self.stats.transactions += 1
+        """Route a transaction's changes; an empty one (the reader's progress past other
+        tables' commits) only moves the position."""
+        self.stats.transactions += 1 if txn.changes else 0
         for change in txn.changes:
             self.stats.changes += 1
             for d in router.route(change):
@@ -300,9 +310,14 @@ class ClusterStream:
 
     def _flush(self, reader: BinlogReader, position: Checkpoint | None) -> None:
         """Append every pending change (insertAll), then record the checkpoint they reach in
-        each tenant's dataset: only now may a restart skip them."""
-        if position is None:
-            return
+        each tenant's dataset: only now may a restart skip them.
+
+        A tenant's checkpoint is recorded after a flush that wrote its rows, and otherwise at
+        least every checkpoint_every_s (the heartbeat; insertAll, no table write): everything
+        of the tenant up to `position` is acknowledged at this point, so an idle tenant's
+        saved position keeps up with the reader and never falls behind the binlog retention,
+        and `recorded_at` says the stream is alive (the `realtime_lag` check reads it). Never
+        backwards: while the reader catches up to a tenant's recorded point, it stays."""
         self.stats.flushes += 1
         for ts in self.tenants.values():
             wrote = False
@@ -315,9 +330,12 @@ class ClusterStream:
                 t.appended += ts.rt.append(change_log(bq), rows, ids)
                 self.hooks("after_append", table=t.route.table, rows=len(rows))
                 t.pending, wrote = [], True
+            if position is None or (ts.checkpoint is not None and change_seq(
+                    position.position) < change_seq(ts.checkpoint.position)):
+                continue
             moved = ts.checkpoint is None or position.position != ts.checkpoint.position
             stale = time.monotonic() - ts.recorded_at >= self.checkpoint_every_s
-            if moved and (wrote or stale):
+            if (moved and wrote) or stale:
                 self.hooks("before_checkpoint", table="")
                 ts.rt.record_checkpoint(self.cluster.name, checkpoint_json(position),
                                         change_seq(position.position))

@@ -4,7 +4,16 @@ Every bucket of every selected table is compared value by value (hakobu/verify.p
 customer's dataset and, when enabled, the tenant's slice of the warehouse, through the cluster's
 read governor, in groups of buckets so a progress bar can follow. With repair, the rows that
 differ are re-read and merged, the extra ones deleted, and the table compared again.
+
+A `delivery: realtime` table is first brought up to the stream's recorded checkpoint: its
+change log is merged up to the tenant's newest checkpoint (resources.changelog.RealtimeDataset.
+merge, idempotent; its state row is left to the running `hakobu stream`, which owns it and
+merges the same range again harmlessly). A row changed in the source after that point can still
+differ, so a difference is re-merged (up to the checkpoint recorded meanwhile) and compared
+again, REMERGES times REMERGE_WAIT_S apart, before the table is called different.
 """
+
+import time
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,10 +24,14 @@ from hakobu.errors import HakobuError
 from hakobu.sinks import build_sinks
 from hakobu.verify import ContentComparison, compare_content, repair_content
 from hakobu.planning import plan_for
+from hakobu.realtime import CHECKPOINT_TABLE, STREAMING, change_seq, checkpoint_of
 from hakobu.warehouse import open_warehouse
 from hakobu.warehouse_merge import merge_warehouse_tables
+from resources.changelog import RealtimeDataset
 
 GROUPS = 20                      # source queries per table (progress steps) for range buckets
+REMERGES = 3                     # a realtime table: re-merge and compare again this many times
+REMERGE_WAIT_S = 2.0             # apart (the stream flushes every 2 s)
 
 
 @dataclass
@@ -47,8 +60,8 @@ class Progress:
 
 
 def verify_tenant(config: Config, tenant_id: str, *, io, tables: list[str] | None = None,
-                  repair: bool = False,
-                  on_progress: Callable[[Progress], None] | None = None) -> list[TableVerdict]:
+                  repair: bool = False, on_progress: Callable[[Progress], None] | None = None,
+                  remerge_wait_s: float = REMERGE_WAIT_S) -> list[TableVerdict]:
     """`io` (hakobu.ports.IO) gives the tenant's source, read gate and destinations (the CLI
     passes resources.dagster.open_io's)."""
     tenant = config.tenant(tenant_id)
@@ -81,6 +94,10 @@ def verify_tenant(config: Config, tenant_id: str, *, io, tables: list[str] | Non
         for sink in sinks:
             target = f"{sink.kind}/{n}"
             try:
+                if tenant.table(n).delivery == "realtime" and sink.kind == "customer":
+                    out.append(_verify_realtime(source, sink, exported, target, repair, gate,
+                                                on_progress, tenant.cluster, remerge_wait_s))
+                    continue
                 out.append(_verify_sink(source, sink, exported, target, repair, gate,
                                         on_progress))
             except HakobuError as exc:
@@ -130,6 +147,45 @@ def _verify_sink(source, sink, plan, target: str, repair: bool, gate, on_progres
         verdict.repaired = again.equal and all(c.repaired for c in found)
         verdict.equal = verdict.repaired
     return verdict
+
+
+def _verify_realtime(source, sink, plan, target: str, repair: bool, gate, on_progress,
+                     cluster: str, wait_s: float) -> TableVerdict:
+    """A realtime table: merged up to the stream's checkpoint, then compared; a difference is
+    re-merged and compared again (REMERGES times) before it counts; then repaired if asked."""
+    for attempt in range(REMERGES + 1):
+        if attempt:
+            time.sleep(wait_s)
+        merged = merge_realtime(sink.dest, plan, cluster)
+        verdict = _verify_sink(source, sink, plan, target, False, gate, on_progress)
+        if verdict.equal or merged is None:
+            break
+    if not verdict.equal and repair:
+        verdict = _verify_sink(source, sink, plan, target, True, gate, on_progress)
+    verdict.note = "; ".join(p for p in (verdict.note, "realtime: " + (
+        f"merged up to the stream's checkpoint, compared {attempt + 1} time(s)"
+        if merged is not None else "not streaming yet, nothing merged")) if p)
+    return verdict
+
+
+def merge_realtime(dest, plan, cluster: str) -> int | None:
+    """Merge a realtime table's change log up to its tenant's newest recorded checkpoint,
+    without moving its state row (the stream's). None when it is not streaming yet (no state,
+    a snapshot in progress, no checkpoint); else the rows the MERGE affected."""
+    if dest.table_schema(plan.bq_table) is None or dest.table_schema(CHECKPOINT_TABLE) is None:
+        return None                       # never streamed: nothing to merge, nor a state
+    rt = RealtimeDataset(dest)
+    state = rt.read_states([plan.bq_table]).get(plan.bq_table)
+    if state is None or state.phase != STREAMING:
+        return None
+    text = rt.latest_checkpoint(cluster)
+    if text is None:
+        return None
+    upto = change_seq(checkpoint_of(text).position)
+    if upto <= state.merged:
+        return 0
+    return rt.merge(plan.bq_table, list(plan.specs), [plan.bq(k) for k in plan.primary_key],
+                    state.gen, state.merged, upto)
 
 
 def _groups(ids: list[int]) -> list[list[int] | None]:

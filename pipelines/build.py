@@ -16,6 +16,7 @@ from assets.deadlines import build_deadline_sensor
 from assets.grants import GRANTS_ASSETS, GRANTS_JOBS, GRANTS_SENSORS
 from assets.keys import GROUP, WAREHOUSE_GROUP, customer_key, tenant_partitions, warehouse_key
 from assets.night import NIGHT_PLAN, build_night_check, build_night_sensor
+from assets.realtime import build_lag_check, build_lag_sensor
 from assets.tenant_files import build_tenant_files_sensor
 from assets.warehouse_merge import build_warehouse_merge
 from hakobu.config import Config
@@ -43,16 +44,17 @@ def selection_for(config: Config, tables: list[str]) -> list[dg.AssetKey]:
 def build_definitions(config: Config, resources: dict | None = None) -> dg.Definitions:
     partitions = tenant_partitions(config)
     customer = build_customer_assets(config, partitions)
+    lag_check, lag_sensor = build_lag_check(config), build_lag_sensor(config)
     nightly = delivery_job(config, partitions, NIGHTLY, INCREMENTAL,
                            "Deliver one tenant's changed rows into its customer dataset and, "
                            "read once, into the internal warehouse when enabled (partition = "
-                           "tenant).")
+                           "tenant).", lag_check)
     backfill = delivery_job(config, partitions, BACKFILL, FULL_RELOAD,
                             "Full reload of one tenant (partition = tenant) through shadow "
                             "tables, reconciled and swapped in atomically; throttled by the "
                             "same read budget (run config `mode: full_reload`). Launch a "
                             "backfill of this job for the tenant's partition, or run `hakobu "
-                            "backfill TENANT [--tables ...]`.")
+                            "backfill TENANT [--tables ...]`.", lag_check)
     schedules = [tenant_schedule(config, t, nightly) for t in sorted(config.tenants)]
     assets, jobs = [customer, NIGHT_PLAN, *GRANTS_ASSETS], [nightly, backfill, *GRANTS_JOBS]
     merge = build_warehouse_merge(config)
@@ -60,26 +62,32 @@ def build_definitions(config: Config, resources: dict | None = None) -> dg.Defin
         assets.append(merge[0])
         jobs.append(merge[1])
         schedules.append(merge[2])
+    checks = [build_night_check(config)] + ([lag_check] if lag_check else [])
     return dg.Definitions(
-        assets=assets, asset_checks=[build_night_check(config)], jobs=jobs,
-        schedules=schedules,
+        assets=assets, asset_checks=checks, jobs=jobs, schedules=schedules,
         sensors=[build_deadline_sensor(config), build_tenant_files_sensor(config),
-                 build_night_sensor(config), *GRANTS_SENSORS],
+                 build_night_sensor(config), *GRANTS_SENSORS,
+                 *([lag_sensor] if lag_sensor else [])],
         resources=resources if resources is not None else resources_from_env())
 
 
-def delivery_job(config: Config, partitions, name: str, mode: str, description: str):
+def delivery_job(config: Config, partitions, name: str, mode: str, description: str,
+                 leave_out: dg.AssetChecksDefinition | None = None):
     """A job over the customer (and warehouse) tables with their checks, whose run config
     selects the delivery mode (assets.customer.DeliveryConfig). Runs of a partition launched
     from the UI or a Dagster backfill get that config and the same tags as the schedule's
     (hakobu/tenant, hakobu/cluster), so the queue's per-tenant and per-cluster limits hold for
-    them too: a backfill never overlaps the same tenant's nightly run."""
+    them too: a backfill never overlaps the same tenant's nightly run. `leave_out`: the
+    realtime_lag check, which its sensor evaluates (not a delivery's)."""
     partitioned = dg.PartitionedConfig(
         partitions_def=partitions,
         run_config_for_partition_key_fn=lambda key: mode_run_config(mode),
         tags_for_partition_key_fn=lambda key: run_tags(config, key))
+    selection = dg.AssetSelection.groups(GROUP, WAREHOUSE_GROUP)
+    if leave_out is not None:
+        selection = selection - dg.AssetSelection.checks(leave_out)
     return dg.define_asset_job(
-        name, selection=dg.AssetSelection.groups(GROUP, WAREHOUSE_GROUP),
+        name, selection=selection,
         partitions_def=partitions, config=partitioned,
         executor_def=dg.in_process_executor,   # one step per run: no extra worker process
         description=description)

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from typing import Iterable, Iterator
 
 import pymysql
@@ -73,7 +74,8 @@ class BinlogReader:
 
     def __init__(self, cluster: Cluster, start: Checkpoint, tables: Iterable[tuple[str, str]], *,
                  reader_id: int, blocking: bool = False, heartbeat_s: float = 1.0,
-                 stop: threading.Event | None = None, connect_timeout: float = 10.0):
+                 stop: threading.Event | None = None, connect_timeout: float = 10.0,
+                 progress_every_s: float | None = None):
         self.cluster = cluster
         self.tables = frozenset((s, t) for s, t in tables)
         if not self.tables:
@@ -87,6 +89,8 @@ class BinlogReader:
         self._password = cluster.password()
         self._timeout = connect_timeout
         self._stream: BinLogStreamReader | None = None
+        self.progress_every_s = progress_every_s
+        self._yielded_at = time.monotonic()
 
     @property
     def checkpoint(self) -> Checkpoint:
@@ -117,7 +121,12 @@ class BinlogReader:
             yield from txn.changes
 
     def transactions(self) -> Iterator[Transaction]:
-        """Every committed transaction after the checkpoint that changed one of our tables."""
+        """Every committed transaction after the checkpoint that changed one of our tables.
+
+        With `progress_every_s`, also an empty transaction (no changes) at a commit of other
+        tables or a DDL when nothing was yielded for that long: a consumer whose tables stay
+        idle while the server writes elsewhere can then move its saved position too, so it
+        never falls behind the binlog's retention (a restart would stop with PositionLost)."""
         self._stream = self._open()
         try:
             yield from self._assemble(self._stream)
@@ -186,13 +195,21 @@ class BinlogReader:
             elif isinstance(event, XidEvent) or _is_commit(event):
                 txn = self._commit(stream, event, gtid, pending)
                 gtid, pending = None, []
-                if txn.changes:
+                if txn.changes or self._progress_due():
+                    self._yielded_at = time.monotonic()
                     yield txn
             elif isinstance(event, QueryEvent):
                 self._refuse_statement(event)
                 if event.query.strip().upper() != "BEGIN":   # DDL: its own transaction
-                    self._commit(stream, event, gtid, [])
+                    txn = self._commit(stream, event, gtid, [])
                     gtid, pending = None, []
+                    if self._progress_due():
+                        self._yielded_at = time.monotonic()
+                        yield txn
+
+    def _progress_due(self) -> bool:
+        return (self.progress_every_s is not None
+                and time.monotonic() - self._yielded_at >= self.progress_every_s)
 
     def _commit(self, stream, event, gtid, pending) -> Transaction:
         position = BinlogPosition(file=stream.log_file, pos=event.packet.log_pos, gtid=gtid)

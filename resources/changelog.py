@@ -132,6 +132,32 @@ class RealtimeDataset:
                               [bigquery.ScalarQueryParameter("c", "STRING", cluster)])
         return rows[0]["checkpoint"] if rows else None
 
+    def lag_facts(self, bq_table: str, cluster: str) -> dict:
+        """What the `realtime_lag` check judges, in one query: the table's state row, the
+        tenant's newest checkpoint time, the newest change's commit time, and the changes not
+        merged yet (count, oldest commit time) of the current generation."""
+        facts = {"state": None, "checkpoint_at": None, "newest_change_at": None,
+                 "unmerged": 0, "oldest_unmerged_at": None}
+        if self.dest.table_schema(STATE_TABLE) is None:      # no dataset or never streamed
+            return facts
+        state = facts["state"] = self.read_states([bq_table]).get(bq_table)
+        if state is None:
+            return facts
+        cl, seq, at = self.dest.ref(change_log(bq_table)), quote_bq(SEQ), quote_bq(COMMITTED_AT)
+        mine = f"{quote_bq(GEN)} = @g"
+        [row] = self.dest.rows(
+            f"SELECT (SELECT MAX(recorded_at) FROM {self.dest.ref(CHECKPOINT_TABLE)} WHERE "
+            f"cluster = @c) AS checkpoint_at, (SELECT MAX({at}) FROM {cl} WHERE {mine}) AS "
+            f"newest_change_at, (SELECT COUNT(*) FROM {cl} WHERE {mine} AND {seq} > @m) AS "
+            f"unmerged, (SELECT MIN({at}) FROM {cl} WHERE {mine} AND {seq} > @m) AS "
+            "oldest_unmerged_at",
+            [bigquery.ScalarQueryParameter("c", "STRING", cluster),
+             bigquery.ScalarQueryParameter("g", "INT64", state.gen),
+             bigquery.ScalarQueryParameter("m", "INT64", state.merged)])
+        facts.update({k: row[k] for k in ("checkpoint_at", "newest_change_at",
+                                          "oldest_unmerged_at")}, unmerged=int(row["unmerged"]))
+        return facts
+
     # -- merging --------------------------------------------------------------------------
 
     # long: one MERGE statement built in one piece

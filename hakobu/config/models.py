@@ -208,6 +208,9 @@ class Table(_Model):
     # docs/realtime.md); the nightly job then only verifies it.
     delivery: Literal["nightly", "realtime"] = "nightly"
     merge_every_minutes: int = Field(default=10, ge=10, le=1440)
+    # realtime: the Dagster check `realtime_lag` fails (ERROR) when the stream's checkpoint is
+    # older than this, or a change waits longer than merge_every_minutes + this for its merge
+    max_lag_minutes: int = Field(default=5, ge=1, le=1440)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Table":
