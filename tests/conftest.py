@@ -20,6 +20,22 @@ os.environ.setdefault("HAKOBU_QUERY_CHUNKS", "3")
 STATE = Path(os.environ.get("HAKOBU_TEST_STATE", REPO / ".local" / "test"))
 
 
+# Run alone, after the rest (`make test`: `-m "not serial"` on two workers, then `-m serial`):
+# tests that read the shared server's server-wide counters or open transactions, that time a
+# stop or a kill, or that use one fixed resource for the whole machine (the production stack's
+# PostgreSQL databases and ports, `hakobu up`'s state dir, the bench fixtures).
+SERIAL = ("tests/deploy/", "tests/localenv/", "tests/bench/",
+          "tests/integration/test_governor.py", "tests/integration/test_open_writers.py",
+          "tests/integration/test_crash_and_stop.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = Path(str(item.fspath)).resolve().relative_to(REPO).as_posix()
+        if path.startswith(SERIAL):
+            item.add_marker(pytest.mark.serial)
+
+
 def unique_name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
 

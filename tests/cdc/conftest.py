@@ -28,7 +28,9 @@ _readers_lock = threading.Lock()
 
 @pytest.fixture(scope="session")
 def binlog_server():
-    server = start_private(STATE / "mariadb-binlog", binlog=True)
+    # one per xdist worker (make test runs two): tests change its global settings
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    server = start_private(STATE / f"mariadb-binlog{worker}", binlog=True)
     yield server
     server.stop()
 

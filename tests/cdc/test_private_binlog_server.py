@@ -18,7 +18,8 @@ def test_the_binlog_server_runs_with_the_readers_settings(cdc_conn):
 
 
 def test_its_state_dir_is_not_reused_without_binlog(binlog_server):
+    state = binlog_server.datadir.parent       # the session's (one per xdist worker)
     with pytest.raises(HakobuError) as caught:
-        start_private(STATE / "mariadb-binlog", binlog=False)
+        start_private(state, binlog=False)
     assert "runs with a binary log, but binlog=False" in str(caught.value)
-    assert start_private(STATE / "mariadb-binlog", binlog=True).pid == binlog_server.pid
+    assert start_private(state, binlog=True).pid == binlog_server.pid
