@@ -33,7 +33,7 @@ def _procs() -> dict[int, tuple[int, float, str]]:
         name = Path(words[0]).name if words else stat[stat.find("(") + 1:stat.rfind(")")]
         if "-m" in words[:-1]:
             name += " -m " + words[words.index("-m") + 1]
-        elif "-c" in words[:-1]:
+        elif "-c" in words[:-1] and name.startswith("python"):
             name += " -c (e.g. a pytest-xdist worker)"
         elif len(words) > 1 and name.startswith("python"):
             name += " " + Path(next((w for w in words[1:] if not w.startswith("-")),
