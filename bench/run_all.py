@@ -35,7 +35,7 @@ from bench.report import Goal, Report, from_json, machine_info, to_json, write
 REPO = Path(__file__).resolve().parent.parent
 NIGHT_TENANTS = 60   # the 300 do not fit a make bench on the emulator (bench/analysis.md)
 GOAL_ORDER = ("throughput", "memory", "budget", "incremental", "fanout", "read-once",
-              "verify-cost", "night")
+              "verify-cost", "night", "cdc")
 # the goals each block reports (op, target, unit), so a failing block still prints its lines
 GOAL_NAMES = {"throughput": {"extract-vs-connectorx": (">=", 0.9, "x"),
                              "extract-vs-pandas": (">=", 10, "x")},
@@ -47,8 +47,9 @@ GOAL_NAMES = {"throughput": {"extract-vs-connectorx": (">=", 0.9, "x"),
               "verify-cost": {"verify-cost": ("<=", round(1.25 / 7, 3), "x")},  # verify_cost.py
               "night": {"night-failed-runs": ("<=", 0, ""), "night-quota-errors": ("<=", 0, ""),
                         "night-deadlines": ("<=", 0, ""), "night-budget": ("<=", 1.10, "x"),
-                        "night-warehouse": ("<=", 0, ""), "night-pages": ("<=", 0.05, "x")}}
-NIGHT_ONLY = {"night"}        # blocks that use their own servers, not the shared fixtures
+                        "night-warehouse": ("<=", 0, ""), "night-pages": ("<=", 0.05, "x")},
+              "cdc": {"cdc-latency": ("<=", 60, "s")}}                 # bench/cdc.py
+NIGHT_ONLY = {"night", "cdc"}  # blocks that use their own servers, not the shared fixtures
 
 
 def json_path(out: Path) -> Path:
@@ -95,6 +96,19 @@ def parse_args(argv):
                          "is compressed by 1/latency (default 0.05; quick 0.02)")
     ap.add_argument("--night-budget", type=int, default=None,
                     help="read budget of cluster night-c1 in logical pages/s (c2 3/4, c3 1/2)")
+    ap.add_argument("--cdc-seconds", type=float,
+                    help="cdc: seconds of sustained load (default 120; quick 20)")
+    ap.add_argument("--cdc-rate", type=float, help="cdc: changes/s in total (default 500)")
+    ap.add_argument("--cdc-tenants", type=int, help="cdc: tenants (default 10; quick 4)")
+    ap.add_argument("--cdc-seed-rows", type=int,
+                    help="cdc: seeded rows per realtime table (default 2,000; quick 300)")
+    ap.add_argument("--cdc-job-latency", type=float,
+                    help="cdc: strict-layer latency per BigQuery job once the stream is up, s "
+                         "(default 1.0, BigQuery's usual; quick 0.05)")
+    ap.add_argument("--cdc-merge-in-load", action="store_true",
+                    help="cdc: no warm-up, so the restarted stream's first merge round (every "
+                         "table) falls in the load window (by default the load runs between "
+                         "two merge rounds)")
     args = ap.parse_args(argv)
     if not args.schema.startswith(SCHEMA):
         ap.error(f"--schema must start with {SCHEMA}")
@@ -211,6 +225,17 @@ def main(argv=None) -> int:
                 night.night(ctx, report, tenants=args.night_tenants or (12 if args.quick else NIGHT_TENANTS),
                             latency=args.night_latency or night.default_latency(args.quick),
                             budget=args.night_budget or night.DEFAULT_BUDGET)
+            elif block == "cdc":
+                from bench import cdc   # late: its imports (the emulator, the strict layer)
+
+                cdc.cdc(ctx, report, tenants=args.cdc_tenants or (4 if args.quick else 10),
+                        seconds=args.cdc_seconds or (20 if args.quick else 120),
+                        rate=args.cdc_rate or cdc.RATE,
+                        seed_rows=args.cdc_seed_rows or (300 if args.quick else 2000),
+                        job_latency=(args.cdc_job_latency if args.cdc_job_latency is not None
+                                     else 0.05 if args.quick else 1.0),
+                        drain_s=30 if args.quick else 120,
+                        merge_in_load=args.cdc_merge_in_load)
             elif block == "fanout":
                 from bench import fanout
 
