@@ -87,6 +87,18 @@ class BinlogNotReady(SourceError):
         return f"{self.message}\n  to fix: {self.hint}"
 
 
+class SourceTableChanged(SchemaError):
+    """A watched table was truncated, dropped, renamed or altered on the source (a DDL in the
+    binlog): its change log and the customer's table no longer describe the source, and no row
+    event says what the DDL did. The stream stops before it; the fix is a re-snapshot of the
+    table (`hakobu stream --cluster C --recover TENANT --tables T`). Terminal."""
+
+    def __init__(self, message: str, *, schema: str, tables: list[str], hint: str):
+        self.schema = schema
+        self.tables = tables
+        super().__init__(message, hint=hint)
+
+
 class PositionLost(SourceError):
     """A saved binlog position cannot be read from any more: its file was purged, the offset is
     past the end or not an event boundary, or the server is not the one that wrote it (replaced,

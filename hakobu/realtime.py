@@ -34,7 +34,7 @@ import pyarrow as pa
 from hakobu.binlog import (BinlogPosition, ChangeKind, Checkpoint, RowChange, ServerIdentity,
                            file_number)
 from hakobu.errors import SchemaError
-from hakobu.plan import TablePlan
+from hakobu.plan import BYTES_TYPES, TablePlan
 from hakobu.types import SPATIAL_TYPES, conform, python_column, to_dest
 
 UPSERT, DELETE = "upsert", "delete"
@@ -141,7 +141,7 @@ class Router:
             if r.plan.tenant_column is None:
                 self._by_table[key] = r
             else:
-                self._by_table.setdefault(key, {})[_tv(r.plan.tenant_value)] = r
+                self._by_table.setdefault(key, {})[_declared(r.plan)] = r
         self.dropped: Counter = Counter()
 
     @property
@@ -177,24 +177,34 @@ class Router:
             return target
         any_route = next(iter(target.values()))
         value = row.get(any_route.plan.tenant_column)
-        owner = target.get(_tv(value))
+        try:
+            owner = target.get(_tv(value))
+        except TypeError:                 # an unhashable value (no tenant column type has it)
+            owner = None
         if owner is None:
             self.dropped[(change.schema, change.table)] += 1
         return owner
 
 
 def _tv(value: Any) -> Any:
-    """A tenant value as compared: integers as integers, anything else as its text. (Exact:
-    a collation that takes 'ACME' for 'acme' is not followed — such a row is dropped and
-    counted, never delivered to a tenant that did not declare it.)"""
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    text = str(value)
-    return int(text) if text.lstrip("-").isdigit() and not text.startswith("0") else text
+    """A tenant value as compared: exactly, in the column's own type, as the nightly's
+    byte-exact predicate (hakobu.plan.tenant_predicate) selects — an integer column's value is
+    an int, a string column's the exact str, a binary column's the bytes. Nothing is guessed
+    from text ('12' is no 12, '１２' no '12'); a collation that takes 'ACME' for 'acme' is not
+    followed. A value that equals no declared one is dropped and counted, never delivered to a
+    tenant that did not declare it, and never an error."""
+    return value
+
+
+def _declared(plan: TablePlan) -> Any:
+    """The plan's tenant_value as a row of its column carries it (the planning validated that
+    it has the column's own type: int for an integer column, str for a string or binary one)."""
+    value, t = plan.tenant_value, plan.tenant_type
+    if t is None and plan.tenant_column in plan.spec_by_name:
+        t = plan.spec(plan.tenant_column).info.data_type
+    if t is not None and t.lower() in BYTES_TYPES and isinstance(value, str):
+        return value.encode("utf-8")
+    return value
 
 
 def _key(route: Route, row) -> tuple:
@@ -209,12 +219,30 @@ def log_rows(route: Route, deliveries: list[Delivery], *, gen: int) -> list[dict
     the plan's Arrow columns exactly as a SELECT's would (python_column, conform), then Python
     values again for the client's insertAll serialization."""
     specs = list(route.plan.specs)
+    _refuse_other_columns(route, deliveries, specs)
     arrays = {s.name: python_column([d.row.get(s.name) for d in deliveries], s) for s in specs}
     table = to_dest(conform(pa.table(arrays), specs), specs)
     out = table.to_pylist()
     for row, d in zip(out, deliveries):
         row.update({OP: d.op, SEQ: d.seq, IDX: d.idx, GEN: gen, COMMITTED_AT: d.committed_at})
     return out
+
+
+def _refuse_other_columns(route: Route, deliveries: list[Delivery], specs) -> None:
+    """A row without one of the plan's columns comes from a table whose shape changed (a
+    column renamed or dropped by a DDL the reader did not see, such as one run with
+    sql_log_bin=0): delivering it would write NULL for the missing column, so it is refused."""
+    wanted = [s.name for s in specs]
+    for d in deliveries:
+        missing = [c for c in wanted if c not in d.row]
+        if missing:
+            plan = route.plan
+            raise SchemaError(
+                f"a binlog row of {plan.schema}.{plan.table} lacks the planned column(s) "
+                f"{missing} (it has {sorted(d.row)}): the table's columns changed since it "
+                "was planned", tenant=route.tenant, table=route.table,
+                hint="recover after the schema change: `hakobu stream --recover "
+                     f"{route.tenant} --tables {route.table}` (docs/realtime.md)")
 
 
 def streamable(plan: TablePlan) -> TablePlan:

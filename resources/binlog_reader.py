@@ -41,19 +41,21 @@ catch-up runs): the iteration ends at the current end of the log.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 import time
 from typing import Iterable, Iterator
 
 import pymysql
 from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication.constants import NONE_SOURCE
 from pymysqlreplication.event import (GtidEvent, HeartbeatLogEvent, MariadbGtidEvent, QueryEvent,
                                       RotateEvent, XidEvent)
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from hakobu.binlog import BinlogPosition, ChangeKind, Checkpoint, RowChange, Transaction
 from hakobu.config import Cluster
-from hakobu.errors import BinlogNotReady, PositionLost, SourceError
+from hakobu.errors import BinlogNotReady, PositionLost, SourceError, SourceTableChanged
 from resources import binlog_server
 from resources.binlog_values import nightly_row
 
@@ -61,7 +63,6 @@ _EVENTS = [WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, XidEvent, QueryEven
            MariadbGtidEvent, RotateEvent, HeartbeatLogEvent]
 _KINDS = {WriteRowsEvent: ChangeKind.INSERT, UpdateRowsEvent: ChangeKind.UPDATE,
           DeleteRowsEvent: ChangeKind.DELETE}
-_STATEMENT_DML = ("insert", "update", "delete", "replace", "load data")
 _LOST = 1236                 # ER_MASTER_FATAL_ERROR_READING_BINLOG: purged, impossible position
 
 
@@ -182,30 +183,92 @@ class BinlogReader:
     def _assemble(self, stream: BinLogStreamReader) -> Iterator[Transaction]:
         gtid: str | None = None
         pending: list[tuple] = []        # (event class, schema, table, columns, pk, row)
-        for event in stream:
+        in_txn = False                   # between BEGIN (or a MariaDB transaction's GTID event)
+        for event in stream:             # and its XID or COMMIT
             if self._stop.is_set():
                 return
             if isinstance(event, (GtidEvent, MariadbGtidEvent)):
                 gtid, pending = event.gtid, []
+                # MariaDB logs no BEGIN: its GTID event says whether a transaction follows
+                in_txn = (isinstance(event, MariadbGtidEvent)
+                          and not event.flags & _MARIADB_STANDALONE)
             elif isinstance(event, tuple(_KINDS)):
                 if (event.schema, event.table) in self.tables:
                     pk = _key(event.primary_key)
                     pending.extend((type(event), event.schema, event.table, event.columns, pk,
                                     row) for row in event.rows)
-            elif isinstance(event, XidEvent) or _is_commit(event):
+            elif isinstance(event, XidEvent):
                 txn = self._commit(stream, event, gtid, pending)
-                gtid, pending = None, []
+                gtid, pending, in_txn = None, [], False
                 if txn.changes or self._progress_due():
                     self._yielded_at = time.monotonic()
                     yield txn
             elif isinstance(event, QueryEvent):
-                self._refuse_statement(event)
-                if event.query.strip().upper() != "BEGIN":   # DDL: its own transaction
+                words = _tokens(event.query)
+                verb = _word(words, 0)
+                if verb == "COMMIT" or (verb == "ROLLBACK" and _word(words, 1) != "TO"):
+                    # a non-transactional table's transaction ends in a COMMIT query; a
+                    # ROLLBACK is logged only when one was changed (its rows stay applied, the
+                    # transactional ones are undone: which are which is not logged)
+                    if verb == "ROLLBACK" and pending:
+                        raise self._not_ready(event, "a transaction that changed a watched "
+                                              "table ended in ROLLBACK", pending)
+                    txn = self._commit(stream, event, gtid, pending if verb == "COMMIT" else [])
+                    gtid, pending, in_txn = None, [], False
+                    if txn.changes or self._progress_due():
+                        self._yielded_at = time.monotonic()
+                        yield txn
+                elif in_txn:
+                    self._inside(event, words, verb, pending)
+                elif verb == "BEGIN" or (verb, _word(words, 1)) in (
+                        ("XA", "START"), ("XA", "BEGIN"), ("START", "TRANSACTION")):
+                    in_txn, pending = True, []
+                else:                                 # outside a transaction: DDL, its own
+                    if verb in _DDL:
+                        self._refuse_ddl(event, words)
+                    elif verb not in _CONTROL:
+                        self._refuse_statement(event, words)
                     txn = self._commit(stream, event, gtid, [])
                     gtid, pending = None, []
                     if self._progress_due():
                         self._yielded_at = time.monotonic()
                         yield txn
+
+    def _inside(self, event: QueryEvent, words: list, verb: str, pending: list) -> None:
+        """A query inside a transaction: never a DDL's own commit. SAVEPOINT and RELEASE
+        SAVEPOINT change nothing. A ROLLBACK TO SAVEPOINT of InnoDB changes is not logged at
+        all (the rolled-back rows are simply absent); it is logged only when a
+        non-transactional table was changed, and XA transactions log their rows at PREPARE and
+        the outcome later: those two are refused when the transaction changed a watched
+        table."""
+        if verb in ("BEGIN", "SAVEPOINT", "RELEASE", ""):
+            return
+        if verb == "ROLLBACK":                         # ROLLBACK TO [SAVEPOINT] x
+            if pending:
+                raise self._not_ready(event, "ROLLBACK TO SAVEPOINT was logged (a "
+                                      "non-transactional table changed) in a transaction that "
+                                      "changed a watched table: which rows it undid is not "
+                                      "logged", pending)
+        elif verb == "XA":
+            if pending:
+                raise self._not_ready(event, "an XA transaction changed a watched table: its "
+                                      "rows are logged at XA PREPARE, its outcome later",
+                                      pending)
+        elif verb in _DDL:
+            self._refuse_ddl(event, words)
+        elif verb not in _CONTROL:
+            self._refuse_statement(event, words)
+
+    def _not_ready(self, event: QueryEvent, what: str, pending: list) -> BinlogNotReady:
+        tables = sorted({(s, t) for _, s, t, *_ in pending})
+        return BinlogNotReady(
+            f"{self.where} logged a transaction the reader cannot replay (ending at "
+            f"{self._stream.log_file}:{event.packet.log_pos})",
+            [f"{what} ({', '.join(f'{s}.{t}' for s, t in tables)}): {_clip(event.query)}"],
+            ["keep watched tables out of XA transactions and non-transactional (MyISAM, Aria) "
+             "tables out of their transactions; then re-snapshot them with `hakobu stream "
+             f"--cluster {self.cluster.name} --recover TENANT --tables "
+             f"{','.join(t for _, t in tables)}`"])
 
     def _progress_due(self) -> bool:
         return (self.progress_every_s is not None
@@ -214,32 +277,152 @@ class BinlogReader:
     def _commit(self, stream, event, gtid, pending) -> Transaction:
         position = BinlogPosition(file=stream.log_file, pos=event.packet.log_pos, gtid=gtid)
         committed = dt.datetime.fromtimestamp(event.timestamp, dt.timezone.utc)
-        changes = tuple(_change(item, seq, position, committed)
+        changes = tuple(_change(item, seq, position, committed, self.where, self.cluster.name)
                         for seq, item in enumerate(pending))
         self._checkpoint = self._checkpoint.moved_to(position)
         return Transaction(position=position, committed_at=committed, changes=changes)
 
-    def _refuse_statement(self, event: QueryEvent) -> None:
-        text = event.query.strip()
-        if not text.lower().startswith(_STATEMENT_DML):
+    def _refuse_ddl(self, event: QueryEvent, words: list) -> None:
+        """TRUNCATE, DROP, RENAME, ALTER (or CREATE OR REPLACE) of a watched table: no row
+        event says what it did to the rows or the columns, so the stream stops."""
+        targets, schemas = _ddl_targets(words, _schema_of(event))
+        hit = sorted({p for p in targets if p in self.tables}
+                     | {p for p in self.tables if p[0] in schemas})
+        if not hit:
             return
-        schema = event.schema.decode() if isinstance(event.schema, bytes) else event.schema
-        lowered = text.lower()
-        if schema in {s for s, _ in self.tables} or any(t.lower() in lowered
-                                                        for _, t in self.tables):
-            raise BinlogNotReady(
-                f"{self.where} logged a change as a statement (ending at "
-                f"{self._stream.log_file}:{event.packet.log_pos}), not as rows: its rows "
-                f"cannot be read from the binlog",
-                [f"statement-logged change (schema {schema!r}): {text[:200]}"],
-                ["make every session write ROW events: SET GLOBAL binlog_format = 'ROW' and "
-                 "no `SET SESSION binlog_format` in the application; then reload the tables "
-                 "with `hakobu backfill TENANT --tables ...`"])
+        raise SourceTableChanged(
+            f"{self.where} logged {_word(words, 0)} of watched table(s) "
+            f"{', '.join(f'{s}.{t}' for s, t in hit)} (ending at "
+            f"{self._stream.log_file}:{event.packet.log_pos}); the change log and the "
+            f"delivered table no longer describe the source: {_clip(event.query)}",
+            schema=hit[0][0], tables=[t for _, t in hit],
+            hint=f"re-snapshot the table(s) from the new shape: `hakobu stream --cluster "
+                 f"{self.cluster.name} --recover TENANT --tables "
+                 f"{','.join(t for _, t in hit)}` (after an ALTER that adds or renames "
+                 f"columns, drop `_hakobu_cl_<table>` first, docs/realtime.md)")
+
+    def _refuse_statement(self, event: QueryEvent, words: list) -> None:
+        """Any other query that names a watched table, or runs in a watched schema, is a change
+        logged as a statement (a session's binlog_format=STATEMENT or MIXED): no rows."""
+        schema = _schema_of(event)
+        if not (schema in {s for s, _ in self.tables}
+                or _references(words, schema) & self.tables):
+            return
+        raise BinlogNotReady(
+            f"{self.where} logged a change as a statement (ending at "
+            f"{self._stream.log_file}:{event.packet.log_pos}), not as rows: its rows "
+            f"cannot be read from the binlog",
+            [f"statement-logged change (schema {schema!r}): {_clip(event.query)}"],
+            ["make every session write ROW events: SET GLOBAL binlog_format = 'ROW' and "
+             "no `SET SESSION binlog_format` in the application; then reload the tables "
+             "with `hakobu backfill TENANT --tables ...`"])
 
 
-def _is_commit(event) -> bool:
-    """A non-transactional table's transaction ends in a COMMIT query, not an XID."""
-    return isinstance(event, QueryEvent) and event.query.strip().upper() == "COMMIT"
+# -- the text of query events ------------------------------------------------------------------
+
+_MARIADB_STANDALONE = 1      # MariaDB GTID event flag FL_STANDALONE: no transaction follows
+_CONTROL = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "XA", "START", ""})
+_DDL = frozenset({"CREATE", "ALTER", "DROP", "RENAME", "TRUNCATE", "GRANT", "REVOKE", "ANALYZE",
+                  "OPTIMIZE", "REPAIR", "CHECK", "FLUSH", "INSTALL", "UNINSTALL", "SET"})
+_MODIFIERS = frozenset({"TABLE", "TABLES", "TEMPORARY", "IF", "EXISTS", "NOT", "ONLINE",
+                        "IGNORE", "OR", "REPLACE"})
+# a comment (an executable one, /*! … */ or /*M! … */, is its text), a `quoted` identifier, a
+# "double-quoted" one (ANSI_QUOTES; else a string: over-inclusive), a 'string', a word, a sign
+_TOKEN = re.compile(r"/\*(M?!\d*)?(.*?)\*/|--(?:\s[^\n]*)?(?=\n|$)|#[^\n]*|`((?:[^`]|``)*)`"
+                    r"""|"((?:[^"\\]|\\.|"")*)"|'(?:[^'\\]|\\.|'')*'|([\w$]+)|(\S)""", re.S)
+
+
+def _schema_of(event: QueryEvent) -> str:
+    schema = event.schema
+    return schema.decode() if isinstance(schema, bytes) else (schema or "")
+
+
+def _tokens(sql: str, depth: int = 0) -> list[tuple[str, str]]:
+    """('id', word), ('q', quoted identifier), ('p', punctuation); comments and strings
+    dropped."""
+    out: list[tuple[str, str]] = []
+    for m in _TOKEN.finditer(sql or ""):
+        executable, body, back, dquoted, word, punct = m.groups()
+        if executable is not None and depth < 3:
+            out.extend(_tokens(body, depth + 1))
+        elif back is not None:
+            out.append(("q", back.replace("``", "`")))
+        elif dquoted is not None:
+            out.append(("q", dquoted.replace('""', '"')))
+        elif word is not None:
+            out.append(("id", word))
+        elif punct is not None:
+            out.append(("p", punct))
+    return out
+
+
+def _word(words: list, i: int) -> str:
+    """The i-th token as an upper-case keyword ('' if it is none: quoted, a sign, the end)."""
+    return words[i][1].upper() if i < len(words) and words[i][0] == "id" else ""
+
+
+def _ref(words: list, i: int, default: str) -> tuple[tuple[str, str] | None, int]:
+    """The table reference at i: `schema`.`table`, or a bare name in the default schema."""
+    if i >= len(words) or words[i][0] == "p":
+        return None, i
+    if i + 2 < len(words) and words[i + 1] == ("p", ".") and words[i + 2][0] != "p":
+        return (words[i][1], words[i + 2][1]), i + 3
+    return (default, words[i][1]), i + 1
+
+
+def _references(words: list, default: str) -> set[tuple[str, str]]:
+    """Every name of the text read as a table reference (over-inclusive: a column named like a
+    watched table in its schema counts too)."""
+    refs, i = set(), 0
+    while i < len(words):
+        ref, j = _ref(words, i, default)
+        if ref is not None:
+            refs.add(ref)
+        i = max(j, i + 1)
+    return refs
+
+
+def _ddl_targets(words: list, default: str) -> tuple[set[tuple[str, str]], set[str]]:
+    """The tables a TRUNCATE, DROP TABLE, RENAME TABLE, ALTER TABLE or CREATE OR REPLACE TABLE
+    changes, and the schemas a DROP DATABASE drops."""
+    verb, second = _word(words, 0), _word(words, 1)
+    if verb == "DROP" and second in ("DATABASE", "SCHEMA"):
+        i = 2
+        while _word(words, i) in ("IF", "EXISTS"):
+            i += 1
+        return set(), ({words[i][1]} if i < len(words) and words[i][0] != "p" else set())
+    if verb not in ("TRUNCATE", "DROP", "RENAME", "ALTER", "CREATE"):
+        return set(), set()
+    i, seen = 1, set()
+    while _word(words, i) in _MODIFIERS:
+        seen.add(_word(words, i))
+        i += 1
+    if verb == "CREATE" and "REPLACE" not in seen:
+        return set(), set()
+    if verb != "TRUNCATE" and not seen & {"TABLE", "TABLES"}:
+        return set(), set()                      # DROP INDEX, ALTER USER, CREATE OR REPLACE VIEW
+    targets: set[tuple[str, str]] = set()
+    ref, i = _ref(words, i, default)
+    if ref is not None:
+        targets.add(ref)
+    if verb in ("DROP", "RENAME"):               # a, b, … / a TO b, c TO d
+        while i < len(words) and (words[i] == ("p", ",") or _word(words, i) == "TO"):
+            ref, i = _ref(words, i + 1, default)
+            if ref is not None:
+                targets.add(ref)
+    elif verb == "ALTER":                        # … RENAME [TO|AS] new: the new name too
+        for k in range(i, len(words)):
+            if _word(words, k) == "RENAME" and _word(words, k + 1) not in (
+                    "COLUMN", "INDEX", "KEY"):
+                ref, _ = _ref(words, k + 2 if _word(words, k + 1) in ("TO", "AS") else k + 1,
+                              default)
+                if ref is not None:
+                    targets.add(ref)
+    return targets, set()
+
+
+def _clip(text: str) -> str:
+    return text.strip()[:200]
 
 
 def _key(primary_key) -> tuple[str, ...]:
@@ -248,14 +431,36 @@ def _key(primary_key) -> tuple[str, ...]:
     return (primary_key,) if isinstance(primary_key, str) else tuple(primary_key)
 
 
-def _change(item: tuple, seq: int, position: BinlogPosition,
-            committed: dt.datetime) -> RowChange:
+def _change(item: tuple, seq: int, position: BinlogPosition, committed: dt.datetime,
+            where: str, cluster: str) -> RowChange:
     cls, schema, table, columns, pk, row = item
     kind = _KINDS[cls]
     if kind is ChangeKind.UPDATE:
-        after = nightly_row(columns, row["after_values"], row.get("after_none_sources"))
-        before = nightly_row(columns, row["before_values"], row.get("before_none_sources"))
+        images = [("after", row["after_values"], row.get("after_none_sources")),
+                  ("before", row["before_values"], row.get("before_none_sources"))]
     else:
-        after, before = nightly_row(columns, row["values"], row.get("none_sources")), None
+        images = [("row", row["values"], row.get("none_sources"))]
+    for image, values, sources in images:
+        missing = [c.name for c in columns if c.name not in values
+                   or (sources or {}).get(c.name) == NONE_SOURCE.COLS_BITMAP]
+        if missing:
+            raise _partial_image(where, cluster, schema, table, image, missing, position)
+    after = nightly_row(columns, images[0][1], images[0][2])
+    before = nightly_row(columns, images[1][1], images[1][2]) if len(images) > 1 else None
     return RowChange(schema=schema, table=table, kind=kind, row=after, before=before,
                      primary_key=pk, position=position, committed_at=committed, seq=seq)
+
+
+def _partial_image(where: str, cluster: str, schema: str, table: str, image: str,
+                   missing: list[str], position: BinlogPosition) -> BinlogNotReady:
+    """A column of the table map not in an image (or marked not sent, the library's
+    COLS_BITMAP none source): a session with binlog_row_image MINIMAL or NOBLOB left out what
+    it did not change; reading on would deliver those columns as NULL."""
+    return BinlogNotReady(
+        f"{where} logged a partial row image of {schema}.{table} (the transaction ending at "
+        f"{position.file}:{position.pos}): column(s) {missing} are not in its {image} image",
+        [f"a session wrote binlog_row_image=MINIMAL or NOBLOB for {schema}.{table}; the guard "
+         "reads the global setting only and cannot see a session's"],
+        ["binlog_row_image=FULL for every session (SET GLOBAL binlog_row_image = 'FULL' and no "
+         "`SET SESSION binlog_row_image` in the application); then re-snapshot the table with "
+         f"`hakobu stream --cluster {cluster} --recover TENANT --tables {table}`"])
