@@ -143,6 +143,12 @@ class ClusterStream:
             states = rt.read_states(list(tables))
             for bq, ts in tables.items():
                 ts.state = states.get(bq)
+                if ts.state is not None and ts.state.phase == STREAMING:
+                    # again at every start: a crash between the state's move to STREAMING
+                    # and the view's DDL must not leave an older generation's view
+                    plan = ts.route.plan
+                    rt.create_live_view(bq, list(plan.specs),
+                                        [plan.bq(k) for k in plan.primary_key], ts.state.gen)
             latest = rt.latest_checkpoint(self.cluster.name)
             self.tenants[tenant.tenant] = TenantStream(
                 tenant, rt, tables, checkpoint_of(latest) if latest else None)
@@ -360,7 +366,7 @@ class ClusterStream:
                 self.hooks("before_merge", table=t.route.table, sink="realtime")
                 t.merged_rows += ts.rt.merge(bq, list(plan.specs),
                                              [plan.bq(k) for k in plan.primary_key],
-                                             s.gen, s.merged, upto)
+                                             s.gen, s.merged, upto, version=s.version)
                 t.merges += 1
                 self.hooks("after_merge", table=t.route.table, sink="realtime")
                 t.last_merge = now

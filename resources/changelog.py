@@ -162,10 +162,17 @@ class RealtimeDataset:
 
     # long: one MERGE statement built in one piece
     def merge(self, bq_table: str, specs: list[ColumnSpec], key: list[str], gen: int,
-              after: int, upto: int) -> int:
+              after: int, upto: int, *, version: int | None = None) -> int:
         """Apply the latest change per key with seq in (after, upto]: a delete deletes, an
         upsert updates or inserts. Idempotent: a rerun over the same range (a crash before the
-        state moved) writes the same rows again. Returns the rows affected."""
+        state moved) writes the same rows again. Returns the rows affected.
+
+        `version`: apply nothing unless the table's state row is still at that version — the
+        stream's merge rounds pass it, so a process whose state was moved meanwhile (a
+        `--recover` started a new generation and snapshotted the table again) cannot write its
+        older rows over the new snapshot; its compare-and-set then fails by name. (The check
+        is in the same statement: only a MERGE already running when the state moved can
+        still land, a window of one statement.)"""
         cl = change_log(bq_table)
         names = [s.bq_name for s in specs]
         json_cols = {s.bq_name for s in specs if s.bq_type == "JSON"}
@@ -173,8 +180,16 @@ class RealtimeDataset:
         def val(n: str) -> str:
             return f"PARSE_JSON(S.{quote_bq(n)})" if n in json_cols else f"S.{quote_bq(n)}"
 
-        latest = self._latest(cl, key, f"{quote_bq(GEN)} = @g AND {quote_bq(SEQ)} > @a AND "
-                                       f"{quote_bq(SEQ)} <= @u")
+        where = f"{quote_bq(GEN)} = @g AND {quote_bq(SEQ)} > @a AND {quote_bq(SEQ)} <= @u"
+        params = [bigquery.ScalarQueryParameter("g", "INT64", gen),
+                  bigquery.ScalarQueryParameter("a", "INT64", after),
+                  bigquery.ScalarQueryParameter("u", "INT64", upto)]
+        if version is not None:
+            where += (f" AND EXISTS (SELECT 1 FROM {self.dest.ref(STATE_TABLE)} WHERE "
+                      "table_name = @st AND version = @v)")
+            params += [bigquery.ScalarQueryParameter("st", "STRING", bq_table + STATE_SUFFIX),
+                       bigquery.ScalarQueryParameter("v", "INT64", version)]
+        latest = self._latest(cl, key, where)
         on = " AND ".join(f"T.{quote_bq(k)} = S.{quote_bq(k)}" for k in key)
         sets = ", ".join([f"{quote_bq(n)} = {val(n)}" for n in names if n not in key]
                          + [f"{quote_bq(SYNCED_AT)} = CURRENT_TIMESTAMP()"])
@@ -185,10 +200,7 @@ class RealtimeDataset:
             f"WHEN MATCHED AND S.{quote_bq(OP)} = '{DELETE}' THEN DELETE "
             f"WHEN MATCHED THEN UPDATE SET {sets} "
             f"WHEN NOT MATCHED AND S.{quote_bq(OP)} = '{UPSERT}' THEN INSERT ({ins}) "
-            f"VALUES ({vals})",
-            [bigquery.ScalarQueryParameter("g", "INT64", gen),
-             bigquery.ScalarQueryParameter("a", "INT64", after),
-             bigquery.ScalarQueryParameter("u", "INT64", upto)], table=bq_table)
+            f"VALUES ({vals})", params, table=bq_table)
         return job.num_dml_affected_rows or 0
 
     # -- state ----------------------------------------------------------------------------
