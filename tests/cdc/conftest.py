@@ -16,7 +16,7 @@ import pytest
 
 from hakobu.config import Cluster
 from hakobu.localenv.mariadb import start_private
-from tests.helpers import Sql, fresh_schema
+from tests.helpers import Sql, dataset_factory, fresh_schema
 
 REPO = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("HAKOBU_TEST_STATE", REPO / ".local" / "test"))
@@ -88,3 +88,15 @@ def reader_id() -> int:
     """A replica server_id no other reader of this session uses."""
     with _readers_lock:
         return next(_readers)
+
+
+# The realtime tests' own datasets and schemas (a test file that needs other prefixes defines
+# its own `datasets` / `schema`).
+@pytest.fixture
+def datasets(bq_client):
+    yield from dataset_factory(bq_client, "hk_rto")
+
+
+@pytest.fixture
+def schema(cdc_sql):
+    yield from fresh_schema(cdc_sql, "hk_rto")

@@ -7,27 +7,16 @@ import datetime as dt
 import warnings
 
 import dagster as dg
-import pytest
 
 from assets.realtime import CHECK_NAME, SENSOR_NAME, build_lag_sensor
 from assets.keys import customer_key
 from pipelines.build import build_definitions
 from resources.dagster import BigQueryResource, HakobuIOResource, MySQLResource
 from tests.cdc.rt_helpers import catch_up, config_of, stream_of
-from tests.helpers import dataset_factory, fresh_schema
 
 ITEMS = "CREATE TABLE `{s}`.{t} (id INT PRIMARY KEY, v VARCHAR(40), n INT)"
 TABLES = "- name: items\n  delivery: realtime\n  max_lag_minutes: 3\n- name: other\n"
 
-
-@pytest.fixture
-def datasets(bq_client):
-    yield from dataset_factory(bq_client, "hk_rto")
-
-
-@pytest.fixture
-def schema(cdc_sql):
-    yield from fresh_schema(cdc_sql, "hk_rto")
 
 
 def _tick(defs, instance, resources, sensor=None):

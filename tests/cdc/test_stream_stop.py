@@ -8,28 +8,17 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from hakobu.cli import main
 from hakobu.naming import change_log
 from hakobu.realtime import CHECKPOINT_TABLE, change_seq, checkpoint_of
 from resources.binlog_server import current_checkpoint
 from tests.cdc.rt_helpers import PROJECT, bq_rows, config_of, source_rows
-from tests.helpers import dataset_factory, fresh_schema
 
 REPO = Path(__file__).resolve().parents[2]
 ITEMS = "CREATE TABLE `{s}`.items (id INT PRIMARY KEY, v VARCHAR(40), n INT)"
 RT = "- name: items\n  delivery: realtime\n"
 
-
-@pytest.fixture
-def datasets(bq_client):
-    yield from dataset_factory(bq_client, "hk_rto")
-
-
-@pytest.fixture
-def schema(cdc_sql):
-    yield from fresh_schema(cdc_sql, "hk_rto")
 
 
 def _setup(binlog_server, cdc_sql, s, ds, root: Path, monkeypatch):

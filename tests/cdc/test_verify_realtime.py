@@ -4,24 +4,13 @@ tables; a corrupted value is found, named and repaired; the stream goes on after
 
 import json
 
-import pytest
 
 from hakobu.cli import main
 from tests.cdc.rt_helpers import PROJECT, bq_rows, catch_up, config_of, source_rows, stream_of
-from tests.helpers import dataset_factory, fresh_schema
 
 ITEMS = "CREATE TABLE `{s}`.items (id INT PRIMARY KEY, v VARCHAR(40), n INT)"
 RT = "- name: items\n  delivery: realtime\n"
 
-
-@pytest.fixture
-def datasets(bq_client):
-    yield from dataset_factory(bq_client, "hk_rto")
-
-
-@pytest.fixture
-def schema(cdc_sql):
-    yield from fresh_schema(cdc_sql, "hk_rto")
 
 
 def _verify(capsys, *args) -> tuple[int, list[dict]]:
