@@ -56,9 +56,13 @@ def change_seq(position: BinlogPosition) -> int:
 
 # -- checkpoints as stored -------------------------------------------------------------------
 
-def checkpoint_json(cp: Checkpoint) -> str:
-    return json.dumps({"position": asdict(cp.position), "identity": asdict(cp.identity)},
-                      sort_keys=True)
+def checkpoint_json(cp: Checkpoint, *, acked_at: dt.datetime | None = None) -> str:
+    """acked_at: up to when the source's commits are read at this checkpoint (a recorded
+    cluster checkpoint carries it for the `realtime_lag` check; checkpoint_of ignores it)."""
+    data = {"position": asdict(cp.position), "identity": asdict(cp.identity)}
+    if acked_at is not None:
+        data["acked_at"] = acked_at.astimezone(dt.timezone.utc).isoformat()
+    return json.dumps(data, sort_keys=True)
 
 
 def checkpoint_of(text: str) -> Checkpoint:
@@ -147,6 +151,15 @@ class Router:
     @property
     def tables(self) -> list[tuple[str, str]]:
         return sorted(self._by_table)
+
+    @property
+    def owners(self) -> dict[tuple[str, str], list[tuple[str, str]]]:
+        """(schema, table) -> its (tenant, table name) pairs: whom a refusal names."""
+        out: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for key, target in self._by_table.items():
+            routes = target.values() if isinstance(target, dict) else [target]
+            out[key] = sorted((r.tenant, r.table) for r in routes)
+        return out
 
     def route(self, change: RowChange) -> list[Delivery]:
         """The change-log rows a change makes (none for a table nobody streams)."""

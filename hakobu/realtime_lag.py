@@ -3,10 +3,14 @@ resources.changelog.RealtimeDataset.lag_facts; the Dagster check `realtime_lag` 
 assets/realtime.py reports the verdict).
 
 Two delays, because a realtime table has two readers:
-- `lag_seconds`: the age of the tenant's newest recorded checkpoint. `hakobu stream` records
-  one after every flush with rows and at least every 60 s otherwise (the heartbeat), only once
-  every change up to it is in the change log: so this is how stale `<table>_live` can be —
-  a stream that is down, stuck or failing makes it grow. Failed above `max_lag_minutes`.
+- `lag_seconds`: how far behind the source the tenant's newest recorded checkpoint is: now
+  minus its `acked_at` (every commit up to then is in the change log — the commit time of the
+  last one read while catching up, the time of a server heartbeat once caught up; see
+  BinlogReader.acked_at), or minus the time it was recorded for a checkpoint without one.
+  `hakobu stream` records one after every flush with rows and at least every 60 s otherwise
+  (the heartbeat), only once every change up to it is in the change log: so this is how stale
+  `<table>_live` can be — a stream that is down, stuck, failing or slowly catching up makes it
+  grow. Failed above `max_lag_minutes`, saying which of the two it is.
 - `merge_lag_seconds`: the age of the oldest change not merged into `<table>` yet (0 when none).
   Up to `merge_every_minutes` of it is the design; failed above merge_every_minutes +
   max_lag_minutes (a merge that keeps failing, a stream that never reaches its merge).
@@ -51,11 +55,17 @@ def judge_lag(facts: dict, now: dt.datetime, *, max_lag_s: float,
     if at is None:
         return LagVerdict(False, "no checkpoint recorded: `hakobu stream` has not streamed "
                                  "this tenant yet", None, **base)
-    lag = max(0.0, (now - at).total_seconds())
+    age = max(0.0, (now - at).total_seconds())
+    acked = facts.get("acked_at")
+    lag = max(age, (now - acked).total_seconds()) if acked is not None else age
     problems = []
-    if lag > max_lag_s:
-        problems.append(f"the stream's last checkpoint is {human(lag)} old (allowed "
-                        f"{human(max_lag_s)}): is `hakobu stream` running and keeping up?")
+    if age > max_lag_s:
+        problems.append(f"the stream's last checkpoint is {human(age)} old (allowed "
+                        f"{human(max_lag_s)}): is `hakobu stream` running?")
+    elif lag > max_lag_s:
+        problems.append(f"the stream is running (checkpoint {human(age)} ago) but has read the "
+                        f"source only up to {human(lag)} ago (allowed {human(max_lag_s)}): it "
+                        "is catching up, or reads slower than the source writes")
     if merge_lag > merge_every_s + max_lag_s:
         problems.append(f"{unmerged} change(s) wait {human(merge_lag)} for their merge "
                         f"(allowed {human(merge_every_s + max_lag_s)}): see the stream's log")

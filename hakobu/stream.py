@@ -1,24 +1,16 @@
-"""`hakobu stream`: realtime delivery of one source cluster (issue #15; docs/realtime.md).
+"""`hakobu stream`: realtime delivery of one source cluster (issue #15; docs/realtime.md has
+the whole design, its guarantees and limits).
 
 One `ClusterStream` per source cluster holds one `BinlogReader` over every tenant's
-`delivery: realtime` tables on it, and for each table:
-
-1. **snapshot, position first** — the cluster's current checkpoint P0 is recorded in the
-   table's state row (`phase: snapshot`), then the table is read by the nightly machinery
-   (hakobu.table.sync_table: keyset chunks under the cluster's read governor, merged with
-   deletion of vanished rows). No lock: rows that change while it reads are changes after P0,
-   which the stream applies afterwards (full row images, latest per key wins). A crash
-   restarts the read with the same P0; the state then says `phase: streaming, merged: P0`;
-2. **stream** — every change after the table's start is appended to its change log by
-   insertAll every `flush_every_s`; then the cluster checkpoint is appended to each tenant's
-   `_hakobu_rt_checkpoint` (a checkpoint is recorded only after the changes before it were
-   accepted by BigQuery; changes at or below it are skipped on a replay);
-3. **merge** — every `merge_every_minutes` the latest change per key with seq in (merged,
-   checkpoint] goes into the customer's table; the state rows of the tenant's tables move in
-   one compare-and-set MERGE.
-
-A snapshot of a new table pauses the cluster's stream (it is read first, then the reader
-catches up from the oldest start): simple, and the binlog guard demands the retention for it.
+`delivery: realtime` tables on it, and for each table: **snapshot, position first** (the
+checkpoint P0 into the table's state row, then the nightly read, no lock: later changes are
+applied after it, full row images, latest per key wins); **stream** (every change after the
+table's start appended to its change log by insertAll every `flush_every_s`, then the cluster
+checkpoint appended to each tenant's `_hakobu_rt_checkpoint` — recorded only once the changes
+before it were accepted; changes at or below it are skipped on a replay); **merge** (every
+`merge_every_minutes`, the latest change per key with seq in (merged, checkpoint] into the
+customer's table; the tenant's state rows in one compare-and-set MERGE). A snapshot of a new
+table pauses the cluster's stream; the reader then catches up from the oldest start.
 """
 
 from __future__ import annotations
@@ -32,12 +24,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import pymysql
-
 from hakobu import cancel
 from hakobu.binlog import Checkpoint
-from hakobu.config import Cluster, Config, Tenant
-from hakobu.errors import HakobuError, PositionLost
+from hakobu.config import Config, Tenant
+from hakobu.errors import HakobuError, PositionLost, SourceTableChanged
 from hakobu.naming import change_log
 from hakobu.planning import plan_for
 from hakobu.policy import export_plan
@@ -47,7 +37,9 @@ from hakobu.results import NO_HOOKS, Hooks
 from hakobu.table import sync_table
 from resources import binlog_server
 from resources.binlog_reader import BinlogReader
+from resources.binlog_pump import END, pump
 from resources.changelog import RealtimeDataset
+from resources.stream_claim import StreamClaim
 from resources.io import LiveIO
 
 log = logging.getLogger("hakobu.stream")
@@ -65,6 +57,7 @@ class TableStream:
     appended: int = 0
     merged_rows: int = 0
     merges: int = 0
+    log_stale: bool = False     # its change log has other columns than the source now
 
 
 @dataclass
@@ -85,12 +78,6 @@ class StreamStats:
     dropped: dict = field(default_factory=dict)
 
 
-def connect(cluster: Cluster):
-    return pymysql.connect(host=cluster.host, port=cluster.port, user=cluster.user,
-                           password=cluster.password().reveal(), autocommit=True,
-                           connect_timeout=10, charset="utf8mb4")
-
-
 class ClusterStream:
     """The realtime delivery of one cluster's tenants (see the module docstring)."""
 
@@ -107,16 +94,26 @@ class ClusterStream:
         self.tenants: dict[str, TenantStream] = {}
         self._wanted = tenants
         self._stop = threading.Event()
+        self._acked_at = None             # BinlogReader.acked_at of the last item taken
+        self._claim = None                # the connection holding the tenants' locks
 
     # -- opening --------------------------------------------------------------------------
 
     def guard(self) -> None:
         """Refuse a server whose binlog cannot carry a snapshot and the stream (BinlogNotReady)."""
-        conn = connect(self.cluster)
-        try:
-            binlog_server.ensure_ready(conn, self.snapshot_seconds)
-        finally:
-            conn.close()
+        binlog_server.on_cluster(self.cluster, binlog_server.ensure_ready, self.snapshot_seconds)
+
+    def claim(self) -> None:
+        """One stream per tenant at a time (resources.stream_claim): call after open(); a
+        second `hakobu stream` over one of these tenants — a `--recover` beside the running
+        service — is refused, naming the holder. close() releases it."""
+        if self._claim is None:
+            self._claim = StreamClaim(self.cluster, sorted(self.tenants))
+
+    def close(self) -> None:
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
 
     def open(self) -> None:
         """Plan every realtime table on the cluster, make its change log, read the states."""
@@ -136,14 +133,15 @@ class ClusterStream:
             for name in tenant.realtime_tables:
                 cfg = tenant.table(name)
                 plan = streamable(export_plan(plan_for(source, tenant, cfg), cfg))
-                rt.ensure_change_log(plan.bq_table, list(plan.specs))
+                fits = rt.ensure_change_log(plan.bq_table, list(plan.specs))
                 every = self.merge_every_s if self.merge_every_s is not None \
                     else cfg.merge_every_minutes * 60.0
-                tables[plan.bq_table] = TableStream(Route(tenant.tenant, name, plan), every)
+                tables[plan.bq_table] = TableStream(Route(tenant.tenant, name, plan), every,
+                                                    log_stale=not fits)
             states = rt.read_states(list(tables))
             for bq, ts in tables.items():
                 ts.state = states.get(bq)
-                if ts.state is not None and ts.state.phase == STREAMING:
+                if ts.state is not None and ts.state.phase == STREAMING and not ts.log_stale:
                     # again at every start: a crash between the state's move to STREAMING
                     # and the view's DDL must not leave an older generation's view
                     plan = ts.route.plan
@@ -174,11 +172,7 @@ class ClusterStream:
         return [t.route.table for t in chosen]
 
     def _current(self) -> Checkpoint:
-        conn = connect(self.cluster)
-        try:
-            return binlog_server.current_checkpoint(conn)
-        finally:
-            conn.close()
+        return binlog_server.on_cluster(self.cluster, binlog_server.current_checkpoint)
 
     # -- snapshot -------------------------------------------------------------------------
 
@@ -196,6 +190,9 @@ class ClusterStream:
             for bq, s in ts.rt.write_states(new, self.run_id).items():
                 fresh[bq].state = s
             for bq, t in fresh.items():
+                if t.log_stale:       # a new generation: its log starts after this snapshot
+                    ts.rt.ensure_change_log(bq, list(t.route.plan.specs), replace=True)
+                    t.log_stale = False
                 self.hooks("before_snapshot", table=t.route.table)
                 self._snapshot(ts, t)
                 self.hooks("after_snapshot", table=t.route.table)
@@ -241,6 +238,20 @@ class ClusterStream:
     def stop(self) -> None:
         self._stop.set()
 
+    def _refuse_stale_logs(self) -> None:
+        """A streaming table whose source changed shape (a DDL while the stream was down, or
+        the one it stopped at) cannot take changes in its old change log: recover it."""
+        stale = [(ts.tenant.tenant, t.route.table) for ts in self.tenants.values()
+                 for t in ts.tables.values() if t.log_stale]
+        if stale:
+            raise SourceTableChanged(
+                f"the source columns of {', '.join(f'{a}/{b}' for a, b in stale)} differ from "
+                f"their change logs (`{change_log('<table>')}`): the table changed shape",
+                schema="", tables=[b for _, b in stale],
+                hint="re-snapshot them in the new shape (a new generation, its change log made "
+                     "again): " + "; ".join(f"`hakobu stream --cluster {self.cluster.name} "
+                                           f"--recover {a} --tables {b}`" for a, b in stale))
+
     def recover_hint(self) -> str:
         """What to run after a PositionLost: the recover command of every tenant streamed."""
         cmds = "; ".join(f"`hakobu stream --cluster {self.cluster.name} --recover {t}`"
@@ -255,18 +266,20 @@ class ClusterStream:
         last round merges every table (a catch-up run: `hakobu stream --once`)."""
         if not self.tenants or cancel.requested():
             return self.stats
+        self._refuse_stale_logs()
         self._stop.clear()                 # a run after a finished one (catch-up rounds)
         router = Router(t.route for ts in self.tenants.values() for t in ts.tables.values())
         q: queue.Queue = queue.Queue(maxsize=1000)
         start = self.start()
         reader = BinlogReader(self.cluster, start, router.tables, reader_id=self.reader_id,
-                              blocking=blocking, stop=self._stop,
+                              blocking=blocking, stop=self._stop, owners=router.owners,
                               progress_every_s=self.checkpoint_every_s / 2)
-        thread = threading.Thread(target=_pump, args=(reader, q), daemon=True,
+        thread = threading.Thread(target=pump, args=(reader, q), daemon=True,
                                   name=f"hakobu-binlog-{self.cluster.name}")
         thread.start()
         deadline = None if for_seconds is None else time.monotonic() + for_seconds
         last_flush, position, ended = time.monotonic(), start, False
+        self._acked_at = None
         try:
             while not ended:
                 timeout = max(0.05, self.flush_every_s - (time.monotonic() - last_flush))
@@ -276,10 +289,11 @@ class ClusterStream:
                     item = None
                 if isinstance(item, BaseException):
                     raise item
-                if item is _END:
+                if item is END:
                     ended = True
                 elif item is not None:
                     position = self._take(router, item) or position
+                    self._acked_at = item.acked_at or self._acked_at
                 if deadline is not None and time.monotonic() >= deadline:
                     self._stop.set()
                     ended = True
@@ -288,6 +302,8 @@ class ClusterStream:
                 if ended or time.monotonic() - last_flush >= self.flush_every_s:
                     self._flush(reader, position)
                     self._merge_due(force=ended and not blocking)
+                    if self._claim is not None:
+                        self._claim.keep()
                     last_flush = time.monotonic()
                     if on_round is not None:
                         on_round()
@@ -343,7 +359,8 @@ class ClusterStream:
             stale = time.monotonic() - ts.recorded_at >= self.checkpoint_every_s
             if (moved and wrote) or stale:
                 self.hooks("before_checkpoint", table="")
-                ts.rt.record_checkpoint(self.cluster.name, checkpoint_json(position),
+                ts.rt.record_checkpoint(self.cluster.name,
+                                        checkpoint_json(position, acked_at=self._acked_at),
                                         change_seq(position.position))
                 ts.checkpoint, ts.recorded_at = position, time.monotonic()
 
@@ -373,24 +390,3 @@ class ClusterStream:
                 moved[bq] = s.merged_to(upto)
             for bq, s in ts.rt.write_states(moved, self.run_id).items():
                 ts.tables[bq].state = s
-
-
-_END = object()
-
-
-def _pump(reader: BinlogReader, q: queue.Queue) -> None:
-    """The reader's thread: every transaction (with the checkpoint right after it) into the
-    queue, then _END; an error goes into the queue to be raised by the loop."""
-    try:
-        with reader:
-            for txn in reader.transactions():
-                q.put(_Txn(txn.changes, reader.checkpoint))
-        q.put(_END)
-    except BaseException as exc:  # noqa: BLE001 — handed to the loop, raised there
-        q.put(exc)
-
-
-@dataclass(frozen=True)
-class _Txn:
-    changes: tuple
-    checkpoint: Checkpoint

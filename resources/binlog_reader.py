@@ -43,11 +43,10 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
 import pymysql
 from pymysqlreplication import BinLogStreamReader
-from pymysqlreplication.constants import NONE_SOURCE
 from pymysqlreplication.event import (GtidEvent, HeartbeatLogEvent, MariadbGtidEvent, QueryEvent,
                                       RotateEvent, XidEvent)
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
@@ -59,7 +58,7 @@ from resources import binlog_server
 from resources.binlog_sql import (CONTROL as _CONTROL, DDL as _DDL,  # noqa: F401
                                   ddl_targets as _ddl_targets, references as _references,
                                   tokens as _tokens, word as _word)
-from resources.binlog_values import nightly_row
+from resources.binlog_values import primary_key_of, row_change
 
 _EVENTS = [WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, XidEvent, QueryEvent, GtidEvent,
            MariadbGtidEvent, RotateEvent, HeartbeatLogEvent]
@@ -78,8 +77,10 @@ class BinlogReader:
     def __init__(self, cluster: Cluster, start: Checkpoint, tables: Iterable[tuple[str, str]], *,
                  reader_id: int, blocking: bool = False, heartbeat_s: float = 1.0,
                  stop: threading.Event | None = None, connect_timeout: float = 10.0,
-                 progress_every_s: float | None = None):
+                 progress_every_s: float | None = None,
+                 owners: Mapping[tuple[str, str], Iterable[tuple[str, str]]] | None = None):
         self.cluster = cluster
+        self.owners = {k: list(v) for k, v in (owners or {}).items()}
         self.tables = frozenset((s, t) for s, t in tables)
         if not self.tables:
             raise ValueError("BinlogReader needs at least one (schema, table)")
@@ -94,12 +95,21 @@ class BinlogReader:
         self._stream: BinLogStreamReader | None = None
         self.progress_every_s = progress_every_s
         self._yielded_at = time.monotonic()
+        self._acked_at: dt.datetime | None = None
 
     @property
     def checkpoint(self) -> Checkpoint:
         """The last commit passed (with or without changes to our tables): save it after the
         changes yielded before it are durable."""
         return self._checkpoint
+
+    @property
+    def acked_at(self) -> dt.datetime | None:
+        """Up to when the source's commits are all read at `checkpoint`: the commit time of the
+        last commit passed while reading a backlog; the time of a server heartbeat (sent only
+        when the server has nothing newer) or of the log's end once caught up. How far behind
+        the source the stream is — not how recently it recorded (issue #15's lag)."""
+        return self._acked_at
 
     @property
     def where(self) -> str:
@@ -138,8 +148,8 @@ class BinlogReader:
                 raise PositionLost(
                     f"{self.where} refused to stream from {self._checkpoint.position}",
                     [str(exc.args[1])],
-                    hint="reload the tables read from it with `hakobu backfill TENANT --tables "
-                         "...`, then record a new position") from exc
+                    hint="re-snapshot the tables read from it from a new position: "
+                         + self.recover_command(sorted(self.tables))) from exc
             raise
         finally:
             self.close()
@@ -182,6 +192,7 @@ class BinlogReader:
 
     # -- assembling transactions --------------------------------------------------------------
 
+    # long: the event state machine in one piece: GTID, rows, XID/COMMIT, queries, heartbeat
     def _assemble(self, stream: BinLogStreamReader) -> Iterator[Transaction]:
         gtid: str | None = None
         pending: list[tuple] = []        # (event class, schema, table, columns, pk, row)
@@ -189,6 +200,14 @@ class BinlogReader:
         for event in stream:             # and its XID or COMMIT
             if self._stop.is_set():
                 return
+            if isinstance(event, HeartbeatLogEvent):
+                if not in_txn:           # the server had nothing newer to send: caught up
+                    self._acked_at = dt.datetime.now(dt.timezone.utc)
+                    if self._progress_due():
+                        self._yielded_at = time.monotonic()
+                        yield Transaction(position=self._checkpoint.position,
+                                          committed_at=self._acked_at, changes=())
+                continue
             if isinstance(event, (GtidEvent, MariadbGtidEvent)):
                 gtid, pending = event.gtid, []
                 # MariaDB logs no BEGIN: its GTID event says whether a transaction follows
@@ -196,7 +215,7 @@ class BinlogReader:
                           and not event.flags & _MARIADB_STANDALONE)
             elif isinstance(event, tuple(_KINDS)):
                 if (event.schema, event.table) in self.tables:
-                    pk = _key(event.primary_key)
+                    pk = primary_key_of(event.primary_key)
                     pending.extend((type(event), event.schema, event.table, event.columns, pk,
                                     row) for row in event.rows)
             elif isinstance(event, XidEvent):
@@ -235,6 +254,8 @@ class BinlogReader:
                     if self._progress_due():
                         self._yielded_at = time.monotonic()
                         yield txn
+        if not in_txn:                   # the log's end (not blocking): every commit is read
+            self._acked_at = dt.datetime.now(dt.timezone.utc)
 
     def _inside(self, event: QueryEvent, words: list, verb: str, pending: list) -> None:
         """A query inside a transaction: never a DDL's own commit. SAVEPOINT and RELEASE
@@ -268,9 +289,19 @@ class BinlogReader:
             f"{self._stream.log_file}:{event.packet.log_pos})",
             [f"{what} ({', '.join(f'{s}.{t}' for s, t in tables)}): {_clip(event.query)}"],
             ["keep watched tables out of XA transactions and non-transactional (MyISAM, Aria) "
-             "tables out of their transactions; then re-snapshot them with `hakobu stream "
-             f"--cluster {self.cluster.name} --recover TENANT --tables "
-             f"{','.join(t for _, t in tables)}`"])
+             "tables out of their transactions; then re-snapshot them with "
+             + self.recover_command(tables)])
+
+    def recover_command(self, pairs: Iterable[tuple[str, str]]) -> str:
+        """The `hakobu stream --recover` command(s) that re-snapshot these (schema, table)s:
+        one per tenant that streams them (`owners`; TENANT when the reader was not told)."""
+        by_tenant: dict[str, set[str]] = {}
+        for pair in pairs:
+            for tenant, name in self.owners.get(pair) or [("TENANT", pair[1])]:
+                by_tenant.setdefault(tenant, set()).add(name)
+        return "; ".join(f"`hakobu stream --cluster {self.cluster.name} --recover {t} "
+                         f"--tables {','.join(sorted(names))}`"
+                         for t, names in sorted(by_tenant.items()))
 
     def _progress_due(self) -> bool:
         return (self.progress_every_s is not None
@@ -279,9 +310,10 @@ class BinlogReader:
     def _commit(self, stream, event, gtid, pending) -> Transaction:
         position = BinlogPosition(file=stream.log_file, pos=event.packet.log_pos, gtid=gtid)
         committed = dt.datetime.fromtimestamp(event.timestamp, dt.timezone.utc)
-        changes = tuple(_change(item, seq, position, committed, self.where, self.cluster.name)
-                        for seq, item in enumerate(pending))
+        changes = tuple(row_change(item, _KINDS[item[0]], seq, position, committed, self.where,
+                                   self.recover_command) for seq, item in enumerate(pending))
         self._checkpoint = self._checkpoint.moved_to(position)
+        self._acked_at = committed
         return Transaction(position=position, committed_at=committed, changes=changes)
 
     def _refuse_ddl(self, event: QueryEvent, words: list) -> None:
@@ -298,26 +330,25 @@ class BinlogReader:
             f"{self._stream.log_file}:{event.packet.log_pos}); the change log and the "
             f"delivered table no longer describe the source: {_clip(event.query)}",
             schema=hit[0][0], tables=[t for _, t in hit],
-            hint=f"re-snapshot the table(s) from the new shape: `hakobu stream --cluster "
-                 f"{self.cluster.name} --recover TENANT --tables "
-                 f"{','.join(t for _, t in hit)}` (after an ALTER that adds or renames "
-                 f"columns, drop `_hakobu_cl_<table>` first, docs/realtime.md)")
+            hint=f"re-snapshot the table(s) from the new shape: {self.recover_command(hit)} "
+                 "(a new generation: its change log is made again with the new columns)")
 
     def _refuse_statement(self, event: QueryEvent, words: list) -> None:
         """Any other query that names a watched table, or runs in a watched schema, is a change
         logged as a statement (a session's binlog_format=STATEMENT or MIXED): no rows."""
         schema = _schema_of(event)
-        if not (schema in {s for s, _ in self.tables}
-                or _references(words, schema) & self.tables):
+        named = _references(words, schema) & self.tables
+        if not (schema in {s for s, _ in self.tables} or named):
             return
+        hit = sorted(named or {p for p in self.tables if p[0] == schema})
         raise BinlogNotReady(
             f"{self.where} logged a change as a statement (ending at "
             f"{self._stream.log_file}:{event.packet.log_pos}), not as rows: its rows "
             f"cannot be read from the binlog",
             [f"statement-logged change (schema {schema!r}): {_clip(event.query)}"],
             ["make every session write ROW events: SET GLOBAL binlog_format = 'ROW' and "
-             "no `SET SESSION binlog_format` in the application; then reload the tables "
-             "with `hakobu backfill TENANT --tables ...`"])
+             "no `SET SESSION binlog_format` in the application; then re-snapshot the "
+             "tables with " + self.recover_command(hit)])
 
 
 # -- the text of query events ------------------------------------------------------------------
@@ -331,43 +362,3 @@ def _schema_of(event: QueryEvent) -> str:
 def _clip(text: str) -> str:
     return text.strip()[:200]
 
-
-def _key(primary_key) -> tuple[str, ...]:
-    if not primary_key:
-        return ()
-    return (primary_key,) if isinstance(primary_key, str) else tuple(primary_key)
-
-
-def _change(item: tuple, seq: int, position: BinlogPosition, committed: dt.datetime,
-            where: str, cluster: str) -> RowChange:
-    cls, schema, table, columns, pk, row = item
-    kind = _KINDS[cls]
-    if kind is ChangeKind.UPDATE:
-        images = [("after", row["after_values"], row.get("after_none_sources")),
-                  ("before", row["before_values"], row.get("before_none_sources"))]
-    else:
-        images = [("row", row["values"], row.get("none_sources"))]
-    for image, values, sources in images:
-        missing = [c.name for c in columns if c.name not in values
-                   or (sources or {}).get(c.name) == NONE_SOURCE.COLS_BITMAP]
-        if missing:
-            raise _partial_image(where, cluster, schema, table, image, missing, position)
-    after = nightly_row(columns, images[0][1], images[0][2])
-    before = nightly_row(columns, images[1][1], images[1][2]) if len(images) > 1 else None
-    return RowChange(schema=schema, table=table, kind=kind, row=after, before=before,
-                     primary_key=pk, position=position, committed_at=committed, seq=seq)
-
-
-def _partial_image(where: str, cluster: str, schema: str, table: str, image: str,
-                   missing: list[str], position: BinlogPosition) -> BinlogNotReady:
-    """A column of the table map not in an image (or marked not sent, the library's
-    COLS_BITMAP none source): a session with binlog_row_image MINIMAL or NOBLOB left out what
-    it did not change; reading on would deliver those columns as NULL."""
-    return BinlogNotReady(
-        f"{where} logged a partial row image of {schema}.{table} (the transaction ending at "
-        f"{position.file}:{position.pos}): column(s) {missing} are not in its {image} image",
-        [f"a session wrote binlog_row_image=MINIMAL or NOBLOB for {schema}.{table}; the guard "
-         "reads the global setting only and cannot see a session's"],
-        ["binlog_row_image=FULL for every session (SET GLOBAL binlog_row_image = 'FULL' and no "
-         "`SET SESSION binlog_row_image` in the application); then re-snapshot the table with "
-         f"`hakobu stream --cluster {cluster} --recover TENANT --tables {table}`"])

@@ -13,6 +13,8 @@ MONITOR (MariaDB 10.5+), the stream itself REPLICATION SLAVE.
 
 from __future__ import annotations
 
+import pymysql
+
 from hakobu.binlog import BinlogPosition, Checkpoint, ServerIdentity
 from hakobu.binlog_health import (BinlogSettings, LogState, refuse_lost_position,
                                   refuse_unless_ready)
@@ -179,3 +181,19 @@ def ensure_position(conn, saved: Checkpoint, *, where: str | None = None,
                                 f"TENANT --tables ...` and record a new position") from exc
     refuse_lost_position(saved, state, where=where, tables=tables)
     return state
+
+
+def connect(cluster):
+    """A plain autocommit connection to a cluster's server (its password from the env)."""
+    return pymysql.connect(host=cluster.host, port=cluster.port, user=cluster.user,
+                           password=cluster.password().reveal(), autocommit=True,
+                           connect_timeout=10, charset="utf8mb4")
+
+
+def on_cluster(cluster, fn, *args, **kwargs):
+    """fn(conn, *args, **kwargs) on a connection of its own, closed after."""
+    conn = connect(cluster)
+    try:
+        return fn(conn, *args, **kwargs)
+    finally:
+        conn.close()

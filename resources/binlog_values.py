@@ -29,9 +29,12 @@ here: no MySQL server).
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Callable
 
-from pymysqlreplication.constants import FIELD_TYPE
+from pymysqlreplication.constants import FIELD_TYPE, NONE_SOURCE
+
+from hakobu.binlog import BinlogPosition, ChangeKind, RowChange
+from hakobu.errors import BinlogNotReady
 
 _EPOCH = dt.datetime(1970, 1, 1)
 _BINARY_CHARSETS = ("binary",)
@@ -104,3 +107,49 @@ def nightly_row(columns, values: dict, none_sources: dict | None) -> dict[str, A
     """A whole row image (the library's `values` by column name) in the nightly's forms."""
     sources = none_sources or {}
     return {c.name: nightly_value(c, values.get(c.name), sources.get(c.name)) for c in columns}
+
+
+# -- row events into RowChanges (resources.binlog_reader) ----------------------------------
+
+def primary_key_of(primary_key) -> tuple[str, ...]:
+    if not primary_key:
+        return ()
+    return (primary_key,) if isinstance(primary_key, str) else tuple(primary_key)
+
+
+def row_change(item: tuple, kind: ChangeKind, seq: int, position: BinlogPosition,
+               committed: dt.datetime, where: str, recover: Callable) -> RowChange:
+    """One row of a row event (item: event class, schema, table, columns, key, row) as a
+    RowChange with the nightly's values; a partial image is refused (BinlogNotReady, with the
+    `recover` command of its table)."""
+    _, schema, table, columns, pk, row = item
+    if kind is ChangeKind.UPDATE:
+        images = [("after", row["after_values"], row.get("after_none_sources")),
+                  ("before", row["before_values"], row.get("before_none_sources"))]
+    else:
+        images = [("row", row["values"], row.get("none_sources"))]
+    for image, values, sources in images:
+        missing = [c.name for c in columns if c.name not in values
+                   or (sources or {}).get(c.name) == NONE_SOURCE.COLS_BITMAP]
+        if missing:
+            raise _partial_image(where, recover([(schema, table)]), schema, table, image,
+                                 missing, position)
+    after = nightly_row(columns, images[0][1], images[0][2])
+    before = nightly_row(columns, images[1][1], images[1][2]) if len(images) > 1 else None
+    return RowChange(schema=schema, table=table, kind=kind, row=after, before=before,
+                     primary_key=pk, position=position, committed_at=committed, seq=seq)
+
+
+def _partial_image(where: str, recover: str, schema: str, table: str, image: str,
+                   missing: list[str], position: BinlogPosition) -> BinlogNotReady:
+    """A column of the table map not in an image (or marked not sent, the library's
+    COLS_BITMAP none source): a session with binlog_row_image MINIMAL or NOBLOB left out what
+    it did not change; reading on would deliver those columns as NULL."""
+    return BinlogNotReady(
+        f"{where} logged a partial row image of {schema}.{table} (the transaction ending at "
+        f"{position.file}:{position.pos}): column(s) {missing} are not in its {image} image",
+        [f"a session wrote binlog_row_image=MINIMAL or NOBLOB for {schema}.{table}; the guard "
+         "reads the global setting only and cannot see a session's"],
+        ["binlog_row_image=FULL for every session (SET GLOBAL binlog_row_image = 'FULL' and no "
+         "`SET SESSION binlog_row_image` in the application); then re-snapshot the table with "
+         + recover])

@@ -20,7 +20,7 @@ import datetime as dt
 
 from google.cloud import bigquery
 
-from hakobu.bqschema import STATE_TABLE, SYNCED_AT
+from hakobu.bqschema import STATE_TABLE, SYNCED_AT, BqType
 from hakobu.errors import LoadError
 from hakobu.naming import change_log, live_view
 from hakobu.realtime import (CHECKPOINT_TABLE, COMMITTED_AT, DELETE, GEN, IDX, OP, SEQ,
@@ -43,19 +43,36 @@ class RealtimeDataset:
 
     # -- tables ---------------------------------------------------------------------------
 
-    def ensure_change_log(self, bq_table: str, specs: list[ColumnSpec]) -> str:
-        """`_hakobu_cl_<table>`: the table's columns in their staging types (JSON as STRING,
-        as in staging), then op, order, generation and commit time; one partition per commit
-        day, expiring after retention_days. Created by DDL: parameterised NUMERIC holds."""
-        name = change_log(bq_table)
-        cols = [(s.bq_name, s.staging_bq_type) for s in specs] + [
+    def _log_columns(self, specs: list[ColumnSpec]) -> list[tuple[str, str]]:
+        return [(s.bq_name, s.staging_bq_type) for s in specs] + [
             (OP, "STRING"), (SEQ, "INT64"), (IDX, "INT64"), (GEN, "INT64"),
             (COMMITTED_AT, "TIMESTAMP")]
+
+    def ensure_change_log(self, bq_table: str, specs: list[ColumnSpec], *,
+                          replace: bool = False) -> bool:
+        """`_hakobu_cl_<table>`: the table's columns in their staging types (JSON as STRING,
+        as in staging), then op, order, generation and commit time; one partition per commit
+        day, expiring after retention_days. Created by DDL: parameterised NUMERIC holds.
+
+        Returns whether the existing log has these columns (True for a new one). A log of
+        other columns (the source table's shape changed) is left as it is — its unmerged rows
+        are the current generation's — unless `replace`: for a new generation, whose rows
+        start after its snapshot, it is made again with these columns."""
+        name, cols = change_log(bq_table), self._log_columns(specs)
+        live = self.dest.columns(name)
+        if live is not None:
+            want = {n.lower(): BqType.parse(t) for n, t in cols}
+            if {k: c.type for k, c in live.items()} == want:
+                return True
+            if not replace:
+                return False
+            self.dest.drop_table(name)
+            self._schemas.pop(name, None)
         self.dest.sql(f"CREATE TABLE IF NOT EXISTS {self.dest.ref(name)} ("
                       + ", ".join(f"{quote_bq(n)} {t}" for n, t in cols)
                       + f") PARTITION BY DATE({quote_bq(COMMITTED_AT)}) OPTIONS("
                         f"partition_expiration_days={int(self.retention_days)})", table=name)
-        return name
+        return True
 
     def ensure_checkpoints(self) -> None:
         self.dest.sql(f"CREATE TABLE IF NOT EXISTS {self.dest.ref(CHECKPOINT_TABLE)} ("
@@ -136,8 +153,8 @@ class RealtimeDataset:
         """What the `realtime_lag` check judges, in one query: the table's state row, the
         tenant's newest checkpoint time, the newest change's commit time, and the changes not
         merged yet (count, oldest commit time) of the current generation."""
-        facts = {"state": None, "checkpoint_at": None, "newest_change_at": None,
-                 "unmerged": 0, "oldest_unmerged_at": None}
+        facts = {"state": None, "checkpoint_at": None, "acked_at": None,
+                 "newest_change_at": None, "unmerged": 0, "oldest_unmerged_at": None}
         if self.dest.table_schema(STATE_TABLE) is None:      # no dataset or never streamed
             return facts
         state = facts["state"] = self.read_states([bq_table]).get(bq_table)
@@ -147,7 +164,9 @@ class RealtimeDataset:
         mine = f"{quote_bq(GEN)} = @g"
         [row] = self.dest.rows(
             f"SELECT (SELECT MAX(recorded_at) FROM {self.dest.ref(CHECKPOINT_TABLE)} WHERE "
-            f"cluster = @c) AS checkpoint_at, (SELECT MAX({at}) FROM {cl} WHERE {mine}) AS "
+            f"cluster = @c) AS checkpoint_at, (SELECT JSON_VALUE(checkpoint, '$.acked_at') "
+            f"FROM {self.dest.ref(CHECKPOINT_TABLE)} WHERE cluster = @c ORDER BY recorded_at "
+            f"DESC, seq DESC LIMIT 1) AS acked_at, (SELECT MAX({at}) FROM {cl} WHERE {mine}) AS "
             f"newest_change_at, (SELECT COUNT(*) FROM {cl} WHERE {mine} AND {seq} > @m) AS "
             f"unmerged, (SELECT MIN({at}) FROM {cl} WHERE {mine} AND {seq} > @m) AS "
             "oldest_unmerged_at",
@@ -155,7 +174,9 @@ class RealtimeDataset:
              bigquery.ScalarQueryParameter("g", "INT64", state.gen),
              bigquery.ScalarQueryParameter("m", "INT64", state.merged)])
         facts.update({k: row[k] for k in ("checkpoint_at", "newest_change_at",
-                                          "oldest_unmerged_at")}, unmerged=int(row["unmerged"]))
+                                          "oldest_unmerged_at")}, unmerged=int(row["unmerged"]),
+                     acked_at=dt.datetime.fromisoformat(row["acked_at"]) if row["acked_at"]
+                     else None)
         return facts
 
     # -- merging --------------------------------------------------------------------------

@@ -23,6 +23,7 @@ EXIT_CODES = """exit codes:
        claims freed, a rerun completes it"""
 
 
+
 def _version() -> str:
     try:
         dagster = version("dagster")
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, **kw) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], epilog=EXIT_CODES,
+        kw.setdefault("epilog", EXIT_CODES)
+        return sub.add_parser(name, parents=[common],
                               formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
 
     _validate_and_loads(command)

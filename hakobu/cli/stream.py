@@ -12,6 +12,13 @@ from hakobu.errors import ConfigError
 from hakobu.stream import ClusterStream
 from resources.io import LiveIO
 
+STREAM_EXIT_CODES = """exit codes:
+  0    stopped by SIGTERM or Ctrl-C (the changes read are flushed, the checkpoint recorded),
+       or --once/--for done
+  1    failed: the binlog cannot carry it (BinlogNotReady), a lost position (PositionLost), a
+       changed source table (SourceTableChanged), another stream of the tenant runs, BigQuery
+       refused; one line on stderr starting "error:" naming the fix (--debug: the traceback)"""
+
 
 def register(command) -> None:
     s = command("stream", help="deliver the `delivery: realtime` tables of one source cluster "
@@ -26,7 +33,8 @@ def register(command) -> None:
                             "`<table>_live` shows the latest state meanwhile. SIGTERM or "
                             "Ctrl-C: the changes read are flushed, the checkpoint recorded, "
                             "exit 0. A lost position stops it with PositionLost: recover with "
-                            "`--recover TENANT`. See docs/realtime.md.")
+                            "`--recover TENANT`. One stream per tenant at a time. See "
+                            "docs/realtime.md.", epilog=STREAM_EXIT_CODES)
     s.add_argument("--cluster", help="the source cluster (default: the only one with "
                                      "realtime tables)")
     s.add_argument("--tenants", help="comma-separated tenant ids (default: every tenant with "
@@ -86,6 +94,7 @@ def cmd_stream(args) -> int:
     try:
         cs.guard()
         cs.open()
+        cs.claim()                  # one stream per tenant: a --recover beside a running one
         if args.recover:
             cs.recover(args.recover, tables_arg(args))
         snapshots = cs.snapshot_new()
@@ -93,6 +102,7 @@ def cmd_stream(args) -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        cs.close()
         io.close()
     out = {"cluster": cluster, "snapshots": snapshots, "transactions": stats.transactions,
            "changes": stats.changes, "flushes": stats.flushes, "dropped": stats.dropped,

@@ -4,6 +4,8 @@ import json
 import re
 import sys
 
+import pymysql
+
 from hakobu.cli.common import EXIT_FAIL, EXIT_OK
 from hakobu.config import Config, load_config
 from hakobu.errors import ConfigError, HakobuError
@@ -12,6 +14,7 @@ from hakobu.ports import IO
 from hakobu.sqlquote import mysql_literal
 from hakobu.planning import plan_for
 from pipelines.build import definition_problems
+from resources import binlog_server
 from resources.dagster import open_io
 
 
@@ -70,6 +73,27 @@ def check_sources(config: Config, io: IO) -> list[str]:
                       else config.table_where(tenant.tenant, table.name, key and key[-1]))
                 out.append(f"{at}: {exc}")
     out += collation_collisions(config, io)
+    out += binlog_guards(config)
+    return out
+
+
+def binlog_guards(config: Config) -> list[str]:
+    """The binlog health guard of `hakobu stream` on every cluster with realtime tables (a
+    snapshot of an hour assumed, as `hakobu stream`'s default): what to set, before a stream
+    is started and refused."""
+    out = []
+    for name in sorted({t.cluster for t in config.tenants.values() if t.realtime_tables}):
+        tenants = sorted(t.tenant for t in config.tenants.values()
+                         if t.cluster == name and t.realtime_tables)
+        try:
+            binlog_server.on_cluster(config.clusters[name], binlog_server.ensure_ready,
+                                     3600.0)
+        except HakobuError as exc:
+            out.append(f"{config.where(tenants[0], 'cluster')}: cluster {name!r} (the "
+                       f"`delivery: realtime` tables of {', '.join(tenants)}): {exc}")
+        except pymysql.err.Error as exc:
+            out.append(f"{config.where(tenants[0], 'cluster')}: cluster {name!r}: its binlog "
+                       f"settings could not be read: {exc}")
     return out
 
 

@@ -157,3 +157,31 @@ def test_the_library_gtid_parser_limits():
         Gtid(f"{uuid}:mytag:1-5")
     with pytest.raises(ValueError):
         GtidSet(f"{uuid}:mytag:1-5")
+
+
+def test_acked_at_is_the_commit_time_while_behind_and_a_heartbeat_once_caught_up(
+        binlog_cluster, cdc_sql, cdc_conn, cdc_schema):
+    """The lag the `realtime_lag` check reports: reading an old backlog, the reader has the
+    source only up to the last commit it passed; once the server has nothing newer (its
+    heartbeat), up to now."""
+    s = cdc_schema
+    make_table(cdc_sql, s)
+    start = current_checkpoint(cdc_conn)
+    cdc_sql(f"INSERT INTO `{s}`.t VALUES (1, 'a', 1)")
+    time.sleep(2.5)                           # the backlog is 2.5 s old when reading starts
+    began = time.time()
+    reader = BinlogReader(binlog_cluster, start, [(s, "t")], reader_id=reader_id(),
+                          blocking=True, heartbeat_s=0.5, progress_every_s=0.2)
+    seen = []
+    timer = threading.Timer(15, reader.stop)          # never hangs on a missing heartbeat
+    timer.start()
+    with reader:
+        for txn in reader.transactions():
+            seen.append((bool(txn.changes), reader.acked_at))
+            if not txn.changes:
+                break
+    timer.cancel()
+    (had_rows, behind), (idle, caught_up) = seen[0], seen[-1]
+    assert had_rows
+    assert behind.timestamp() <= began - 1.5           # the commit's time: 2.5 s behind
+    assert not idle and caught_up.timestamp() >= began      # a heartbeat: nothing newer

@@ -67,7 +67,7 @@ def test_a_session_with_minimal_row_images_stops_the_stream(
         cs.run(blocking=False)
     assert f"{s}.items" in str(caught.value) and "partial row image" in str(caught.value)
     assert "binlog_row_image=FULL for every session" in caught.value.hint
-    assert "--recover TENANT --tables items" in caught.value.hint
+    assert "--recover r --tables items" in caught.value.hint
 
 
 def test_savepoints_inside_a_transaction_keep_every_change(
@@ -114,7 +114,43 @@ def test_ddl_on_a_watched_table_stops_the_stream(cdc_sql, streamed, ddl):
     with pytest.raises(SourceTableChanged) as caught:
         cs.run(blocking=False)
     assert caught.value.tables == ["items"] and isinstance(caught.value, SchemaError)
-    assert "hakobu stream --cluster main --recover TENANT --tables items" in caught.value.hint
+    assert "hakobu stream --cluster main --recover r --tables items" in caught.value.hint
+
+
+@pytest.mark.parametrize("ddl", ["ALTER TABLE `{s}`.items ADD COLUMN extra INT",
+                                 "ALTER TABLE `{s}`.items MODIFY n BIGINT",
+                                 "ALTER TABLE `{s}`.items DROP COLUMN n"])
+def test_after_a_column_change_the_named_recover_delivers_the_new_shape(
+        binlog_server, cdc_sql, bq_client, tmp_path, streamed, ddl):
+    """The stream stops at the DDL; a restart without --recover refuses the old change log
+    instead of failing at its merge; the recover the error names makes the log again with the
+    new columns, and changes after it arrive in the new shape."""
+    cs, s, ds = streamed
+    cdc_sql(ddl.format(s=s))
+    with pytest.raises(SourceTableChanged):
+        cs.run(blocking=False)
+    cols = [c for (c,) in cdc_sql(f"SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE "
+                                  f"TABLE_SCHEMA = '{s}' AND TABLE_NAME = 'items' "
+                                  "ORDER BY ORDINAL_POSITION")]
+    config = config_of(tmp_path / "cfg2", binlog_server,
+                       {"r": (s, ds, RT.format(t="items"), "")})
+    again, io = stream_of(config, cs.io.settings.endpoint, tmp_path / "w2")
+    try:
+        again.open()
+        with pytest.raises(SourceTableChanged) as caught:
+            again.run(blocking=False)
+        assert "--recover r --tables items" in caught.value.hint
+        again.recover("r", ["items"])
+        assert again.snapshot_new() == ["r/items"]
+        sets = ", ".join(f"`{c}` = `{c}` + 1" for c in cols if c in ("n", "extra"))
+        cdc_sql(f"UPDATE `{s}`.items SET v = 'new shape'" + (f", {sets}" if sets else "")
+                + " WHERE id = 2")
+        again.run(blocking=False)
+        got = [{c: r[c] for c in cols} for r in bq_rows(bq_client, ds, "items")]
+        assert got == source_rows(cdc_sql, s, "items", ", ".join(cols))
+        assert got[1]["v"] == "new shape"
+    finally:
+        io.close()
 
 
 def test_ddl_on_a_table_whose_name_contains_a_watched_one_is_read_through(

@@ -10,10 +10,11 @@ from pathlib import Path
 
 
 from hakobu.cli import main
+from hakobu.config import load_config
 from hakobu.naming import change_log
 from hakobu.realtime import CHECKPOINT_TABLE, change_seq, checkpoint_of
 from resources.binlog_server import current_checkpoint
-from tests.cdc.rt_helpers import PROJECT, bq_rows, config_of, source_rows
+from tests.cdc.rt_helpers import PROJECT, bq_rows, config_of, source_rows, stream_of
 
 REPO = Path(__file__).resolve().parents[2]
 ITEMS = "CREATE TABLE `{s}`.items (id INT PRIMARY KEY, v VARCHAR(40), n INT)"
@@ -100,3 +101,26 @@ def test_a_lost_position_names_the_recover_command_which_recovers(
     # the command it names does recover: a new generation from the new position
     assert main(["stream", "--once", "--cluster", "main", "--recover", "r"]) == 0
     assert bq_rows(bq_client, ds, "items") == source_rows(cdc_sql, s, "items", "id, v, n")
+
+
+def test_a_second_stream_of_a_tenant_is_refused_while_one_runs(
+        binlog_server, cdc_sql, schema, datasets, bq_env, tmp_path, monkeypatch, capsys):
+    """One stream per tenant: a `--recover` beside the running service would race its merges;
+    it is refused with one line naming the holder, and works once the service stopped (a
+    killed one frees its claim with its connection)."""
+    s, ds = schema, datasets()
+    _setup(binlog_server, cdc_sql, s, ds, tmp_path, monkeypatch)
+    assert main(["stream", "--once"]) == 0
+    running, io = stream_of(load_config(tmp_path / "cfg"), bq_env.endpoint, tmp_path / "w2")
+    try:
+        running.open()
+        running.claim()
+        capsys.readouterr()
+        assert main(["stream", "--once", "--recover", "r"]) == 1
+        err = capsys.readouterr().err
+        assert "another `hakobu stream` is streaming tenant 'r' on cluster 'main'" in err, err
+        assert "Traceback" not in err and "stop that stream first" in err
+    finally:
+        running.close()
+        io.close()
+    assert main(["stream", "--once", "--recover", "r"]) == 0
