@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/hakobu demo
 
 test: $(STAMP)
-	$(BIN)/pytest -q -n 2 -m "not serial"
+	$(BIN)/pytest -q -n 3 --dist loadgroup -m "not serial"
 	$(BIN)/pytest -q -m serial
 
 # the import contract and the size limits alone, every violation listed (tests/test_architecture.py)

@@ -20,20 +20,26 @@ os.environ.setdefault("HAKOBU_QUERY_CHUNKS", "3")
 STATE = Path(os.environ.get("HAKOBU_TEST_STATE", REPO / ".local" / "test"))
 
 
-# Run alone, after the rest (`make test`: `-m "not serial"` on two workers, then `-m serial`):
-# tests that read the shared server's server-wide counters or open transactions, that time a
-# stop or a kill, or that use one fixed resource for the whole machine (the production stack's
-# PostgreSQL databases and ports, `hakobu up`'s state dir, the bench fixtures).
-SERIAL = ("tests/deploy/", "tests/localenv/", "tests/bench/",
-          "tests/integration/test_governor.py", "tests/integration/test_open_writers.py",
+# Run alone, after the rest (`make test`: `-m "not serial"` on three workers, then `-m serial`):
+# tests that read the shared server's server-wide counters or hold open transactions on it, or
+# that time a stop or a kill of loads on it.
+SERIAL = ("tests/integration/test_governor.py", "tests/integration/test_open_writers.py",
           "tests/integration/test_crash_and_stop.py")
+# One at a time, beside the rest (xdist group `machine`: one worker takes them all, in turn,
+# with `--dist loadgroup`): tests that use one fixed resource for the whole machine (the
+# production stack's PostgreSQL databases and ports, `hakobu up`'s state dir, the bench
+# fixtures and their private servers). They mostly wait on processes of their own.
+MACHINE = ("tests/deploy/", "tests/localenv/", "tests/bench/")
 
 
+@pytest.hookimpl(tryfirst=True)           # before xdist reads the groups from the markers
 def pytest_collection_modifyitems(config, items):
     for item in items:
         path = Path(str(item.fspath)).resolve().relative_to(REPO).as_posix()
         if path.startswith(SERIAL):
             item.add_marker(pytest.mark.serial)
+        elif path.startswith(MACHINE):
+            item.add_marker(pytest.mark.xdist_group("machine"))
 
 
 def unique_name(prefix: str) -> str:
