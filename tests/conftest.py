@@ -21,15 +21,17 @@ STATE = Path(os.environ.get("HAKOBU_TEST_STATE", REPO / ".local" / "test"))
 
 
 # Run alone, after the rest (`make test`: `-m "not serial"` on three workers, then `-m serial`):
-# tests that read the shared server's server-wide counters or hold open transactions on it, or
-# that time a stop or a kill of loads on it.
+# tests that read the shared server's server-wide counters or hold open transactions on it,
+# that time a stop or a kill of loads on it, and the bench's quick forms, whose seeding holds
+# long write transactions (every other test's incremental bound would wait behind them:
+# resources/mysql_bound.py).
 SERIAL = ("tests/integration/test_governor.py", "tests/integration/test_open_writers.py",
-          "tests/integration/test_crash_and_stop.py")
+          "tests/integration/test_crash_and_stop.py", "tests/bench/")
 # One at a time, beside the rest (xdist group `machine`: one worker takes them all, in turn,
 # with `--dist loadgroup`): tests that use one fixed resource for the whole machine (the
-# production stack's PostgreSQL databases and ports, `hakobu up`'s state dir, the bench
-# fixtures and their private servers). They mostly wait on processes of their own.
-MACHINE = ("tests/deploy/", "tests/localenv/", "tests/bench/")
+# production stack's PostgreSQL databases and ports, `hakobu up`'s state dir). They mostly
+# wait on processes of their own.
+MACHINE = ("tests/deploy/", "tests/localenv/")
 
 
 @pytest.hookimpl(tryfirst=True)           # before xdist reads the groups from the markers
