@@ -89,19 +89,7 @@ class StateTable:
         return self.flush_state()
 
     def _write_notes(self, notes: dict) -> None:
-        params, rows = [], []
-        for i, (table, (note, run_id)) in enumerate(sorted(notes.items())):
-            params += [bigquery.ScalarQueryParameter(f"t{i}", "STRING", table),
-                       bigquery.ScalarQueryParameter(f"w{i}", "STRING",
-                                                     json.dumps(note, sort_keys=True)),
-                       bigquery.ScalarQueryParameter(f"r{i}", "STRING", run_id)]
-            rows.append(f"SELECT @t{i} AS table_name, @w{i} AS w, @r{i} AS r")
-        self.sql(f"MERGE {self.ref(STATE_TABLE)} T USING ({' UNION ALL '.join(rows)}) S "
-                 "ON T.table_name = S.table_name "
-                 "WHEN MATCHED THEN UPDATE SET watermark = S.w, updated_at = CURRENT_TIMESTAMP(), "
-                 "run_id = S.r WHEN NOT MATCHED THEN INSERT (table_name, watermark, version, "
-                 "updated_at, run_id) VALUES (S.table_name, S.w, 0, CURRENT_TIMESTAMP(), S.r)",
-                 params, table=next(iter(notes)))
+        self._merge_state(notes, {})
 
     def read_watermark(self, table: str) -> Watermark | None:
         held = getattr(self, "_held_marks", None) or {}
@@ -175,6 +163,11 @@ class StateTable:
         self._moved_once = set()
         if not marks and not notes:
             return 0
+        return self._merge_state(notes, marks)
+
+    def _merge_state(self, notes: dict, marks: dict) -> int:
+        """Notes {table: (note, run_id)} upserted and watermark moves {table: (previous, new,
+        run_id)} compare-and-set, in one MERGE (flush_state; a note alone: _write_notes)."""
         params, rows = [], []
         for i, (name, value, base, run_id) in enumerate(
                 [(t, json.dumps(n, sort_keys=True), None, r)
