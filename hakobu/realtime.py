@@ -56,13 +56,27 @@ def change_seq(position: BinlogPosition) -> int:
 
 # -- checkpoints as stored -------------------------------------------------------------------
 
-def checkpoint_json(cp: Checkpoint, *, acked_at: dt.datetime | None = None) -> str:
-    """acked_at: up to when the source's commits are read at this checkpoint (a recorded
-    cluster checkpoint carries it for the `realtime_lag` check; checkpoint_of ignores it)."""
-    data = {"position": asdict(cp.position), "identity": asdict(cp.identity)}
+def checkpoint_json(cp: Checkpoint, *, acked_at: dt.datetime | None = None,
+                    tables: Iterable[str] | None = None) -> str:
+    """A recorded cluster checkpoint also carries `acked_at` (up to when the source's commits
+    are read at it: the `realtime_lag` check) and the BigQuery tables whose changes it
+    covers (a table not among them was not streamed: hakobu.stream snapshots it again).
+    checkpoint_of ignores both."""
+    data: dict[str, Any] = {"position": asdict(cp.position), "identity": asdict(cp.identity)}
     if acked_at is not None:
         data["acked_at"] = acked_at.astimezone(dt.timezone.utc).isoformat()
+    if tables is not None:
+        data["tables"] = sorted(tables)
     return json.dumps(data, sort_keys=True)
+
+
+def covered_tables(text: str | None) -> set[str] | None:
+    """The tables a recorded checkpoint covers; None: all (no checkpoint, or one that
+    predates the list)."""
+    if not text:
+        return None
+    tables = json.loads(text).get("tables")
+    return None if tables is None else set(tables)
 
 
 def checkpoint_of(text: str) -> Checkpoint:

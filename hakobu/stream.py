@@ -15,7 +15,6 @@ table pauses the cluster's stream; the reader then catches up from the oldest st
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import queue
 import threading
@@ -27,14 +26,15 @@ from dataclasses import dataclass, field
 from hakobu import cancel
 from hakobu.binlog import Checkpoint
 from hakobu.config import Config, Tenant
-from hakobu.errors import HakobuError, PositionLost, SourceTableChanged
+from hakobu.errors import PositionLost, SourceTableChanged
 from hakobu.naming import change_log
 from hakobu.planning import plan_for
 from hakobu.policy import export_plan
-from hakobu.realtime import (SNAPSHOT, STREAMING, Delivery, RealtimeState, Route, Router,
-                             change_seq, checkpoint_json, checkpoint_of, log_rows, streamable)
+from hakobu.realtime import (STREAMING, Delivery, RealtimeState, Route, Router,
+                             change_seq, checkpoint_json, checkpoint_of, covered_tables,
+                             log_rows, streamable)
 from hakobu.results import NO_HOOKS, Hooks
-from hakobu.table import sync_table
+from hakobu.stream_generations import GenerationsMixin, behind
 from resources import binlog_server
 from resources.binlog_reader import BinlogReader
 from resources.binlog_pump import END, pump
@@ -67,6 +67,7 @@ class TenantStream:
     tables: dict[str, TableStream]           # by BigQuery table name
     checkpoint: Checkpoint | None = None     # the last one recorded in its dataset
     recorded_at: float = 0.0
+    behind: list[TableStream] = field(default_factory=list)   # rejoined: snapshotted again
 
 
 @dataclass
@@ -78,7 +79,7 @@ class StreamStats:
     dropped: dict = field(default_factory=dict)
 
 
-class ClusterStream:
+class ClusterStream(GenerationsMixin):
     """The realtime delivery of one cluster's tenants (see the module docstring)."""
 
     def __init__(self, config: Config, cluster: str, io: LiveIO, *, reader_id: int,
@@ -148,74 +149,9 @@ class ClusterStream:
                     rt.create_live_view(bq, list(plan.specs),
                                         [plan.bq(k) for k in plan.primary_key], ts.state.gen)
             latest = rt.latest_checkpoint(self.cluster.name)
-            self.tenants[tenant.tenant] = TenantStream(
+            ts = self.tenants[tenant.tenant] = TenantStream(
                 tenant, rt, tables, checkpoint_of(latest) if latest else None)
-
-    def recover(self, tenant_id: str, tables: list[str] | None) -> list[str]:
-        """Start a new generation of these tables (default: all of the tenant's realtime
-        tables) from the current position: each is snapshotted again by `snapshot_new`."""
-        ts = self.tenants[tenant_id]
-        names = tables or ts.tenant.realtime_tables
-        chosen = [t for t in ts.tables.values() if t.route.table in names]
-        for n in names:
-            ts.tenant.table(n)
-        now = self._current()
-        moved = {t.route.bq_table: RealtimeState(
-            SNAPSHOT, checkpoint_json(now), (t.state.gen + 1) if t.state else 1,
-            change_seq(now.position), t.state.version if t.state else 0) for t in chosen}
-        for bq, s in ts.rt.write_states(moved, self.run_id).items():
-            ts.tables[bq].state = s
-        if len(chosen) == len(ts.tables):      # every table starts at `now`: so may the reader
-            ts.rt.record_checkpoint(self.cluster.name, checkpoint_json(now),
-                                    change_seq(now.position))
-            ts.checkpoint = now
-        return [t.route.table for t in chosen]
-
-    def _current(self) -> Checkpoint:
-        return binlog_server.on_cluster(self.cluster, binlog_server.current_checkpoint)
-
-    # -- snapshot -------------------------------------------------------------------------
-
-    def snapshot_new(self) -> list[str]:
-        """Snapshot every table not streaming yet: position first, then the nightly read."""
-        done = []
-        for ts in self.tenants.values():
-            fresh = {bq: t for bq, t in ts.tables.items()
-                     if t.state is None or t.state.phase == SNAPSHOT}
-            if not fresh:
-                continue
-            now = self._current()                 # position first: before any read
-            new = {bq: RealtimeState(SNAPSHOT, checkpoint_json(now), 1, change_seq(now.position))
-                   for bq, t in fresh.items() if t.state is None}
-            for bq, s in ts.rt.write_states(new, self.run_id).items():
-                fresh[bq].state = s
-            for bq, t in fresh.items():
-                if t.log_stale:       # a new generation: its log starts after this snapshot
-                    ts.rt.ensure_change_log(bq, list(t.route.plan.specs), replace=True)
-                    t.log_stale = False
-                self.hooks("before_snapshot", table=t.route.table)
-                self._snapshot(ts, t)
-                self.hooks("after_snapshot", table=t.route.table)
-                streaming = dataclasses.replace(t.state, phase=STREAMING,
-                                                merged=t.state.start_seq)
-                t.state = ts.rt.write_states({bq: streaming}, self.run_id)[bq]
-                ts.rt.create_live_view(bq, list(t.route.plan.specs),
-                                       [t.route.plan.bq(k) for k in t.route.plan.primary_key],
-                                       t.state.gen)
-                t.last_merge = time.monotonic()
-                done.append(f"{ts.tenant.tenant}/{t.route.table}")
-        self.stats.snapshots += done
-        return done
-
-    def _snapshot(self, ts: TenantStream, t: TableStream) -> None:
-        res = sync_table(self.io.source(self.cluster), ts.rt.dest, ts.tenant, t.route.table,
-                         run_id=f"{self.run_id}_s", governor=self.io.gate(self.cluster),
-                         hooks=self.hooks, plan=t.route.plan, warehouse=None)
-        if not res.ok:
-            raise HakobuError(f"snapshot of {ts.tenant.tenant}/{t.route.table} failed: "
-                              f"{res.error}", tenant=ts.tenant.tenant, table=t.route.table,
-                              hint="fix the cause and rerun `hakobu stream`: the snapshot "
-                                   "starts again from the position it recorded")
+            ts.behind = behind(ts, covered_tables(latest))
 
     # -- streaming ------------------------------------------------------------------------
 
@@ -246,7 +182,8 @@ class ClusterStream:
         if stale:
             raise SourceTableChanged(
                 f"the source columns of {', '.join(f'{a}/{b}' for a, b in stale)} differ from "
-                f"their change logs (`{change_log('<table>')}`): the table changed shape",
+                f"their change logs (`{change_log('<table>')}`): the source table, or the "
+                f"tenant file's column policy, changed",
                 schema="", tables=[b for _, b in stale],
                 hint="re-snapshot them in the new shape (a new generation, its change log made "
                      "again): " + "; ".join(f"`hakobu stream --cluster {self.cluster.name} "
@@ -360,7 +297,8 @@ class ClusterStream:
             if (moved and wrote) or stale:
                 self.hooks("before_checkpoint", table="")
                 ts.rt.record_checkpoint(self.cluster.name,
-                                        checkpoint_json(position, acked_at=self._acked_at),
+                                        checkpoint_json(position, acked_at=self._acked_at,
+                                                        tables=ts.tables),
                                         change_seq(position.position))
                 ts.checkpoint, ts.recorded_at = position, time.monotonic()
 

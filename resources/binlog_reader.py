@@ -287,7 +287,7 @@ class BinlogReader:
         return BinlogNotReady(
             f"{self.where} logged a transaction the reader cannot replay (ending at "
             f"{self._stream.log_file}:{event.packet.log_pos})",
-            [f"{what} ({', '.join(f'{s}.{t}' for s, t in tables)}): {_clip(event.query)}"],
+            [f"{what} ({', '.join(f'{s}.{t}' for s, t in tables)}): {_kind(event)}"],
             ["keep watched tables out of XA transactions and non-transactional (MyISAM, Aria) "
              "tables out of their transactions; then re-snapshot them with "
              + self.recover_command(tables)])
@@ -328,7 +328,7 @@ class BinlogReader:
             f"{self.where} logged {_word(words, 0)} of watched table(s) "
             f"{', '.join(f'{s}.{t}' for s, t in hit)} (ending at "
             f"{self._stream.log_file}:{event.packet.log_pos}); the change log and the "
-            f"delivered table no longer describe the source: {_clip(event.query)}",
+            f"delivered table no longer describe the source: {_kind(event)}",
             schema=hit[0][0], tables=[t for _, t in hit],
             hint=f"re-snapshot the table(s) from the new shape: {self.recover_command(hit)} "
                  "(a new generation: its change log is made again with the new columns)")
@@ -345,7 +345,8 @@ class BinlogReader:
             f"{self.where} logged a change as a statement (ending at "
             f"{self._stream.log_file}:{event.packet.log_pos}), not as rows: its rows "
             f"cannot be read from the binlog",
-            [f"statement-logged change (schema {schema!r}): {_clip(event.query)}"],
+            [f"a statement-logged change of {', '.join(f'{a}.{b}' for a, b in hit)}: "
+             f"{_kind(event)}"],
             ["make every session write ROW events: SET GLOBAL binlog_format = 'ROW' and "
              "no `SET SESSION binlog_format` in the application; then re-snapshot the "
              "tables with " + self.recover_command(hit)])
@@ -359,6 +360,11 @@ def _schema_of(event: QueryEvent) -> str:
     return schema.decode() if isinstance(schema, bytes) else (schema or "")
 
 
-def _clip(text: str) -> str:
-    return text.strip()[:200]
+def _kind(event: QueryEvent) -> str:
+    """What a logged statement was, never its text: its literals may be values of columns the
+    tenant file withholds, or a password (errors reach logs). Its first two words and where
+    it ends in the log."""
+    words = _tokens(event.query)
+    verb = " ".join(w for w in (_word(words, 0), _word(words, 1)) if w)
+    return f"a {verb or 'statement'} statement, default schema {_schema_of(event) or '(none)'}"
 

@@ -47,7 +47,8 @@ class StreamClaim:
                         f"{c.name!r} (MySQL connection {holder} holds the lock "
                         f"{lock_name(tenant)!r})", tenant=tenant,
                         hint="stop that stream first (SIGTERM), then rerun this command: one "
-                             "stream per tenant at a time")
+                             "stream per tenant at a time (`--tenants` limits a stream to some "
+                             "of the cluster's tenants)")
         except BaseException:
             conn.close()
             raise

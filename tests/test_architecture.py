@@ -65,7 +65,7 @@ LATE_MARKER = "# late:"
 ENTRY = ("hakobu.cli", "hakobu.launch", "hakobu.demo", "hakobu.localenv.dev")
 APP = ("hakobu.verify_run", "hakobu.status", "hakobu.tonight", "hakobu.stop", "hakobu.runs",
        "hakobu.run_launcher", "hakobu.localenv", "hakobu.grants.cli", "hakobu.reconcile",
-       "hakobu.stream")
+       "hakobu.stream", "hakobu.stream_generations")
 LAYERS = {6: "entry", 5: "pipelines", 4: "assets", 3: "app", 2: "resources", 1: "core"}
 
 # While issue #13 is being worked on in several branches, main holds code these tests refuse:
