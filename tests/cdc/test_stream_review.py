@@ -9,19 +9,16 @@ from hakobu.cli import main
 from hakobu.errors import BinlogNotReady, ConfigError, explain
 from hakobu.naming import change_log, live_view
 from tests.cdc.rt_helpers import bq_rows, catch_up, config_of, source_rows, stream_of
-from tests.helpers import dataset_factory, fresh_schema
 
 RT = "- name: {t}\n  delivery: realtime\n"
 
 
-@pytest.fixture
-def datasets(bq_client):
-    yield from dataset_factory(bq_client, "hk_rev")
-
-
-@pytest.fixture
-def schema(cdc_sql):
-    yield from fresh_schema(cdc_sql, "hk_rev")
+def two_shops(tmp_path, binlog_server, s: str, da: str, db: str):
+    """Tenants a (shop 1) and b (shop 2) streaming the shared table `o`: their config."""
+    src = "  tenant_column: shop\n  tenant_value: {v}\n"
+    return config_of(tmp_path / "cfg", binlog_server, {
+        "a": (s, da, RT.format(t="o"), src.format(v=1)),
+        "b": (s, db, RT.format(t="o"), src.format(v=2))})
 
 
 def test_a_statement_logged_change_error_never_shows_a_withheld_value(
@@ -129,10 +126,7 @@ def test_one_transaction_over_two_tenants_moving_deleting_and_reinserting_rows(
     cdc_sql(f"CREATE TABLE `{s}`.o (shop INT NOT NULL, id INT NOT NULL, v VARCHAR(20), "
             "n INT NULL, PRIMARY KEY (shop, id))")
     cdc_sql(f"INSERT INTO `{s}`.o VALUES (1,1,'a',1),(1,2,'b',NULL),(2,1,'c',3),(2,2,'d',4)")
-    src = "  tenant_column: shop\n  tenant_value: {v}\n"
-    config = config_of(tmp_path / "cfg", binlog_server, {
-        "a": (s, da, RT.format(t="o"), src.format(v=1)),
-        "b": (s, db, RT.format(t="o"), src.format(v=2))})
+    config = two_shops(tmp_path, binlog_server, s, da, db)
     cs, io = stream_of(config, bq_env.endpoint, tmp_path / "w")
     conn = binlog_server.connect(autocommit=False)
     try:
@@ -198,10 +192,7 @@ def test_a_crash_between_two_tenants_appends_of_one_transaction(
     s, da, db = schema, datasets(), datasets()
     cdc_sql(f"CREATE TABLE `{s}`.o (id INT PRIMARY KEY, shop INT NOT NULL, v VARCHAR(20))")
     cdc_sql(f"INSERT INTO `{s}`.o VALUES (1,1,'a'),(2,2,'b')")
-    src = "  tenant_column: shop\n  tenant_value: {v}\n"
-    config = config_of(tmp_path / "cfg", binlog_server, {
-        "a": (s, da, RT.format(t="o"), src.format(v=1)),
-        "b": (s, db, RT.format(t="o"), src.format(v=2))})
+    config = two_shops(tmp_path, binlog_server, s, da, db)
     cs, io = stream_of(config, bq_env.endpoint, tmp_path / "w")
     calls = []
 
