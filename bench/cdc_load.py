@@ -178,11 +178,11 @@ def stream_main(outdir: str, argv: list[str]) -> int:
 
     calls = []
 
-    def flush(self, reader, position):
+    def flush(self, *args, **kwargs):
         calls.append(time.time())
         if len(calls) <= 2:
             (out / ("ready" if len(calls) == 1 else "streaming")).write_text(str(calls[-1]))
-        return orig_flush(self, reader, position)
+        return orig_flush(self, *args, **kwargs)
 
     def merge_due(self, force=False):
         t0 = time.time()

@@ -28,6 +28,7 @@ from hakobu.errors import BinlogNotReady, PositionLost
 # (PeerDB refuses to start below 24 h).
 SNAPSHOT_FACTOR = 2.0
 HEADROOM_S = 24 * 3600
+SNAPSHOT_S = 3600.0          # the longest snapshot expected unless told (`--snapshot-hours`)
 RDS_MAX_RETENTION_HOURS = 168        # RDS for MySQL / MariaDB; Aurora MySQL allows 2160
 
 

@@ -70,6 +70,14 @@ def checkpoint_json(cp: Checkpoint, *, acked_at: dt.datetime | None = None,
     return json.dumps(data, sort_keys=True)
 
 
+def recover_commands(cluster: str, tables: dict[str, Iterable[str] | None]) -> str:
+    """The `hakobu stream --cluster C --recover TENANT [--tables a,b]` command of each tenant
+    (tables None: all of its realtime tables), joined by "; " — what every refusal names."""
+    return "; ".join(f"`hakobu stream --cluster {cluster} --recover {t}"
+                     + (f" --tables {','.join(sorted(names))}" if names is not None else "")
+                     + "`" for t, names in sorted(tables.items()))
+
+
 def covered_tables(text: str | None) -> set[str] | None:
     """The tables a recorded checkpoint covers; None: all (no checkpoint, or one that
     predates the list)."""

@@ -15,6 +15,7 @@ table pauses the cluster's stream; the reader then catches up from the oldest st
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import queue
 import threading
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 
 from hakobu import cancel
 from hakobu.binlog import Checkpoint
+from hakobu.binlog_health import SNAPSHOT_S
 from hakobu.config import Config, Tenant
 from hakobu.errors import PositionLost, SourceTableChanged
 from hakobu.naming import change_log
@@ -32,7 +34,7 @@ from hakobu.planning import plan_for
 from hakobu.policy import export_plan
 from hakobu.realtime import (STREAMING, Delivery, RealtimeState, Route, Router,
                              change_seq, checkpoint_json, checkpoint_of, covered_tables,
-                             log_rows, streamable)
+                             log_rows, recover_commands, streamable)
 from hakobu.results import NO_HOOKS, Hooks
 from hakobu.stream_generations import GenerationsMixin, behind
 from resources import binlog_server
@@ -83,7 +85,7 @@ class ClusterStream(GenerationsMixin):
     """The realtime delivery of one cluster's tenants (see the module docstring)."""
 
     def __init__(self, config: Config, cluster: str, io: LiveIO, *, reader_id: int,
-                 flush_every_s: float = 2.0, snapshot_seconds: float = 3600.0,
+                 flush_every_s: float = 2.0, snapshot_seconds: float = SNAPSHOT_S,
                  merge_every_s: float | None = None, hooks: Hooks = NO_HOOKS,
                  tenants: list[str] | None = None, checkpoint_every_s: float = 60.0):
         self.config, self.cluster = config, config.clusters[cluster]
@@ -95,7 +97,6 @@ class ClusterStream(GenerationsMixin):
         self.tenants: dict[str, TenantStream] = {}
         self._wanted = tenants
         self._stop = threading.Event()
-        self._acked_at = None             # BinlogReader.acked_at of the last item taken
         self._claim = None                # the connection holding the tenants' locks
 
     # -- opening --------------------------------------------------------------------------
@@ -179,6 +180,9 @@ class ClusterStream(GenerationsMixin):
         the one it stopped at) cannot take changes in its old change log: recover it."""
         stale = [(ts.tenant.tenant, t.route.table) for ts in self.tenants.values()
                  for t in ts.tables.values() if t.log_stale]
+        by_tenant: dict[str, list[str]] = {}
+        for tenant, table in stale:
+            by_tenant.setdefault(tenant, []).append(table)
         if stale:
             raise SourceTableChanged(
                 f"the source columns of {', '.join(f'{a}/{b}' for a, b in stale)} differ from "
@@ -186,13 +190,11 @@ class ClusterStream(GenerationsMixin):
                 f"tenant file's column policy, changed",
                 schema="", tables=[b for _, b in stale],
                 hint="re-snapshot them in the new shape (a new generation, its change log made "
-                     "again): " + "; ".join(f"`hakobu stream --cluster {self.cluster.name} "
-                                           f"--recover {a} --tables {b}`" for a, b in stale))
+                     "again): " + recover_commands(self.cluster.name, by_tenant))
 
     def recover_hint(self) -> str:
         """What to run after a PositionLost: the recover command of every tenant streamed."""
-        cmds = "; ".join(f"`hakobu stream --cluster {self.cluster.name} --recover {t}`"
-                         for t in sorted(self.tenants))
+        cmds = recover_commands(self.cluster.name, dict.fromkeys(self.tenants))
         return f"{RECOVER_HINT}: {cmds}" if cmds else RECOVER_HINT
 
     # long: the service loop in one piece: read, flush on time, merge on time, stop
@@ -216,7 +218,7 @@ class ClusterStream(GenerationsMixin):
         thread.start()
         deadline = None if for_seconds is None else time.monotonic() + for_seconds
         last_flush, position, ended = time.monotonic(), start, False
-        self._acked_at = None
+        acked_at = None                    # BinlogReader.acked_at of the last item taken
         try:
             while not ended:
                 timeout = max(0.05, self.flush_every_s - (time.monotonic() - last_flush))
@@ -230,14 +232,14 @@ class ClusterStream(GenerationsMixin):
                     ended = True
                 elif item is not None:
                     position = self._take(router, item) or position
-                    self._acked_at = item.acked_at or self._acked_at
+                    acked_at = item.acked_at or acked_at
                 if deadline is not None and time.monotonic() >= deadline:
                     self._stop.set()
                     ended = True
                 if self._stop.is_set():
                     ended = True
                 if ended or time.monotonic() - last_flush >= self.flush_every_s:
-                    self._flush(reader, position)
+                    self._flush(position, acked_at)
                     self._merge_due(force=ended and not blocking)
                     if self._claim is not None:
                         self._claim.keep()
@@ -267,7 +269,7 @@ class ClusterStream(GenerationsMixin):
                     t.pending.append(d)
         return txn.checkpoint
 
-    def _flush(self, reader: BinlogReader, position: Checkpoint | None) -> None:
+    def _flush(self, position: Checkpoint | None, acked_at: dt.datetime | None) -> None:
         """Append every pending change (insertAll), then record the checkpoint they reach in
         each tenant's dataset: only now may a restart skip them.
 
@@ -297,7 +299,7 @@ class ClusterStream(GenerationsMixin):
             if (moved and wrote) or stale:
                 self.hooks("before_checkpoint", table="")
                 ts.rt.record_checkpoint(self.cluster.name,
-                                        checkpoint_json(position, acked_at=self._acked_at,
+                                        checkpoint_json(position, acked_at=acked_at,
                                                         tables=ts.tables),
                                         change_seq(position.position))
                 ts.checkpoint, ts.recorded_at = position, time.monotonic()

@@ -54,6 +54,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 from hakobu.binlog import BinlogPosition, ChangeKind, Checkpoint, RowChange, Transaction
 from hakobu.config import Cluster
 from hakobu.errors import BinlogNotReady, PositionLost, SourceError, SourceTableChanged
+from hakobu.realtime import recover_commands
 from resources import binlog_server
 from resources.binlog_sql import (CONTROL as _CONTROL, DDL as _DDL,  # noqa: F401
                                   ddl_targets as _ddl_targets, references as _references,
@@ -299,9 +300,7 @@ class BinlogReader:
         for pair in pairs:
             for tenant, name in self.owners.get(pair) or [("TENANT", pair[1])]:
                 by_tenant.setdefault(tenant, set()).add(name)
-        return "; ".join(f"`hakobu stream --cluster {self.cluster.name} --recover {t} "
-                         f"--tables {','.join(sorted(names))}`"
-                         for t, names in sorted(by_tenant.items()))
+        return recover_commands(self.cluster.name, by_tenant)
 
     def _progress_due(self) -> bool:
         return (self.progress_every_s is not None

@@ -8,6 +8,7 @@ what a lock cannot: a stream cut off from MySQL while its BigQuery merge is in f
 from __future__ import annotations
 
 import hashlib
+import time
 
 import pymysql
 
@@ -16,6 +17,7 @@ from hakobu.errors import HakobuError
 from resources.binlog_server import connect
 
 IDLE_TIMEOUT_S = 31_536_000           # the lock's connection idles between pings: a year
+PING_EVERY_S = 30.0                   # keep() asks the server at most this often
 
 
 def lock_name(tenant: str) -> str:
@@ -30,6 +32,7 @@ class StreamClaim:
     def __init__(self, cluster: Cluster, tenants: list[str]):
         self.cluster, self.tenants = cluster, list(tenants)
         self._conn = None
+        self._pinged = time.monotonic()
         self._take()
 
     def _take(self) -> None:
@@ -56,7 +59,11 @@ class StreamClaim:
 
     def keep(self) -> None:
         """A claim whose connection was lost (the server restarted) is taken again, or this
-        raises: another stream may have taken a tenant meanwhile."""
+        raises: another stream may have taken a tenant meanwhile. At most every PING_EVERY_S
+        (the stream calls it every flush round)."""
+        if time.monotonic() - self._pinged < PING_EVERY_S:
+            return
+        self._pinged = time.monotonic()
         try:
             self._conn.ping(reconnect=False)
         except pymysql.err.Error:

@@ -23,7 +23,6 @@ EXIT_CODES = """exit codes:
        claims freed, a rerun completes it"""
 
 
-
 def _version() -> str:
     try:
         dagster = version("dagster")

@@ -6,6 +6,7 @@ import sys
 import zlib
 
 from hakobu import cancel
+from hakobu.binlog_health import SNAPSHOT_S
 from hakobu.cli.common import EXIT_OK, tables_arg
 from hakobu.config import load_config
 from hakobu.errors import ConfigError
@@ -50,7 +51,7 @@ def register(command) -> None:
     s.add_argument("--reader-id", type=int,
                    help="the reader's replica server_id (default: derived from the cluster "
                         "name; must differ from every server_id and replica of the cluster)")
-    s.add_argument("--snapshot-hours", type=float, default=1.0,
+    s.add_argument("--snapshot-hours", type=float, default=SNAPSHOT_S / 3600,
                    help="the longest snapshot expected; the guard demands binlog retention "
                         "of twice that plus 24 h (default: 1)")
     s.add_argument("--json", action="store_true", help="print the run's numbers as JSON")

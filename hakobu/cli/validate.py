@@ -6,6 +6,7 @@ import sys
 
 import pymysql
 
+from hakobu.binlog_health import SNAPSHOT_S
 from hakobu.cli.common import EXIT_FAIL, EXIT_OK
 from hakobu.config import Config, load_config
 from hakobu.errors import ConfigError, HakobuError
@@ -87,7 +88,7 @@ def binlog_guards(config: Config) -> list[str]:
                          if t.cluster == name and t.realtime_tables)
         try:
             binlog_server.on_cluster(config.clusters[name], binlog_server.ensure_ready,
-                                     3600.0)
+                                     SNAPSHOT_S)
         except HakobuError as exc:
             out.append(f"{config.where(tenants[0], 'cluster')}: cluster {name!r} (the "
                        f"`delivery: realtime` tables of {', '.join(tenants)}): {exc}")
