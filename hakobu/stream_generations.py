@@ -17,6 +17,7 @@ from hakobu.table import sync_table
 from resources import binlog_server
 
 if TYPE_CHECKING:
+    from hakobu.config import Tenant
     from hakobu.stream import TableStream, TenantStream
 
 log = logging.getLogger("hakobu.stream")
@@ -33,24 +34,32 @@ def behind(ts: TenantStream, covered: set[str] | None) -> list[TableStream]:
             if t.state is not None and t.state.phase == STREAMING and bq not in covered]
 
 
+def check_recover(tenant: Tenant | None, tenant_id: str, cluster: str,
+                  tables: list[str] | None) -> list[str]:
+    """The realtime tables a `--recover` of this tenant names (default: all of them), or a
+    ConfigError before anything is read or written: a tenant without realtime tables on the
+    cluster, an unknown table, a table that is not `delivery: realtime`."""
+    if tenant is None or tenant.cluster != cluster or not tenant.realtime_tables:
+        raise ConfigError(f"tenant {tenant_id!r} has no `delivery: realtime` table on "
+                          f"cluster {cluster!r}: nothing to recover",
+                          hint="name a tenant with realtime tables on this cluster "
+                               "(`hakobu stream --cluster C --recover TENANT`)")
+    names = tables or tenant.realtime_tables
+    for n in names:
+        tenant.table(n)                               # an unknown name: ConfigError
+        if n not in tenant.realtime_tables:
+            raise ConfigError(f"table {n!r} of tenant {tenant_id!r} is not `delivery: "
+                              "realtime`: `hakobu stream` does not deliver it",
+                              hint="its realtime tables: " + ", ".join(tenant.realtime_tables))
+    return names
+
+
 class GenerationsMixin:
     def recover(self, tenant_id: str, tables: list[str] | None) -> list[str]:
         """Start a new generation of these tables (default: all of the tenant's realtime
         tables) from the current position: each is snapshotted again by `snapshot_new`."""
         ts = self.tenants.get(tenant_id)
-        if ts is None:
-            raise ConfigError(f"tenant {tenant_id!r} has no `delivery: realtime` table on "
-                              f"cluster {self.cluster.name!r}: nothing to recover",
-                              hint="name a tenant with realtime tables on this cluster "
-                                   "(`hakobu stream --cluster C --recover TENANT`)")
-        names = tables or ts.tenant.realtime_tables
-        for n in names:
-            ts.tenant.table(n)                        # an unknown name: ConfigError
-            if n not in ts.tenant.realtime_tables:
-                raise ConfigError(f"table {n!r} of tenant {tenant_id!r} is not `delivery: "
-                                  "realtime`: `hakobu stream` does not deliver it",
-                                  hint="its realtime tables: "
-                                       + ", ".join(ts.tenant.realtime_tables))
+        names = check_recover(ts.tenant if ts else None, tenant_id, self.cluster.name, tables)
         chosen = [t for t in ts.tables.values() if t.route.table in names]
         self._new_generation(ts, chosen)
         return [t.route.table for t in chosen]

@@ -11,6 +11,7 @@ from hakobu.cli.common import EXIT_OK, tables_arg
 from hakobu.config import load_config
 from hakobu.errors import ConfigError
 from hakobu.stream import ClusterStream
+from hakobu.stream_generations import check_recover
 from resources.io import LiveIO
 
 STREAM_EXIT_CODES = """exit codes:
@@ -78,8 +79,8 @@ def cmd_stream(args) -> int:
     config = load_config(isolate=True)
     cluster = _cluster(config, args.cluster)
     tenants = [t.strip() for t in args.tenants.split(",")] if args.tenants else None
-    if args.recover:
-        config.tenant(args.recover)
+    if args.recover:     # refused here, before anything is read or written
+        check_recover(config.tenant(args.recover), args.recover, cluster, tables_arg(args))
         tenants = sorted(set(tenants or []) | {args.recover}) if tenants else None
     elif args.tables:
         raise ConfigError("--tables goes with --recover TENANT")

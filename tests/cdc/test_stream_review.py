@@ -4,6 +4,7 @@ recover that names no realtime table, and what held (rows moving between tenants
 table in one transaction, a crash between two tenants' appends, a newly excluded column)."""
 
 import pytest
+from google.api_core.exceptions import NotFound
 
 from hakobu.cli import main
 from hakobu.errors import BinlogNotReady, ConfigError, explain
@@ -82,13 +83,14 @@ def test_a_table_leaving_and_rejoining_the_stream_is_snapshotted_again(
 
 
 def test_recover_of_a_tenant_without_realtime_tables_is_one_clear_line(
-        binlog_server, cdc_sql, schema, datasets, bq_env, tmp_path, monkeypatch, capsys):
+        binlog_server, cdc_sql, schema, datasets, bq_env, bq_client, tmp_path, monkeypatch,
+        capsys):
     s, s2 = schema, schema + "_n"
     for x in (s, s2):
         cdc_sql(f"CREATE DATABASE IF NOT EXISTS `{x}`")
         cdc_sql(f"CREATE TABLE `{x}`.items (id INT PRIMARY KEY, v VARCHAR(40))")
-    root = tmp_path / "cfg"
-    config_of(root, binlog_server, {"r": (s, datasets(), RT.format(t="items"), ""),
+    root, ds = tmp_path / "cfg", datasets()
+    config_of(root, binlog_server, {"r": (s, ds, RT.format(t="items"), ""),
                                     "n": (s2, datasets(), "- name: items\n", "")})
     monkeypatch.setenv("HAKOBU_CONFIG_DIR", str(root))
     try:
@@ -99,6 +101,8 @@ def test_recover_of_a_tenant_without_realtime_tables_is_one_clear_line(
     assert code == 1
     assert "unexpected" not in err and "KeyError" not in err, err
     assert "tenant 'n' has no `delivery: realtime` table on cluster 'main'" in err, err
+    with pytest.raises(NotFound):                  # refused before anything was written
+        bq_client.get_dataset(f"hakobu-test.{ds}")
 
 
 def test_recover_of_a_table_that_is_not_realtime_is_refused(
