@@ -76,6 +76,9 @@ class TablePlan:
     # planning: the zeros pass reads zero-in-date values through the month gaps of these years
     # only (zero_gaps). None: unknown or too many — the zeros pass scans the cursor index.
     cursor_years: tuple[int, ...] | None = None
+    # Why a table with a cursor is read whole every night (hakobu.planning.full_read_reason:
+    # the tenant's rows are smaller than full_read_below_kib); None: read from its watermark.
+    full_read: str | None = None
     spec_by_name: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
@@ -109,6 +112,11 @@ class TablePlan:
         budget = int(os.environ.get("HAKOBU_QUERY_BYTES") or QUERY_BYTES)
         rows = budget // max(self.row_bytes or 1024, 64)
         return max(self.chunk_rows, min(rows, QUERY_ROWS_MAX))
+
+    @property
+    def incremental(self) -> bool:
+        """Read from a watermark (the main, nulls and zeros passes), not whole every run."""
+        return self.cursor is not None and not self.full_replace and not self.full_read
 
     @property
     def cursor_is_temporal(self) -> bool:

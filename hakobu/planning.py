@@ -81,7 +81,34 @@ def plan_table(refl: Reflected | None, tenant: Tenant, table: Table, cluster: Cl
                      full_replace=full_replace, cursor_index=cursor_index,
                      key_index=None if full_replace else key_index,
                      key_enforced=full_replace or key_enforced,
-                     verify_every=table.verify_every or cluster.verify_every)
+                     verify_every=table.verify_every or cluster.verify_every,
+                     full_read=full_read_reason(refl, table, cluster, tcol)
+                     if cursor and not full_replace else None)
+
+
+def full_read_reason(refl: Reflected, table: Table, cluster: Cluster,
+                     tenant_column: str | None) -> str | None:
+    """Why a nightly table with a cursor is read whole every night, or None (incremental).
+
+    When the tenant's rows are smaller than full_read_below_kib (the table's, else the
+    cluster's): the server's estimate of the clustered index (DATA_LENGTH), divided on a shared
+    table by its tenant column's distinct values (the CARDINALITY of an index starting with it).
+    One scan of such a table reads fewer pages than the incremental night's fixed queries — the
+    bound, the NULL and zero-date passes (one index descent per month of the cursor's years),
+    the key checksums and the content slice — and it needs no key check: the MERGE deletes the
+    rows the read did not find. Which mode a table is in changes only what is read, never what
+    is delivered: both end with the tenant's rows equal to the source's."""
+    kib = table.full_read_below_kib if table.full_read_below_kib is not None \
+        else cluster.full_read_below_kib
+    if not kib or table.delivery != "nightly" or refl.data_bytes is None:
+        return None
+    tenants = max(1, refl.distinct.get(tenant_column.lower(), 1)) if tenant_column else 1
+    est = refl.data_bytes / tenants
+    if est >= kib * 1024:
+        return None
+    share = f" / {tenants} tenants" if tenant_column else ""
+    return (f"read whole: ~{est / 1024:,.0f} KiB (DATA_LENGTH {refl.data_bytes / 1024:,.0f} KiB"
+            f"{share}) < full_read_below_kib {kib}")
 
 
 class _Columns:

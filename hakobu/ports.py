@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -42,6 +42,10 @@ class Reflected:
     indexes: dict[str, list[str]]      # index name → columns in order
     row_bytes: int | None = None       # AVG_ROW_LENGTH (an estimate; None when unknown)
     unique: frozenset[str] = frozenset()   # names of the UNIQUE indexes (PRIMARY included)
+    data_bytes: int | None = None      # DATA_LENGTH: the clustered index (an estimate)
+    # per column (lower case), the largest index CARDINALITY of an index that starts with it:
+    # the distinct values the server estimates (a shared table's tenants)
+    distinct: dict[str, int] = field(default_factory=dict)
 
 
 OnChunk = Callable[[int, float], None]      # (rows, seconds) after every chunk read

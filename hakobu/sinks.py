@@ -279,7 +279,7 @@ def build_sinks(plan: TablePlan, table: Table, customer: Destination | None,
     exported = export_plan(plan, table)
     withheld = withheld_columns(plan, exported)
     sinks: list[Sink] = []
-    incremental = exported.cursor is not None and not exported.full_replace
+    incremental = exported.incremental
     if customer is not None:
         sinks.append(Sink(customer, plan.bq_table, list(exported.specs),
                           [exported.bq(k) for k in exported.primary_key],

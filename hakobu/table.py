@@ -88,14 +88,14 @@ def sync_table(source: Source, dest: Destination | None, tenant: Tenant,
     res.extra.update(name_metadata(plan))
     gov = governor or unlimited()
     run = _TableRun(source, plan, sinks, res, gov, hooks, state_lock or threading.Lock(), run_id)
-    if not plan.key_enforced and run.fan.active and (plan.cursor is None or plan.key_index):
+    if not plan.key_enforced and run.fan.active and (not plan.incremental or plan.key_index):
         refuse_duplicate_keys(source, plan, gov)
     run.fan.each("preparing the table", lambda s: s.prepare())
     if not run.fan.active:
         pass                               # nothing to feed (e.g. only the warehouse, failed)
     elif plan.full_replace:
         run.replace()
-    elif plan.cursor is None:
+    elif not plan.incremental:
         run.full()
     else:
         run.incremental()
@@ -167,8 +167,13 @@ class _TableRun:
         self.res.watermark = "(full replace)"
 
     def full(self) -> None:
-        """No cursor: the whole table every run, merged with deletion of vanished rows."""
+        """No cursor, or a table smaller than its full_read_below_kib (plan.full_read): the
+        whole table every run, merged with deletion of vanished rows. The watermark is left
+        where it is: should the table grow past the limit, the incremental runs start from
+        it (older than every row read since: they re-read, never skip)."""
         self.res.mode = "full"
+        if self.plan.full_read:
+            self.res.extra["full_read"] = self.plan.full_read
         with staging(self.sinks):
             for batch, _ in self.read("full", None, None):
                 self.fan.write(batch)

@@ -40,7 +40,7 @@ class WarehouseTarget:
             raise HakobuError("warehouse: hash columns without a key")
         return WarehouseSink(self.dest, wt, self.hasher,
                              policy=ColumnPolicy.of(table, self.config),
-                             incremental=plan.cursor is not None and not plan.full_replace)
+                             incremental=plan.incremental)
 
 
 def table_names(plans: list[TablePlan], w) -> list[str]:

@@ -217,8 +217,7 @@ def _check(tenant: Tenant, table: Table, contexts: _Contexts, run_id: str,
     try:
         ctx = contexts.of(tenant)
         plan, sink = ctx.sink(table)
-        res.mode = mode or ("incremental" if plan.cursor is not None and not plan.full_replace
-                            else "full")
+        res.mode = mode or ("incremental" if plan.incremental else "full")
         res.warehouse = "ok"
         after_table(ctx.source, plan, [sink], res, NO_HOOKS, ctx.gate, f"{run_id}_whm")
         res.warehouse_extra["merge"] = "merged"

@@ -149,23 +149,27 @@ class MySQLSource(BoundMixin, ReaderMixin, MySQLChecks):
                 return None
             json_cols = self._json_columns(c, schema, table, [r[0] for r in cols])
             stats = c.execute(sa.text(
-                "SELECT INDEX_NAME, COLUMN_NAME, NON_UNIQUE FROM information_schema.STATISTICS "
-                "WHERE TABLE_SCHEMA = :s AND TABLE_NAME = :t ORDER BY INDEX_NAME, SEQ_IN_INDEX"),
-                {"s": schema, "t": table}).all()
-            avg = c.execute(sa.text(
-                "SELECT AVG_ROW_LENGTH FROM information_schema.TABLES "
-                "WHERE TABLE_SCHEMA = :s AND TABLE_NAME = :t"), {"s": schema, "t": table}).scalar()
+                "SELECT INDEX_NAME, COLUMN_NAME, NON_UNIQUE, SEQ_IN_INDEX, CARDINALITY "
+                "FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = :s AND TABLE_NAME = :t "
+                "ORDER BY INDEX_NAME, SEQ_IN_INDEX"), {"s": schema, "t": table}).all()
+            avg, data = c.execute(sa.text(
+                "SELECT AVG_ROW_LENGTH, DATA_LENGTH FROM information_schema.TABLES "
+                "WHERE TABLE_SCHEMA = :s AND TABLE_NAME = :t"), {"s": schema, "t": table}).one()
         indexes: dict[str, list[str]] = {}
-        for name, col, _ in stats:
+        distinct: dict[str, int] = {}
+        for name, col, _, seq, card in stats:
             indexes.setdefault(name, []).append(col)
-        unique = frozenset(name for name, _, non_unique in stats if not int(non_unique))
+            if int(seq) == 1 and card is not None:
+                distinct[col.lower()] = max(distinct.get(col.lower(), 0), int(card))
+        unique = frozenset(name for name, _, non_unique, _, _ in stats if not int(non_unique))
         columns = [ColumnInfo(name=r[0], data_type=r[1].lower(), column_type=r[2],
                               nullable=r[3] == "YES", precision=r[4], scale=r[5],
                               datetime_precision=r[6],
                               is_json=r[1].lower() == "json" or r[0] in json_cols)
                    for r in cols]
         return Reflected(columns, indexes.get("PRIMARY", []), indexes,
-                         int(avg) if avg else None, unique)
+                         int(avg) if avg else None, unique,
+                         data_bytes=int(data) if data is not None else None, distinct=distinct)
 
     @staticmethod
     def _json_columns(conn, schema: str, table: str, names: list[str]) -> set[str]:

@@ -17,6 +17,10 @@ REPO = Path(__file__).resolve().parent.parent
 # small chunk_rows of the tests, three chunks per query makes every multi-chunk test cross query
 # boundaries (the keyset continuation) as well as chunk boundaries inside one streamed query.
 os.environ.setdefault("HAKOBU_QUERY_CHUNKS", "3")
+# The suite's tables are a few pages each: by default (full_read_below_kib) every one with a
+# cursor would be read whole every night, and no test would exercise the incremental passes.
+# 0 keeps them incremental; tests/integration/test_full_read.py runs the default.
+os.environ.setdefault("HAKOBU_FULL_READ_BELOW_KIB", "0")
 STATE = Path(os.environ.get("HAKOBU_TEST_STATE", REPO / ".local" / "test"))
 
 

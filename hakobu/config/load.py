@@ -8,8 +8,8 @@ from pydantic import ValidationError
 from hakobu.config.checks import (Conflicts, check_datasets, check_shared_sources,
                                   check_table_names)
 from hakobu.config.models import (CLUSTERS_FILE, DATASETS_FILE, RESERVED_FILES, WAREHOUSE_FILE,
-                                  BrokenTenant, Cluster, Config, ExtraDataset, Tenant, Warehouse,
-                                  _Model, config_dir)
+                                  Cluster, ExtraDataset, Tenant, Warehouse, _Model, config_dir)
+from hakobu.config.whole import BrokenTenant, Config
 from hakobu.config.yamlfile import interpolate, line_of, read_yaml, validation_errors
 from hakobu.errors import ConfigError, ConfigErrors
 from hakobu.naming import collisions, table_name

@@ -4,7 +4,6 @@ hakobu.config.load)."""
 
 import os
 import re
-from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -14,8 +13,7 @@ from croniter import croniter
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
                       field_validator, model_validator)
 
-from hakobu.config.yamlfile import line_of
-from hakobu.errors import ConfigError, ConfigErrors
+from hakobu.errors import ConfigError
 from hakobu.naming import live_view, table_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -88,6 +86,20 @@ class ReadBudget(_Model):
     window: str | None = Field(default=None, pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
 
 
+FULL_READ_ENV = "HAKOBU_FULL_READ_BELOW_KIB"
+FULL_READ_KIB = 1024
+
+
+def full_read_default() -> int:
+    raw = os.environ.get(FULL_READ_ENV, "")
+    try:
+        return int(raw) if raw.strip() else FULL_READ_KIB
+    except ValueError:
+        raise ConfigError(f"{FULL_READ_ENV}={raw!r} is not a whole number of KiB",
+                          hint=f"unset it (default {FULL_READ_KIB}) or set e.g. "
+                               f"{FULL_READ_ENV}=0 (never read a cursor table whole)") from None
+
+
 class Cluster(_Model):
     name: str
     host: str
@@ -99,6 +111,14 @@ class Cluster(_Model):
     read_budget: ReadBudget = ReadBudget()
     lag_seconds: int = Field(default=5, ge=0)
     verify_every: int = Field(default=7, ge=1, le=366)   # nights per full content rotation
+    # A nightly table with a cursor whose tenant rows take less than this (the server's
+    # estimate: information_schema) is read whole every night, merged with deletion of vanished
+    # rows: one scan of a few pages costs less than the incremental passes and the nightly key
+    # and content checks, each of which pays its own index descents (bench/analysis.md, the
+    # night). 0: always incremental. The default's default comes from HAKOBU_FULL_READ_BELOW_KIB
+    # (the test suite sets 0, so its small tables exercise the incremental path).
+    full_read_below_kib: int = Field(default_factory=lambda: full_read_default(), ge=0,
+                                     le=1_048_576)
     # what `hakobu status` expects a tenant's run to take when nothing measured says better
     # (no run history, no previous delivery: a new tenant's first night); hakobu.tonight
     default_run_seconds: int = Field(default=600, ge=1, le=86_400)
@@ -202,6 +222,7 @@ class Table(_Model):
     zero_dates: Literal["to_null", "fail"] | None = None
     export_sensitive: list[ColumnName] = []
     verify_every: int | None = Field(default=None, ge=1, le=366)   # default: the cluster's
+    full_read_below_kib: int | None = Field(default=None, ge=0, le=1_048_576)  # the cluster's
     # nightly: the nightly job reads it by keyset queries. realtime: `hakobu stream` follows
     # the cluster's binlog into a change log and merges it every merge_every_minutes (at least
     # 10: at most 144 MERGEs of the table a day, far inside BigQuery's 1,500 table writes;
@@ -303,97 +324,3 @@ class Warehouse(_Model):
     # the merge step (hakobu.warehouse_merge) applies every tenant's pending slices every this
     # many minutes: at most 1440 / merge_every_minutes MERGEs per warehouse table a day
     merge_every_minutes: int = Field(default=5, ge=2, le=60)
-
-
-@dataclass(frozen=True)
-class ManagedDataset:
-    """A BigQuery dataset whose grants permissions.csv manages."""
-
-    project: str
-    dataset: str
-    location: str
-    kind: Literal["customer", "warehouse", "extra"]
-    tenant: str | None = None
-
-    @property
-    def id(self) -> str:
-        return f"{self.project}.{self.dataset}"
-
-
-@dataclass(frozen=True)
-class BrokenTenant:
-    """A tenant file left out of a Config loaded with `isolate=True`, and why (every error with
-    its file and line). The tenant id is the file's name: the file itself may not say."""
-
-    tenant: str
-    file: str
-    errors: tuple[ConfigError, ...]
-
-    def describe(self) -> str:
-        return "; ".join(str(e) for e in self.errors)
-
-
-@dataclass(frozen=True)
-class Config:
-    root: Path
-    clusters: dict[str, Cluster]
-    tenants: dict[str, Tenant]
-    warehouse: Warehouse | None = None
-    extra_datasets: tuple[ExtraDataset, ...] = ()
-    # tenant id → {key path: line} of its file, so later checks (hakobu validate against the
-    # sources) can still name the line they are about
-    lines: dict[str, dict[tuple, int]] = field(default_factory=dict, compare=False, repr=False)
-    # tenant files left out (load_config(isolate=True)); empty in a strict load
-    broken: tuple[BrokenTenant, ...] = ()
-
-    def where(self, tenant_id: str, *loc) -> str:
-        """`file:line` of a key of a tenant's file, e.g. where('a', 'tables', 0, 'primary_key')
-        (the nearest enclosing key that is written, when that one is not)."""
-        t = self.tenants[tenant_id]
-        return f"{t.file}:{line_of(self.lines.get(tenant_id, {}), tuple(loc))}"
-
-    def table_where(self, tenant_id: str, table: str, key: str | None = None) -> str:
-        """`file:line` of a table's entry (or of one of its keys) in the tenant's file."""
-        t = self.tenants[tenant_id]
-        i = next((i for i, x in enumerate(t.tables) if x.name == table), None)
-        if i is None:
-            return self.where(tenant_id, "tables")
-        return self.where(tenant_id, "tables", i, *([key] if key else []))
-
-    @property
-    def permissions_file(self) -> Path:
-        return self.root / "permissions.csv"
-
-    def managed_datasets(self) -> dict[str, ManagedDataset]:
-        """Every dataset permissions.csv may name, keyed by 'project.dataset'."""
-        out: dict[str, ManagedDataset] = {}
-        for t in self.tenants.values():
-            d = t.destination
-            out[f"{d.project}.{d.dataset}"] = ManagedDataset(d.project, d.dataset, d.location,
-                                                             "customer", t.tenant)
-        if self.warehouse is not None:
-            w = self.warehouse
-            out[f"{w.project}.{w.dataset}"] = ManagedDataset(w.project, w.dataset, w.location,
-                                                             "warehouse")
-        for e in self.extra_datasets:
-            out.setdefault(f"{e.project}.{e.dataset}",
-                           ManagedDataset(e.project, e.dataset, e.location, "extra"))
-        return out
-
-    def tenant(self, tenant_id: str) -> Tenant:
-        try:
-            return self.tenants[tenant_id]
-        except KeyError:
-            for b in self.broken:
-                if b.tenant == tenant_id:
-                    raise ConfigErrors([ConfigError(
-                        f"tenant {tenant_id!r} is left out: {b.file} is invalid",
-                        hint="fix the file (`hakobu validate` lists every problem); the other "
-                             "tenants are not affected"), *b.errors]) from None
-            raise ConfigError(f"unknown tenant {tenant_id!r}",
-                              hint=f"tenants in {self.root / 'tenants'}: "
-                                   f"{', '.join(sorted(self.tenants)) or '(none)'}") from None
-
-    def cluster_of(self, tenant: Tenant) -> Cluster:
-        return self.clusters[tenant.cluster]
-
