@@ -86,6 +86,18 @@ def plan_table(refl: Reflected | None, tenant: Tenant, table: Table, cluster: Cl
                      if cursor and not full_replace else None)
 
 
+def _skewed(source: Source, plan: TablePlan, table: Table) -> TablePlan:
+    """A shared table's estimate is an average over its tenants: a tenant far larger than the
+    others would be read whole every night. Its rows are counted up to the limit's worth (a
+    bounded index read); past it, the table stays incremental."""
+    kib = table.full_read_below_kib if table.full_read_below_kib is not None \
+        else source.cluster.full_read_below_kib
+    cap = kib * 1024 // max(plan.row_bytes or 100, 1) + 1
+    if source.rows_up_to(plan, cap) < cap:
+        return plan
+    return dataclasses.replace(plan, full_read=None)
+
+
 def full_read_reason(refl: Reflected, table: Table, cluster: Cluster,
                      tenant_column: str | None) -> str | None:
     """Why a nightly table with a cursor is read whole every night, or None (incremental).
@@ -253,6 +265,10 @@ def plan_for(source: Source, tenant: Tenant, table: Table, *,
     """Reflect the table on the source and plan it (plus a civil-date cursor's years)."""
     refl = source.reflect(tenant.source.schema_, table.name)
     plan = plan_table(refl, tenant, table, source.cluster, datetime_as=datetime_as)
+    if plan.full_read and plan.tenant_column:
+        plan = _skewed(source, plan, table)
+    if plan.full_read:
+        return plan                  # no zeros pass: the years are not needed
     if plan.cursor and plan.spec(plan.cursor).info.data_type in CIVIL_DATES:
         plan = dataclasses.replace(plan, cursor_years=source.cursor_years(plan))
     return plan

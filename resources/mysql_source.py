@@ -188,6 +188,12 @@ class MySQLSource(BoundMixin, ReaderMixin, MySQLChecks):
                 out.add(name)
         return out
 
+    def rows_up_to(self, plan: TablePlan, cap: int) -> int:
+        """The tenant's rows, counted up to `cap` (at most `cap` index entries read)."""
+        where = f" WHERE {tenant_predicate(plan)}" if plan.tenant_column else ""
+        return int(self.query(f"SELECT COUNT(*) FROM (SELECT 1 FROM {_from(plan)}{where} "
+                              f"LIMIT {int(cap)}) AS _n")[0][0])
+
     def cursor_years(self, plan: TablePlan) -> tuple[int, ...] | None:
         """The years a DATE/DATETIME cursor holds at or above MIN_DATETIME (zero-in-date values
         included: YEAR('2026-00-10') is 2026), for the zeros pass's index ranges. One query on

@@ -97,6 +97,9 @@ class ScriptedSource(FakeSourceChecks):
             return None
         return Reflected(list(t.columns), list(t.primary_key), dict(t.indexes), 100, t.unique)
 
+    def rows_up_to(self, plan: TablePlan, cap: int) -> int:
+        return min(len(self.visible_rows(plan)), cap)
+
     def cursor_years(self, plan: TablePlan) -> tuple[int, ...] | None:
         years = {r[plan.cursor].year for r in self.visible_rows(plan)
                  if r[plan.cursor] is not None and r[plan.cursor] >= _floor(r[plan.cursor])}

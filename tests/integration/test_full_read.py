@@ -192,3 +192,30 @@ def test_moving_between_modes_loses_and_doubles_nothing(
     sql(f"INSERT INTO `{fr_schema}`.members VALUES (501, NOW(6), 6.5, 'o@example.com')")
     r = run("0", "incremental")          # 0: never whole; from the older watermark
     assert r.rows_read >= 3
+
+
+def test_a_large_tenant_of_a_shared_table_stays_incremental(
+        sql, fr_schema, datasets, tmp_path, mysql_server, monkeypatch, strict_env, full_read_on):
+    """The shared table's size divided by its tenants is small, but one tenant holds most of
+    it: counted (up to the limit's worth), that tenant is not read whole; the small one is."""
+    sql(f"CREATE TABLE `{fr_schema}`.members (org_id INT NOT NULL, id BIGINT NOT NULL, "
+        "updated_at DATETIME(6) NULL, amount DECIMAL(12,2), email VARCHAR(64), "
+        "PRIMARY KEY (org_id, id), INDEX ix_cur (org_id, updated_at))")
+    rows = [(1, i, "2025-05-05", "1.00", f"big{i}@example.com") for i in range(1, 3001)]
+    rows += [(org, i, "2025-05-05", "2.00", "s@example.com") for org in range(2, 22)
+             for i in range(1, 6)]
+    sql.many(f"INSERT INTO `{fr_schema}`.members VALUES (%s, %s, %s, %s, %s)", rows)
+    sql(f"ANALYZE TABLE `{fr_schema}`.members")
+    ds_big, ds_small, wh = datasets(), datasets(), datasets()
+    shared = "  tenant_column: org_id\n  tenant_value: {}\n"
+    extra = "  full_read_below_kib: 64\n"
+    cfg = config(tmp_path, mysql_server, monkeypatch,
+                 {"big": (fr_schema, ds_big, TABLE.format(extra=extra), shared.format(1)),
+                  "small": (fr_schema, ds_small, TABLE.format(extra=extra), shared.format(2))},
+                 wh)
+    [big] = sync_tenant(cfg, "big")
+    [small] = sync_tenant(cfg, "small")
+    assert big.ok and big.mode == "initial" and "full_read" not in big.extra, big.extra
+    assert small.ok and small.mode == "full", small.error
+    for tid in ("big", "small"):
+        assert diff(cfg, tid).equal
