@@ -86,10 +86,12 @@ def plan_table(refl: Reflected | None, tenant: Tenant, table: Table, cluster: Cl
                      if cursor and not full_replace else None)
 
 
-def _skewed(source: Source, plan: TablePlan, table: Table) -> TablePlan:
-    """A shared table's estimate is an average over its tenants: a tenant far larger than the
-    others would be read whole every night. Its rows are counted up to the limit's worth (a
-    bounded index read); past it, the table stays incremental."""
+def _counted(source: Source, plan: TablePlan, table: Table) -> TablePlan:
+    """The estimate, checked by counting: a shared table's is an average over its tenants (a
+    tenant far larger than the others would be read whole every night), and a server whose
+    statistics are not recalculated (innodb_stats_auto_recalc=OFF) can report a grown table
+    at its old size. The tenant's rows are counted up to the limit's worth (a bounded read of
+    the cursor index); past it, the table stays incremental."""
     kib = table.full_read_below_kib if table.full_read_below_kib is not None \
         else source.cluster.full_read_below_kib
     cap = kib * 1024 // max(plan.row_bytes or 100, 1) + 1
@@ -265,8 +267,8 @@ def plan_for(source: Source, tenant: Tenant, table: Table, *,
     """Reflect the table on the source and plan it (plus a civil-date cursor's years)."""
     refl = source.reflect(tenant.source.schema_, table.name)
     plan = plan_table(refl, tenant, table, source.cluster, datetime_as=datetime_as)
-    if plan.full_read and plan.tenant_column:
-        plan = _skewed(source, plan, table)
+    if plan.full_read:
+        plan = _counted(source, plan, table)
     if plan.full_read:
         return plan                  # no zeros pass: the years are not needed
     if plan.cursor and plan.spec(plan.cursor).info.data_type in CIVIL_DATES:

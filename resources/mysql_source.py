@@ -26,6 +26,7 @@ from hakobu.plan import (
     tenant_predicate,
 )
 from hakobu.ports import Reflected
+from hakobu.sqlquote import quote_ident
 from hakobu.types import ColumnInfo
 from resources.mysql_bound import BoundMixin
 from resources.mysql_checks import MySQLChecks
@@ -189,10 +190,12 @@ class MySQLSource(BoundMixin, ReaderMixin, MySQLChecks):
         return out
 
     def rows_up_to(self, plan: TablePlan, cap: int) -> int:
-        """The tenant's rows, counted up to `cap` (at most `cap` index entries read)."""
+        """The tenant's rows, counted up to `cap`: at most `cap` entries of the cursor index
+        (the narrowest the table is known to have: cursor and key) are read."""
         where = f" WHERE {tenant_predicate(plan)}" if plan.tenant_column else ""
-        return int(self.query(f"SELECT COUNT(*) FROM (SELECT 1 FROM {_from(plan)}{where} "
-                              f"LIMIT {int(cap)}) AS _n")[0][0])
+        force = f" FORCE INDEX ({quote_ident(plan.cursor_index)})" if plan.cursor_index else ""
+        return int(self.query(f"SELECT COUNT(*) FROM (SELECT 1 FROM {_from(plan)}{force}"
+                              f"{where} LIMIT {int(cap)}) AS _n")[0][0])
 
     def cursor_years(self, plan: TablePlan) -> tuple[int, ...] | None:
         """The years a DATE/DATETIME cursor holds at or above MIN_DATETIME (zero-in-date values
