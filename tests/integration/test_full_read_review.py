@@ -184,3 +184,25 @@ def test_back_to_incremental_after_a_column_was_added_delivers_the_deletes(
     d = diff(c, "a")
     assert d.equal, (r.mode, r.warehouse_extra.get("reread"), d.summary())
     assert warehouse_rows(bq_client, wh) == customer_rows(bq_client, ds, "a")
+
+
+def test_scheduled_merge_applies_a_deletes_only_night_to_the_warehouse(
+        sql, rv_schema, datasets, tmp_path, mysql_server, monkeypatch, strict_env, bq_client,
+        full_read_on):
+    """PRE-EXISTING, not this change's (found on the way; full reads avoid it for small
+    tables): an incremental night whose only changes are deletes stages no warehouse slice
+    (flush skips an empty one), and the scheduled merge step checks only the tenants whose
+    slices it merged (merge_warehouse_tables, `tenant.tenant in m.tenants`), so the deleted
+    rows stay in the warehouse — night after night, until some row of that table changes."""
+    from hakobu.warehouse_merge import merge_warehouse_tables
+
+    make_members(sql, rv_schema, 150)
+    ds, wh = datasets(), datasets()
+    cfg = config(tmp_path, mysql_server, monkeypatch, {"a": (rv_schema, ds, _limit("0"))}, wh)
+    [r] = sync_tenant(cfg, "a")
+    assert r.ok and r.mode == "initial", r.error
+    sql(f"DELETE FROM `{rv_schema}`.members WHERE id IN (7, 8)")
+    [r] = sync_tenant(cfg, "a", merge_warehouse=False)          # a scheduled night
+    assert r.ok and r.mode == "incremental", r.error
+    merge_warehouse_tables(cfg, live_io())                      # the schedule's merge step
+    assert warehouse_rows(bq_client, wh) == customer_rows(bq_client, ds, "a")
