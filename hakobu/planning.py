@@ -82,7 +82,7 @@ def plan_table(refl: Reflected | None, tenant: Tenant, table: Table, cluster: Cl
                      key_index=None if full_replace else key_index,
                      key_enforced=full_replace or key_enforced,
                      verify_every=table.verify_every or cluster.verify_every,
-                     full_read=full_read_reason(refl, table, cluster, tcol)
+                     full_read=full_read_reason(refl, table, cluster, tcol, pk)
                      if cursor and not full_replace else None)
 
 
@@ -101,7 +101,7 @@ def _counted(source: Source, plan: TablePlan, table: Table) -> TablePlan:
 
 
 def full_read_reason(refl: Reflected, table: Table, cluster: Cluster,
-                     tenant_column: str | None) -> str | None:
+                     tenant_column: str | None, key: list[str] | tuple = ()) -> str | None:
     """Why a nightly table with a cursor is read whole every night, or None (incremental).
 
     When the tenant's rows are smaller than full_read_below_kib (the table's, else the
@@ -111,10 +111,14 @@ def full_read_reason(refl: Reflected, table: Table, cluster: Cluster,
     bound, the NULL and zero-date passes (one index descent per month of the cursor's years),
     the key checksums and the content slice — and it needs no key check: the MERGE deletes the
     rows the read did not find. Which mode a table is in changes only what is read, never what
-    is delivered: both end with the tenant's rows equal to the source's."""
+    is delivered: both end with the tenant's rows equal to the source's. A shared table whose
+    key does not start with the tenant column is never read whole: the whole read goes in key
+    order, and would pass every tenant's rows to find this one's."""
     kib = table.full_read_below_kib if table.full_read_below_kib is not None \
         else cluster.full_read_below_kib
     if not kib or table.delivery != "nightly" or refl.data_bytes is None:
+        return None
+    if tenant_column and (not key or key[0].lower() != tenant_column.lower()):
         return None
     tenants = max(1, refl.distinct.get(tenant_column.lower(), 1)) if tenant_column else 1
     est = refl.data_bytes / tenants

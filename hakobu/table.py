@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from hakobu.config import Tenant
-from hakobu.errors import SchemaError
+from hakobu.errors import LoadError, SchemaError
 from hakobu.keys import fold_restart, max_key_below
 from hakobu.plan import TablePlan
 from hakobu.planning import plan_for
@@ -34,6 +34,7 @@ from hakobu.gates import unlimited
 
 log = logging.getLogger("hakobu.sync")
 MERGE_EVERY_ROWS = int(os.environ.get("HAKOBU_MERGE_EVERY_ROWS", "1000000"))
+MAX_DELETE_FRACTION = 0.5          # as hakobu.checksums.repair_deletes' default
 
 
 class _Fanout:
@@ -177,8 +178,27 @@ class _TableRun:
         with staging(self.sinks):
             for batch, _ in self.read("full", None, None):
                 self.fan.write(batch)
+            if self.plan.full_read:
+                self.refuse_mass_delete()
             self.flush(watermark=False, delete_scope="TRUE", always=True)
         self.res.watermark = "(full read)"
+
+    def refuse_mass_delete(self) -> None:
+        """Before a whole read's MERGE deletes what the read did not find: the incremental
+        night's safety valve (hakobu.checksums.repair_deletes), so the two modes refuse the same
+        mistakes — a tenant_value or schema pointed at other rows would otherwise empty the
+        tenant's table and say ok. Judged on the customer's table (its row count: no job)."""
+        for s in self.fan.active:
+            if s.kind != CUSTOMER:
+                continue
+            held = s.dest.table_rows(s.table) or 0
+            doomed = held - self.res.rows_read
+            if held and doomed > MAX_DELETE_FRACTION * held:
+                raise LoadError(
+                    f"refusing to delete at least {doomed} of {held} BigQuery rows: the whole "
+                    f"read found {self.res.rows_read}", tenant=self.plan.tenant, table=s.table,
+                    hint="check the tenant's schema and tenant_value; if the source really "
+                         "lost that many rows, reload the table (hakobu backfill)")
 
     def incremental(self) -> None:
         """From the sinks' common watermark up to the source's bound; a first load in pk order

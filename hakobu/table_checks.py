@@ -40,10 +40,10 @@ def after_table(source: Source, plan: TablePlan, sinks: list[Sink], res: TableRe
     says what the table holds now. With verify, tables loaded in the other modes (first load,
     full read) are compared too (keys and tonight's content slice); tables without a key
     cannot be."""
-    reconcile = RECONCILE and res.mode == "incremental"
-    if (reconcile or verify) and plan.primary_key and res.mode != "replace":
+    if (RECONCILE or verify) and plan.primary_key and res.mode != "replace":
         for s in sinks:
-            if not s.active or (not reconcile and s.kind != CUSTOMER):
+            reconcile = RECONCILE and _reconciles(res.mode, s)
+            if not s.active or (not reconcile and (not verify or s.kind != CUSTOMER)):
                 continue
             if getattr(s.dest, "deferred", False):
                 continue         # a pending slice: checked by the merge step once merged
@@ -69,6 +69,16 @@ def after_table(source: Source, plan: TablePlan, sinks: list[Sink], res: TableRe
                 s.fail(exc)              # reported as a failed warehouse/<table>, never "ok"
                 res.warehouse, res.warehouse_error = "failed", str(exc)
     hooks("table_done", table=res.table, plan=plan, sinks=sinks, result=res)
+
+
+def _reconciles(mode: str, sink: Sink) -> bool:
+    """Whether this run's read leaves deletes for the key check to find: an incremental one,
+    and a first load into a table that already held rows (a table read whole until it grew, or
+    re-read because a column was added): a first load merges, it deletes nothing. A table made
+    this run holds only what was read (`evolution.created`; None: not known here, checked)."""
+    if mode == "incremental":
+        return True
+    return mode == "initial" and not (sink.evolution is not None and sink.evolution.created)
 
 
 def content_pass(source, sink: Sink, plan: TablePlan, cmp, res: TableResult, gov, run_id: str,

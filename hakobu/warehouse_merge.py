@@ -48,6 +48,7 @@ class TableMerge:
     locked_out: bool = False         # another merge held the lock: nothing done
     error: str | None = None
     checks: dict[str, TableResult] = field(default_factory=dict)   # tenant -> its check
+    kinds: dict[str, str] = field(default_factory=dict)   # tenant -> what its slices were
 
     def metadata(self) -> dict:
         failed = sorted(t for t, r in self.checks.items() if r.warehouse == "failed")
@@ -158,8 +159,9 @@ def _run_checks(checks: list, contexts: "_Contexts", run_id: str, modes: dict) -
     other, a night of hundreds of tenants would take hours of job latency."""
     def one(item) -> None:
         m, tenant, table, waiting = item
-        m.checks[tenant.tenant] = _check(tenant, table, contexts, run_id, modes.get(table.name),
-                                         waiting)
+        mode = modes.get(table.name) or {"full": "full", "upsert": "incremental"}.get(
+            m.kinds.get(tenant.tenant, ""))
+        m.checks[tenant.tenant] = _check(tenant, table, contexts, run_id, mode, waiting)
 
     if not checks:
         return
@@ -199,7 +201,7 @@ def _merge(dest, wtable: str, deliverers, tenant_ids: list[str], contexts: _Cont
     plan, sink = contexts.of(tenant).sink(table)
     r = dest.merge_pending(wtable, sink.key if plan.primary_key else [])   # [] : replace
     m.slices, m.tenants, m.rows_affected = r.slices, r.tenants, r.rows_affected
-    m.statements, m.locked_out = r.statements, r.locked_out
+    m.statements, m.locked_out, m.kinds = r.statements, r.locked_out, dict(r.kinds)
     log.info("warehouse %s: %d pending slices of %d tenants merged in %d statement(s)%s",
              wtable, r.slices, len(r.tenants), r.statements,
              " (locked by another merge)" if r.locked_out else "")
@@ -217,7 +219,10 @@ def _check(tenant: Tenant, table: Table, contexts: _Contexts, run_id: str,
     try:
         ctx = contexts.of(tenant)
         plan, sink = ctx.sink(table)
-        res.mode = mode or ("incremental" if plan.incremental else "full")
+        # the mode the slice was read in (the run's, or its slices' kind); else the table's
+        # kind, never a whole read's: the plan may say otherwise than when it was read
+        res.mode = mode or ("incremental" if plan.cursor is not None and not plan.full_replace
+                            else "full")
         res.warehouse = "ok"
         after_table(ctx.source, plan, [sink], res, NO_HOOKS, ctx.gate, f"{run_id}_whm")
         res.warehouse_extra["merge"] = "merged"

@@ -157,6 +157,16 @@ class BigQueryDestination(StateTable, BigQueryChecks):
         return {f.name.lower(): LiveColumn(f.name, BqType.of_field(f), f.description)
                 for f in t.schema}
 
+    def table_rows(self, table: str) -> int | None:
+        """The table's row count as BigQuery keeps it (tables.get: no query job); None if the
+        table does not exist."""
+        with self._errors("reading table", table):
+            try:
+                t = self.client.get_table(self.table_id(table), retry=self.retry)
+            except gexc.NotFound:
+                return None
+        return int(t.num_rows or 0)
+
     def table_schema(self, table: str) -> dict[str, str] | None:
         cols = self.columns(table)
         return None if cols is None else {k: str(c.type) for k, c in cols.items()}

@@ -210,6 +210,9 @@ class MergeDone:
     rows_affected: int = 0
     statements: int = 0
     locked_out: bool = False      # (a merge that would not wait for the lock)
+    # tenant -> "full" when every slice merged for it was complete (a whole read: the MERGE
+    # deleted what it lacks), else "upsert" (its checks must look for deletes)
+    kinds: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def merge_all(dest, table: str, pk: list[str]) -> MergeDone:
@@ -229,6 +232,11 @@ def merge_all(dest, table: str, pk: list[str]) -> MergeDone:
                    table=table)
     done.statements, done.rows_affected = 1, job.num_dml_affected_rows or 0
     done.slices, done.tenants = len(pendings), sorted({p.tenant for p in pendings})
+    for p in slices:
+        if p.kind == "upsert" or done.kinds.get(p.tenant) == "upsert":
+            done.kinds[p.tenant] = "upsert"
+        else:
+            done.kinds[p.tenant] = "full"
     for p in sorted(pendings, key=lambda p: p.seq):   # oldest first (module docstring)
         dest.drop_table(p.name)
     return done

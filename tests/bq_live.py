@@ -17,7 +17,9 @@ only rewrites the answer of `tables.get`:
   and the emulator's own query results use), with `precision` and `scale`;
 - column descriptions are the ones the DDL statements sent through this layer set (CREATE TABLE
   column OPTIONS, ADD COLUMN ... OPTIONS, ALTER COLUMN ... SET OPTIONS), forgotten when the
-  column or table is dropped.
+  column or table is dropped;
+- `numRows` is the table's row count now (the emulator reports 0 whatever the table holds;
+  real BigQuery keeps it current for tables written by load and DML jobs).
 Everything else (jobs, loads, datasets, INFORMATION_SCHEMA) is the emulator's own behaviour.
 """
 
@@ -248,7 +250,13 @@ class LiveSchemaProxy:
                 f.pop("description", None)
             fields.append(f)
         body["schema"] = {"fields": fields}
+        body["numRows"] = str(self.row_count(project, dataset, table))
         return body
+
+    def row_count(self, project: str, dataset: str, table: str) -> int:
+        rows = self.client().query(f"SELECT COUNT(*) AS n FROM `{project}.{dataset}.{table}`",
+                                   job_retry=None).result()
+        return int(next(iter(rows))["n"])
 
     # -- serving ------------------------------------------------------------------------------
 

@@ -32,9 +32,19 @@ def test_small_table_read_whole_large_one_not():
 
 def test_shared_table_divides_by_its_tenants():
     big = refl(40 * KIB, {"org_id": 100})           # 40 MiB over 100 tenants: ~410 KiB each
-    assert "/ 100 tenants" in full_read_reason(big, table(), cluster(), "org_id")
+    key = ("org_id", "id")
+    assert "/ 100 tenants" in full_read_reason(big, table(), cluster(), "org_id", key)
     assert full_read_reason(big, table(), cluster(), None) is None          # per-schema: 40 MiB
-    assert full_read_reason(refl(40 * KIB, {"org_id": 10}), table(), cluster(), "ORG_ID") is None
+    few = refl(40 * KIB, {"org_id": 10})
+    assert full_read_reason(few, table(), cluster(), "ORG_ID", key) is None
+
+
+def test_shared_table_keyed_without_the_tenant_column_stays_incremental():
+    """A whole read goes in key order: on a key without the tenant column in front it would
+    pass every tenant's rows to find this one's."""
+    big = refl(40 * KIB, {"org_id": 100})
+    assert full_read_reason(big, table(), cluster(), "org_id", ("id",)) is None
+    assert full_read_reason(big, table(), cluster(), "org_id", ("id", "org_id")) is None
 
 
 def test_limits_and_exclusions():

@@ -88,16 +88,21 @@ class ReadBudget(_Model):
 
 FULL_READ_ENV = "HAKOBU_FULL_READ_BELOW_KIB"
 FULL_READ_KIB = 1024
+FULL_READ_MAX_KIB = 1_048_576          # 1 GiB: the largest limit the YAML setting takes
 
 
 def full_read_default() -> int:
     raw = os.environ.get(FULL_READ_ENV, "")
     try:
-        return int(raw) if raw.strip() else FULL_READ_KIB
+        value = int(raw) if raw.strip() else FULL_READ_KIB
     except ValueError:
-        raise ConfigError(f"{FULL_READ_ENV}={raw!r} is not a whole number of KiB",
+        value = -1
+    if not 0 <= value <= FULL_READ_MAX_KIB:
+        raise ConfigError(f"{FULL_READ_ENV}={raw!r} is not a whole number of KiB from 0 to "
+                          f"{FULL_READ_MAX_KIB:,}",
                           hint=f"unset it (default {FULL_READ_KIB}) or set e.g. "
-                               f"{FULL_READ_ENV}=0 (never read a cursor table whole)") from None
+                               f"{FULL_READ_ENV}=0 (never read a cursor table whole)")
+    return value
 
 
 class Cluster(_Model):
@@ -118,7 +123,7 @@ class Cluster(_Model):
     # night). 0: always incremental. The default's default comes from HAKOBU_FULL_READ_BELOW_KIB
     # (the test suite sets 0, so its small tables exercise the incremental path).
     full_read_below_kib: int = Field(default_factory=lambda: full_read_default(), ge=0,
-                                     le=1_048_576)
+                                     le=FULL_READ_MAX_KIB)
     # what `hakobu status` expects a tenant's run to take when nothing measured says better
     # (no run history, no previous delivery: a new tenant's first night); hakobu.tonight
     default_run_seconds: int = Field(default=600, ge=1, le=86_400)
@@ -222,7 +227,7 @@ class Table(_Model):
     zero_dates: Literal["to_null", "fail"] | None = None
     export_sensitive: list[ColumnName] = []
     verify_every: int | None = Field(default=None, ge=1, le=366)   # default: the cluster's
-    full_read_below_kib: int | None = Field(default=None, ge=0, le=1_048_576)  # the cluster's
+    full_read_below_kib: int | None = Field(default=None, ge=0, le=FULL_READ_MAX_KIB)  # the cluster's
     # nightly: the nightly job reads it by keyset queries. realtime: `hakobu stream` follows
     # the cluster's binlog into a change log and merges it every merge_every_minutes (at least
     # 10: at most 144 MERGEs of the table a day, far inside BigQuery's 1,500 table writes;

@@ -83,6 +83,9 @@ class InMemoryDestination(FakeDestinationChecks):
         cols = self.columns(table)
         return None if cols is None else {k: str(c.type) for k, c in cols.items()}
 
+    def table_rows(self, table: str) -> int | None:
+        return len(self.tables[table]) if table in self.schemas else None
+
     def ensure_table(self, table, specs, primary_key, extra=(), cluster_first=(), remove=None,
                      tenant=None) -> Evolution:
         self._job("ensure_table", table)
