@@ -54,6 +54,8 @@ def after_table(source: Source, plan: TablePlan, sinks: list[Sink], res: TableRe
                 if reconcile:
                     rep = repair_deletes(source, s.dest, plan, cmp, gate=gov,
                                          run_id=f"{run_id}_cks", merge_missing=s.kind == CUSTOMER)
+                    if rep.rows_deleted:
+                        announce_deletes(sinks, run_id)
                     res.extra.update({pre + k: v for k, v in rep.metadata().items()})
                     res.extra[pre + "checksum_buckets_differing"] = cmp.buckets_differing
                     if not cmp.equal:
@@ -69,6 +71,18 @@ def after_table(source: Source, plan: TablePlan, sinks: list[Sink], res: TableRe
                 s.fail(exc)              # reported as a failed warehouse/<table>, never "ok"
                 res.warehouse, res.warehouse_error = "failed", str(exc)
     hooks("table_done", table=res.table, plan=plan, sinks=sinks, result=res)
+
+
+def announce_deletes(sinks: list[Sink], run_id: str) -> None:
+    """The customer's key check deleted rows that vanished from the source: a deferred
+    warehouse sink that staged nothing this run (a night of deletes only) stages an empty
+    slice, so the merge step checks this tenant's warehouse slice too — it checks only the
+    tenants whose slices it merged, and without one the deleted rows would stay there until
+    some row of the table changed."""
+    for s in sinks:
+        if s.kind != CUSTOMER and s.active and getattr(s.dest, "deferred", False) \
+                and not s.merges:
+            s.merge([], run_id=f"{run_id}_del")
 
 
 def _reconciles(mode: str, sink: Sink) -> bool:

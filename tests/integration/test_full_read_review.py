@@ -197,15 +197,12 @@ def test_back_to_incremental_after_a_column_was_added_delivers_the_deletes(
     assert warehouse_rows(bq_client, wh) == customer_rows(bq_client, ds, "a")
 
 
-@pytest.mark.xfail(strict=True, reason="known, not fixed yet: a deletes-only incremental night "
-                   "stages no warehouse slice, so the scheduled merge step never checks that "
-                   "tenant (see the docstring)")
 def test_scheduled_merge_applies_a_deletes_only_night_to_the_warehouse(
         sql, rv_schema, datasets, tmp_path, mysql_server, monkeypatch, strict_env, bq_client,
         full_read_on):
     """PRE-EXISTING, not this change's (found on the way; full reads avoid it for small
-    tables): an incremental night whose only changes are deletes stages no warehouse slice
-    (flush skips an empty one), and the scheduled merge step checks only the tenants whose
+    tables; fixed: hakobu.table_checks.announce_deletes): an incremental night whose only
+    changes are deletes stages no warehouse slice (flush skips an empty one), and the scheduled merge step checks only the tenants whose
     slices it merged (merge_warehouse_tables, `tenant.tenant in m.tenants`), so the deleted
     rows stay in the warehouse — night after night, until some row of that table changes."""
     from hakobu.warehouse_merge import merge_warehouse_tables
