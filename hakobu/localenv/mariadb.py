@@ -9,6 +9,7 @@ there it starts a private `mariadbd` whose datadir, socket, pid file, port file 
     state_dir/mariadbd.pid   written by mariadbd itself, removed on clean shutdown
     state_dir/mariadbd.sock  unix socket (a short path under /tmp if this one would be too long)
     state_dir/mariadb.log    server log, appended across starts
+    state_dir/tmp/           its tmpdir (never the shared /tmp: see _paths)
 
 The private server runs in its own session, so it outlives the process that started it (a later
 `ensure_mysql` with the same state_dir reuses it) until `MySQLServer.stop()` is called. It binds
@@ -232,6 +233,10 @@ def _paths(state_dir: Path) -> dict[str, Path]:
         "socket": sock,
         "log": state_dir / "mariadb.log",
         "install_log": state_dir / "mariadb-install-db.log",
+        # its own tmpdir: a starting mariadbd deletes every #sql* file in its tmpdir, which in
+        # a shared /tmp includes the temporary tables of another private server bootstrapping
+        # beside it (seen as "Error on delete of '/tmp/#sql-temptable-...'" from install-db)
+        "tmp": state_dir / "tmp",
     }
 
 
@@ -301,13 +306,14 @@ def _as_root_flags() -> list[str]:
     return ["--user=root"] if os.geteuid() == 0 else []
 
 
-def _init_datadir(install_db: str, datadir: Path, install_log: Path) -> None:
+def _init_datadir(install_db: str, datadir: Path, install_log: Path, tmpdir: Path) -> None:
     """Initialise an empty datadir, atomically: into a sibling directory, then renamed."""
     if datadir.is_dir() and not any(datadir.iterdir()):
         datadir.rmdir()
     tmp = datadir.with_name(f"{datadir.name}.init-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    cmd = [install_db, "--no-defaults", f"--datadir={tmp}",
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    cmd = [install_db, "--no-defaults", f"--datadir={tmp}", f"--tmpdir={tmpdir}",
            "--auth-root-authentication-method=normal", "--skip-test-db", *_as_root_flags()]
     with open(install_log, "wb") as out:
         res = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
@@ -335,7 +341,8 @@ def _start_private(state_dir: Path, timeout: float, avoid_ports: set[int],
     p = _paths(state_dir)
     datadir = p["data"]
     if not datadir.is_dir() or not any(datadir.iterdir()):
-        _init_datadir(install_db, datadir, p["install_log"])
+        _init_datadir(install_db, datadir, p["install_log"], p["tmp"])
+    p["tmp"].mkdir(parents=True, exist_ok=True)
 
     avoid = set(avoid_ports)
     for _attempt in range(3):
@@ -344,6 +351,7 @@ def _start_private(state_dir: Path, timeout: float, avoid_ports: set[int],
         log_offset = p["log"].stat().st_size if p["log"].exists() else 0
         cmd = [mariadbd, "--no-defaults", f"--datadir={datadir}", f"--port={port}",
                f"--socket={p['socket']}", f"--pid-file={p['pid']}", f"--log-error={p['log']}",
+               f"--tmpdir={p['tmp']}",
                *SERVER_OPTIONS, *extra_options, *_as_root_flags()]
         with open(p["log"], "ab") as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
