@@ -9,7 +9,8 @@ there it starts a private `mariadbd` whose datadir, socket, pid file, port file 
     state_dir/mariadbd.pid   written by mariadbd itself, removed on clean shutdown
     state_dir/mariadbd.sock  unix socket (a short path under /tmp if this one would be too long)
     state_dir/mariadb.log    server log, appended across starts
-    state_dir/tmp/           its tmpdir (never the shared /tmp: see _paths)
+    state_dir/tmp/           its tmpdir (a starting mariadbd deletes every #sql* file in its
+                             tmpdir: in /tmp, another server's bootstrap files)
 
 The private server runs in its own session, so it outlives the process that started it (a later
 `ensure_mysql` with the same state_dir reuses it) until `MySQLServer.stop()` is called. It binds
@@ -43,13 +44,9 @@ DEFAULT_PORT = 3306
 DEFAULT_USER = "root"
 
 # Server settings of the private instance: small (2-core dev boxes), utf8mb4 like the shared one.
-SERVER_OPTIONS = (
-    "--bind-address=127.0.0.1",
-    "--skip-name-resolve",
-    "--innodb-buffer-pool-size=64M",
-    "--character-set-server=utf8mb4",
-    "--collation-server=utf8mb4_general_ci",
-)
+SERVER_OPTIONS = ("--bind-address=127.0.0.1", "--skip-name-resolve",
+                  "--innodb-buffer-pool-size=64M", "--character-set-server=utf8mb4",
+                  "--collation-server=utf8mb4_general_ci")
 
 # `binlog=True` (change data capture, issue #15): what the binlog reader needs and
 # hakobu/binlog_health.py demands. ROW + FULL image: whole before/after rows; FULL metadata
@@ -60,14 +57,9 @@ SERVER_OPTIONS = (
 BINLOG_SERVER_ID = 1
 BINLOG_BASENAME = "hakobu-bin"          # files datadir/hakobu-bin.000001, ...
 BINLOG_RETENTION_S = 2 * 24 * 3600
-BINLOG_OPTIONS = (
-    f"--log-bin={BINLOG_BASENAME}",
-    f"--server-id={BINLOG_SERVER_ID}",
-    "--binlog-format=ROW",
-    "--binlog-row-image=FULL",
-    "--binlog-row-metadata=FULL",
-    f"--binlog-expire-logs-seconds={BINLOG_RETENTION_S}",
-)
+BINLOG_OPTIONS = (f"--log-bin={BINLOG_BASENAME}", f"--server-id={BINLOG_SERVER_ID}",
+                  "--binlog-format=ROW", "--binlog-row-image=FULL", "--binlog-row-metadata=FULL",
+                  f"--binlog-expire-logs-seconds={BINLOG_RETENTION_S}")
 
 _SEARCH_DIRS = ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/usr/libexec")
 _INSTALL_HINT = ("install MariaDB (Debian/Ubuntu: `sudo apt-get install mariadb-server`; macOS: "
@@ -233,10 +225,7 @@ def _paths(state_dir: Path) -> dict[str, Path]:
         "socket": sock,
         "log": state_dir / "mariadb.log",
         "install_log": state_dir / "mariadb-install-db.log",
-        # its own tmpdir: a starting mariadbd deletes every #sql* file in its tmpdir, which in
-        # a shared /tmp includes the temporary tables of another private server bootstrapping
-        # beside it (seen as "Error on delete of '/tmp/#sql-temptable-...'" from install-db)
-        "tmp": state_dir / "tmp",
+        "tmp": state_dir / "tmp",    # never /tmp: a starting mariadbd deletes its #sql* files
     }
 
 

@@ -29,10 +29,12 @@ def datasets(bq_client):
 
 
 @pytest.fixture
-def full_read_on(monkeypatch):
-    """The product's default (the suite sets 0: tests/conftest.py)."""
+def full_read_on(monkeypatch, bq_live):
+    """The product's default (the suite sets 0: tests/conftest.py); tables.get with numRows
+    (the whole read's safety valve reads it; tests/bq_live.py counts only when asked)."""
     monkeypatch.delenv("HAKOBU_FULL_READ_BELOW_KIB", raising=False)
     monkeypatch.setenv(KEY_ENV, "full-read-key")
+    monkeypatch.setattr(bq_live, "count_rows", True)
 
 
 def _limit(kib: str | None) -> str:
