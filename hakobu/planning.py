@@ -92,12 +92,17 @@ def _counted(source: Source, plan: TablePlan, table: Table) -> TablePlan:
     statistics are not recalculated (innodb_stats_auto_recalc=OFF) can report a grown table
     at its old size. The tenant's rows are counted up to the limit's worth (a bounded read of
     the cursor index); past it, the table stays incremental."""
-    kib = table.full_read_below_kib if table.full_read_below_kib is not None \
-        else source.cluster.full_read_below_kib
+    kib = _limit_kib(table, source.cluster)
     cap = kib * 1024 // max(plan.row_bytes or 100, 1) + 1
     if source.rows_up_to(plan, cap) < cap:
         return plan
     return dataclasses.replace(plan, full_read=None)
+
+
+def _limit_kib(table: Table, cluster: Cluster) -> int:
+    """full_read_below_kib: the table's, else the cluster's."""
+    return table.full_read_below_kib if table.full_read_below_kib is not None \
+        else cluster.full_read_below_kib
 
 
 def full_read_reason(refl: Reflected, table: Table, cluster: Cluster,
@@ -114,8 +119,7 @@ def full_read_reason(refl: Reflected, table: Table, cluster: Cluster,
     is delivered: both end with the tenant's rows equal to the source's. A shared table whose
     key does not start with the tenant column is never read whole: the whole read goes in key
     order, and would pass every tenant's rows to find this one's."""
-    kib = table.full_read_below_kib if table.full_read_below_kib is not None \
-        else cluster.full_read_below_kib
+    kib = _limit_kib(table, cluster)
     if not kib or table.delivery != "nightly" or refl.data_bytes is None:
         return None
     if tenant_column and (not key or key[0].lower() != tenant_column.lower()):

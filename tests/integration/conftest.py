@@ -49,3 +49,15 @@ def make_config(tmp_path, mysql_server, monkeypatch):
         monkeypatch.setenv("HAKOBU_CONFIG_DIR", str(root))
         return load_config(root)
     return make
+
+
+FULL_READ_KEY_ENV = "HK_FR_TEST_KEY"       # the warehouse hash key of the full-read tests
+
+
+@pytest.fixture
+def full_read_on(monkeypatch, bq_live):
+    """The product's default (the suite sets 0: tests/conftest.py); tables.get with numRows
+    (the whole read's safety valve reads it; tests/bq_live.py counts only when asked)."""
+    monkeypatch.delenv("HAKOBU_FULL_READ_BELOW_KIB", raising=False)
+    monkeypatch.setenv(FULL_READ_KEY_ENV, "full-read-key")
+    monkeypatch.setattr(bq_live, "count_rows", True)

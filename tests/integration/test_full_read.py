@@ -15,10 +15,11 @@ from hakobu.config import load_config
 from hakobu.planning import plan_for
 from hakobu.reconcile import diff_table
 from resources.bigquery_client import BigQuerySettings
+from tests.integration.conftest import FULL_READ_KEY_ENV
 from tests.helpers import dataset_factory, fresh_schema, tenant_body, unique, write_config
 from tests.live import destination_for, source_for, sync_tenant, verify_tenant
 
-KEY_ENV = "HK_FR_TEST_KEY"
+KEY_ENV = FULL_READ_KEY_ENV
 TABLE = "- name: members\n  cursor: updated_at\n  chunk_rows: 50\n{extra}"
 
 
@@ -30,15 +31,6 @@ def fr_schema(sql):
 @pytest.fixture
 def datasets(bq_client):
     yield from dataset_factory(bq_client, "hk_fr")
-
-
-@pytest.fixture
-def full_read_on(monkeypatch, bq_live):
-    """The product's default (the suite sets 0: tests/conftest.py); tables.get with numRows
-    (the whole read's safety valve reads it; tests/bq_live.py counts only when asked)."""
-    monkeypatch.delenv("HAKOBU_FULL_READ_BELOW_KIB", raising=False)
-    monkeypatch.setenv(KEY_ENV, "full-read-key")
-    monkeypatch.setattr(bq_live, "count_rows", True)
 
 
 def config(tmp_path, mysql_server, monkeypatch, tenants: dict, warehouse: str):

@@ -15,9 +15,6 @@ from tests.integration.test_full_read import (TABLE, config, customer_rows, diff
                                               warehouse_rows)
 from tests.live import live_io, sync_tenant
 
-KEY_ENV = "HK_FR_TEST_KEY"
-
-
 @pytest.fixture
 def rv_schema(sql):
     yield from fresh_schema(sql, "hk_rv4")
@@ -26,15 +23,6 @@ def rv_schema(sql):
 @pytest.fixture
 def datasets(bq_client):
     yield from dataset_factory(bq_client, "hk_rv4")
-
-
-@pytest.fixture
-def full_read_on(monkeypatch, bq_live):
-    """The product's default (the suite sets 0: tests/conftest.py); tables.get with numRows
-    (the whole read's safety valve reads it; tests/bq_live.py counts only when asked)."""
-    monkeypatch.delenv("HAKOBU_FULL_READ_BELOW_KIB", raising=False)
-    monkeypatch.setenv(KEY_ENV, "full-read-key")
-    monkeypatch.setattr(bq_live, "count_rows", True)
 
 
 def _limit(kib: str | None) -> str:
