@@ -69,7 +69,23 @@ def overhead(runs: list[dict]) -> dict:
         "mean_engine_s": mean(r["engine_s"] for r in ok),
         "mean_jobs": mean(r["jobs"] for r in ok), "mean_job_wall_s": jobs_wall / len(ok),
         "mean_job_s_sum": mean(r["job_s_sum"] for r in ok),
-        "jobs": sum(r["jobs"] for r in ok)}
+        "jobs": sum(r["jobs"] for r in ok), "kinds": kinds_of(ok)}
+
+
+def kinds_of(runs: list[dict]) -> dict:
+    """Jobs by kind (bench/night_run.job_kind) summed over runs, most first."""
+    total: dict = {}
+    for r in runs:
+        for k, n in (r.get("kinds") or {}).items():
+            total[k] = total.get(k, 0) + n
+    return dict(sorted(total.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def kinds_sentence(kinds: dict, runs: int) -> str:
+    if not kinds or not runs:
+        return ""
+    return ("Jobs per run by kind: " + ", ".join(f"{k} {n / runs:.1f}" for k, n in kinds.items())
+            + ".")
 
 
 # long: one dict of every figure the goals and the section read; split, it reads worse
@@ -126,6 +142,7 @@ def merge_figures(merges) -> dict:
             "dml_statements": sum(int(m.get("dml_statements") or 0) for m in merges),
             "slices": sum(int(m.get("slices_merged") or 0) for m in merges),
             "jobs": sum(int(m.get("jobs") or 0) for m in merges),
+            "kinds": kinds_of(merges),
             "wall_s": round(sum(m["wall_s"] for m in merges), 1),
             "last_end_s": max((m["end_s"] for m in merges), default=0.0)}
 
@@ -204,6 +221,11 @@ def section(fig: dict) -> tuple[str, str]:
              f"{ov['job_share']:.1%}); at 1 s per job (real BigQuery) the jobs alone would be "
              f"{ov['jobs']:,} job-seconds, {ov['mean_jobs']:.0f} per tenant." if ov.get("runs")
              else "no run finished.")
+    if ov.get("runs") and ov.get("kinds"):
+        share += " " + kinds_sentence(ov["kinds"], ov["runs"])
+        mk = fig["merges"].get("kinds")
+        if mk:
+            share += " Merge step's jobs: " + ", ".join(f"{k} {n}" for k, n in mk.items()) + "."
     body = ("\n".join(lines) + "\n\n"
             f"{fig['tenants']} tenants ({fig['sizes']}, {fig['shared']} on shared tables), 8 "
             f"tables each; {fig['rows_touched']:,} source rows changed before the night "

@@ -23,6 +23,7 @@ job outstanding, and the table results. A worker runs one tenant at a time, so e
 process does during a run is that tenant's.
 """
 
+import collections
 import functools
 import json
 import os
@@ -47,17 +48,45 @@ class Jobs:
     lock: threading.Lock = field(default_factory=threading.Lock)
     spans: list = field(default_factory=list)        # (t0, t1)
     created: int = 0
+    kinds: collections.Counter = field(default_factory=collections.Counter)
 
     def reset(self) -> None:
         with self.lock:
-            self.spans, self.created = [], 0
+            self.spans, self.created, self.kinds = [], 0, collections.Counter()
 
     def summary(self) -> dict:
         with self.lock:
             spans = list(self.spans)
-            created = self.created
+            created, kinds = self.created, dict(self.kinds)
         return {"jobs": created, "job_s_sum": round(sum(b - a for a, b in spans), 3),
-                "job_wall_s": round(busy_seconds(spans), 3)}
+                "job_wall_s": round(busy_seconds(spans), 3), "kinds": kinds}
+
+
+def job_kind(name: str, sql: str | None) -> str:
+    """What a job is for, from the client call and its SQL (the night's job breakdown): the
+    statement, and for SELECTs which of hakobu's reads it is."""
+    if name != "query":
+        return "load"
+    s = " ".join((sql or "").split()).upper()
+    state = "`_HAKOBU_STATE`" in s or "._HAKOBU_STATE" in s
+    first = s.split(" ", 1)[0] if s else "?"
+    if first == "SELECT":
+        if state:
+            return "state read"
+        if " AS B, COUNT(*) AS N, BIT_XOR(" in s:
+            return "content digest"
+        if " AS B, COUNT(*) AS N" in s:
+            return "key checksum"
+        if "AS `_B`" in s:
+            return "row listing"
+        if s.startswith("SELECT COUNT(*) AS N FROM"):
+            return "count"
+        return "select"
+    if first == "MERGE":
+        return "merge state" if state else "merge"
+    if first == "CREATE":
+        return "replace as select" if " AS SELECT " in s else "create table"
+    return first.lower()
 
 
 def instrument(jobs: Jobs, engine: dict) -> None:
@@ -73,8 +102,10 @@ def instrument(jobs: Jobs, engine: dict) -> None:
         def wrapped(*a, **kw):
             t0 = time.perf_counter()
             job = orig(*a, **kw)
+            kind = job_kind(orig.__name__, a[1] if len(a) > 1 else kw.get("query"))
             with jobs.lock:
                 jobs.created += 1
+                jobs.kinds[kind] += 1
             job._night_t0 = t0
             return job
         return wrapped

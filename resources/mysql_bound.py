@@ -3,6 +3,7 @@ clock, lag, and the open writers that could still commit rows below it."""
 
 import datetime as dt
 import os
+import random
 import time
 import uuid
 from typing import Any
@@ -43,7 +44,12 @@ OPEN_TRX_SQL = (
     "AND (trx_rows_modified > 0 OR trx_lock_structs > 0) "
     "FROM information_schema.INNODB_TRX")
 TRX_CACHE_S = 0.11          # InnoDB refills the INNODB_TRX cache after 100 ms without readers
-TRX_FRESH_TIMEOUT_S = 5.0   # then give up (transient): someone reads INNODB_TRX non-stop
+# After a stale listing the next waits a random pause, doubling up to TRX_BACKOFF_MAX_S: several
+# sessions polling on a fixed beat (hakobu's own runs and streams on one cluster) keep the cache
+# stale for one another; random pauses open the 100 ms gap a refill needs (8 pollers on one
+# server starved with a fixed 0.11 s beat; tests/integration/test_open_writers.py).
+TRX_BACKOFF_MAX_S = 1.0
+TRX_FRESH_TIMEOUT_S = 15.0  # then give up (transient): someone reads INNODB_TRX non-stop
 
 
 def writer_wait_seconds() -> float:
@@ -144,12 +150,13 @@ class BoundMixin:
 
         not_before = time.monotonic() if not_before is None else not_before
         deadline = time.monotonic() + TRX_FRESH_TIMEOUT_S
+        pause = TRX_CACHE_S
         with self._trx_lock:
             while True:
                 snap = self._trx_snapshot
                 if snap is not None and snap[0] >= not_before:
                     return snap[1]
-                idle = TRX_CACHE_S - (time.monotonic() - self._trx_read_at)
+                idle = pause - (time.monotonic() - self._trx_read_at)
                 if idle > 0:
                     time.sleep(idle)
                 asked = time.monotonic()
@@ -176,6 +183,7 @@ class BoundMixin:
                                for r in rows if r[3]}
                     self._trx_snapshot = (asked, writers)
                     return writers
+                pause = random.uniform(TRX_CACHE_S, min(TRX_BACKOFF_MAX_S, 2 * pause))
                 if time.monotonic() >= deadline:
                     raise SourceUnavailable(
                         "information_schema.INNODB_TRX did not refresh within "

@@ -75,3 +75,22 @@ def test_goal_arithmetic():
     assert got["night-warehouse"].measured == 1
     assert got["night-budget"].measured == 2000 / 20 / 100   # 2,000 pages over 20 busy s
     assert got["night-pages"].measured == 2000 / 40_000 and got["night-pages"].passed
+
+
+def test_jobs_are_told_apart_by_kind():
+    from bench.night_report import kinds_of, kinds_sentence
+    from bench.night_run import job_kind
+    assert job_kind("load_table_from_file", None) == "load"
+    assert job_kind("query", "MERGE `p.d.members` T USING `p.d._stg` S ON ...") == "merge"
+    assert job_kind("query", "MERGE `p`.`d`.`_hakobu_state` T USING (SELECT 1) S") == "merge state"
+    assert job_kind("query", "SELECT table_name, watermark FROM `p.d._hakobu_state` W") == "state read"
+    assert job_kind("query", "SELECT MOD(x, 8) AS b, COUNT(*) AS n, 0 AS s, BIT_XOR(h) AS x "
+                    "FROM t T GROUP BY 1") == "key checksum"
+    assert job_kind("query", "SELECT MOD(x, 8) AS b, COUNT(*) AS n, BIT_XOR(h) AS x FROM t T "
+                    "GROUP BY 1") == "content digest"
+    assert job_kind("query", "SELECT COUNT(*) AS n FROM `p.d.t` T") == "count"
+    assert job_kind("query", "CREATE OR REPLACE TABLE `p.d.t` AS SELECT a FROM s") == "replace as select"
+    assert job_kind("query", "DROP TABLE IF EXISTS `p.d._stg`") == "drop"
+    runs = [{"kinds": {"load": 2, "merge": 1}}, {"kinds": {"load": 1}}, {}]
+    assert kinds_of(runs) == {"load": 3, "merge": 1}
+    assert kinds_sentence(kinds_of(runs), 2) == "Jobs per run by kind: load 1.5, merge 0.5."

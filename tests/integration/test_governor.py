@@ -95,9 +95,13 @@ def test_budget_is_respected_on_the_real_server(sql, schema, mysql_server):
     rows, free_rate, free_s = read(ReadGovernor.unlimited())
     budget = max(200, int(free_rate / 2))
     from hakobu.config import ReadBudget
+    # The governor's reaction (an observation per interval, then a burst's allowance) must be
+    # short beside the read: at ~2M logical pages/s the whole unthrottled read takes ~0.4 s,
+    # and with the production-like 0.1 s / 0.2 s most of it passed before the first brake
+    # (the rate came out at the free rate on a fast day). 20 ms / 50 ms leave it ~10 %.
     gov = ReadGovernor("gov_test", ReadBudget(pages_per_second=budget, max_connections=2),
-                       probe=MySQLStatusProbe(source.query, "logical"), interval=0.1,
-                       burst_seconds=0.2)
+                       probe=MySQLStatusProbe(source.query, "logical"), interval=0.02,
+                       burst_seconds=0.05)
     rows2, rate, secs = read(gov)
     source.dispose()
     assert rows == rows2 == 200000

@@ -362,3 +362,42 @@ def test_first_load_under_an_open_writer_reads_nothing_through_the_cursor(tokyo,
     assert r.ok and r.mode == "initial", r
     d = diff(config, "items")
     assert d.equal, d.summary() + f" different={d.different}"
+
+
+# -- 3. many sessions polling INNODB_TRX at once -----------------------------------------------
+
+def test_many_pollers_each_get_a_fresh_listing(tokyo, tk, tk_schema):
+    """INNODB_TRX is refilled only after 100 ms without a reader: eight sources polling on one
+    server kept it stale for one another on a fixed beat (SourceUnavailable after 5 s in the
+    test suite's parallel part). With random back-off every poll ends with a listing made
+    after it began — which shows the one open writer."""
+    from hakobu.config.models import Cluster
+    from resources.mysql_source import MySQLSource
+
+    tk(f"CREATE TABLE `{tk_schema}`.w (id INT PRIMARY KEY, v INT)")
+    tk(f"INSERT INTO `{tk_schema}`.w VALUES (1, 1)")
+    writer = Writer(tokyo)
+    sources = [MySQLSource(Cluster(name=f"poll{i}", host=tokyo.host, port=tokyo.port,
+                                   user="root")) for i in range(8)]
+    got, errors = {}, []
+
+    def poll(i):
+        try:
+            got[i] = [sources[i]._open_writers() for _ in range(3)]
+        except Exception as exc:    # noqa: BLE001 — asserted below
+            errors.append(f"{i}: {exc}")
+
+    try:
+        writer(f"UPDATE `{tk_schema}`.w SET v = 2 WHERE id = 1")
+        threads = [threading.Thread(target=poll, args=(i,)) for i in range(len(sources))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        writer.close()
+        for s in sources:
+            s.dispose()
+    assert not errors, errors
+    assert sorted(got) == list(range(8))
+    assert all(len(listing) == 1 for lists in got.values() for listing in lists), got
