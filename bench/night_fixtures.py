@@ -13,6 +13,7 @@ reuses them (earlier nights' changes stay: each bench run is one more night for 
 
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -335,3 +336,26 @@ def server_counters(server: MySQLServer) -> dict[str, int]:
             return {k: int(v) for k, v in cur.fetchall()}
     finally:
         conn.close()
+
+
+def settle(server: MySQLServer, quiet_s: float = 2.0, timeout_s: float = 120.0) -> int:
+    """Wait until the server's own work stops moving the page counter (it is server-wide: the
+    purge of a night's changes and InnoDB's statistics recalculation read pages that would count
+    as the next night's — the naive night of one cluster counted 6x its twin's once): purge to
+    the end (MariaDB's innodb_max_purge_lag_wait = 0 returns when the history is purged), then
+    `quiet_s` without a change. Returns the pages counted while waiting."""
+    conn = connect(server)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET GLOBAL innodb_max_purge_lag_wait = 0")
+    finally:
+        conn.close()
+    first = last = server_counters(server)["Innodb_buffer_pool_read_requests"]
+    now = time.monotonic()
+    end, quiet_from = now + timeout_s, now
+    while time.monotonic() < end and time.monotonic() - quiet_from < quiet_s:
+        time.sleep(0.5)
+        value = server_counters(server)["Innodb_buffer_pool_read_requests"]
+        if value != last:
+            last, quiet_from = value, time.monotonic()
+    return last - first
